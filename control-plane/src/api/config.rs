@@ -1,0 +1,83 @@
+//! `/api/v1/config`: the whole configuration as one declarative document (GitOps).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{etag, if_match, parse_json, ApiError, AppState};
+use crate::config::{compile, ConfigDocument};
+use crate::snapshot::Applied;
+
+/// The result of a write.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WriteResult {
+    /// The configuration version after the write.
+    pub version: u64,
+    /// False when the document was already the current one (no new version).
+    pub changed: bool,
+    pub summary: String,
+}
+
+impl From<Applied> for WriteResult {
+    fn from(a: Applied) -> Self {
+        Self {
+            version: a.version,
+            changed: a.changed,
+            summary: a.summary,
+        }
+    }
+}
+
+pub fn write_response(status: StatusCode, applied: Applied) -> impl IntoResponse {
+    let tag = etag(applied.version);
+    (status, [tag], Json(WriteResult::from(applied)))
+}
+
+/// The current configuration document; the ETag is its version.
+#[utoipa::path(get, path = "/api/v1/config", tag = "config",
+    responses((status = 200, body = ConfigDocument, headers(("ETag" = String))),
+              (status = 401, body = super::error::ErrorBody)))]
+pub async fn get_config(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let (version, doc) = state.config.document().await?;
+    Ok(([etag(version)], Json(doc)))
+}
+
+/// Replaces the whole configuration atomically. With `If-Match`, only if it is still at
+/// that version. An identical document creates no new version.
+#[utoipa::path(put, path = "/api/v1/config", tag = "config", request_body = ConfigDocument,
+    params(("If-Match" = Option<String>, Header, description = "expected version, e.g. \"7\"")),
+    responses((status = 200, body = WriteResult),
+              (status = 400, body = super::error::ErrorBody, description = "malformed JSON; the field is named"),
+              (status = 412, body = super::error::ErrorBody, description = "stale If-Match"),
+              (status = 422, body = super::error::ErrorBody, description = "invalid configuration; fields are named")))]
+pub async fn put_config(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let expected = if_match(&headers)?;
+    let doc: ConfigDocument = parse_json(&body)?;
+    let applied = state
+        .config
+        .apply(expected, "PUT /api/v1/config", move |current| {
+            *current = doc;
+            Ok(())
+        })
+        .await?;
+    Ok(write_response(StatusCode::OK, applied))
+}
+
+/// Dry run: the same checks as a write; stores nothing.
+#[utoipa::path(post, path = "/api/v1/config/validate", tag = "config", request_body = ConfigDocument,
+    responses((status = 200, description = "valid"),
+              (status = 400, body = super::error::ErrorBody),
+              (status = 422, body = super::error::ErrorBody)))]
+pub async fn validate_config(body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let doc: ConfigDocument = parse_json(&body)?;
+    compile(&doc).map_err(ApiError::Invalid)?;
+    Ok(Json(serde_json::json!({ "valid": true })))
+}

@@ -1,0 +1,143 @@
+//! The REST API under `/api/v1`: JSON, bearer admin token on every endpoint.
+//!
+//! Handlers are thin: they parse input (with the JSON path of any bad field), call the
+//! [`ConfigService`] write path or the store, and map results to HTTP. Config responses
+//! carry the configuration version as an `ETag`; writes honour `If-Match` (412 when
+//! stale). One file per resource.
+
+pub mod config;
+pub mod error;
+pub mod nodes;
+pub mod objects;
+pub mod openapi;
+pub mod snapshots;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+
+use crate::auth::TokenDigest;
+use crate::grpc::registry::Registry;
+use crate::snapshot::ConfigService;
+pub use error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ConfigService>,
+    pub registry: Arc<Registry>,
+    pub admin_token: TokenDigest,
+    /// A node whose last message is older than this is shown as disconnected.
+    pub stale_after_ms: i64,
+}
+
+/// The `/api/v1` router, with authentication applied to every route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/config", get(config::get_config).put(config::put_config))
+        .route("/config/validate", post(config::validate_config))
+        .route(
+            "/frontends",
+            get(objects::list_frontends).post(objects::create_frontend),
+        )
+        .route(
+            "/frontends/{name}",
+            get(objects::get_frontend)
+                .put(objects::put_frontend)
+                .delete(objects::delete_frontend),
+        )
+        .route(
+            "/backends",
+            get(objects::list_backends).post(objects::create_backend),
+        )
+        .route(
+            "/backends/{name}",
+            get(objects::get_backend)
+                .put(objects::put_backend)
+                .delete(objects::delete_backend),
+        )
+        .route("/snapshots", get(snapshots::list_snapshots))
+        .route("/snapshots/{version}", get(snapshots::get_snapshot))
+        .route("/nodes", get(nodes::list_nodes))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        .with_state(state)
+}
+
+async fn require_admin(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token {
+        Some(t) if state.admin_token.matches(t) => Ok(next.run(request).await),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+/// Parses a JSON body; errors name the JSON path of the bad field.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.to_string();
+        // "missing field `name` at line 1 column 2" → field "<path>.name"
+        let msg = msg
+            .rsplit_once(" at line ")
+            .map(|(m, _)| m.to_string())
+            .unwrap_or(msg);
+        let field = match msg
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'))
+        {
+            Some(missing) if path == "." => missing.to_string(),
+            Some(missing) => format!("{path}.{missing}"),
+            None if path == "." => "(body)".to_string(),
+            None => path,
+        };
+        ApiError::BadRequest {
+            code: "invalid_json",
+            field,
+            message: msg,
+        }
+    })
+}
+
+/// The version in an `If-Match` header: `"7"`, `W/"7"`, `7`; `*` or absent means any.
+pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = v.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let digits = text.trim_start_matches("W/").trim_matches('"');
+    digits
+        .parse::<u64>()
+        .map(Some)
+        .map_err(|_| ApiError::BadRequest {
+            code: "invalid_if_match",
+            field: "If-Match".into(),
+            message: format!("{text:?} is not a configuration version ETag such as \"7\""),
+        })
+}
+
+pub fn etag(version: u64) -> (header::HeaderName, HeaderValue) {
+    (
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header"),
+    )
+}

@@ -1,0 +1,125 @@
+//! `/api/v1/nodes`: the fleet as the control plane sees it.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+use sluice_proto::v1 as pb;
+use utoipa::ToSchema;
+
+use super::snapshots::rfc3339;
+use super::{ApiError, AppState};
+use crate::snapshot::now_ms;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeView {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    pub software_version: String,
+    /// True while the node's stream is open and it has been heard from recently.
+    pub connected: bool,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// The snapshot version the node serves.
+    pub applied_version: u64,
+    /// The newest version the node rejected, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_nack: Option<NackView>,
+    /// Current traffic as last reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NackView {
+    pub version: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrafficView {
+    pub reported: String,
+    pub current_connections: u64,
+    pub current_tunnels: u64,
+    pub total_connections: u64,
+    pub total_upgrades: u64,
+    pub total_requests: u64,
+    pub frontends: Vec<FrontendTraffic>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FrontendTraffic {
+    pub name: String,
+    pub current_connections: u64,
+    pub current_tunnels: u64,
+    pub total_connections: u64,
+    pub total_upgrades: u64,
+    pub total_requests: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Responses by class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub responses_by_class: Vec<u64>,
+}
+
+fn traffic(stats: &pb::Stats) -> TrafficView {
+    let frontends: Vec<FrontendTraffic> = stats
+        .frontends
+        .iter()
+        .map(|f| FrontendTraffic {
+            name: f.name.clone(),
+            current_connections: f.current_connections,
+            current_tunnels: f.current_tunnels,
+            total_connections: f.total_connections,
+            total_upgrades: f.total_upgrades,
+            total_requests: f.total_requests,
+            bytes_in: f.bytes_in,
+            bytes_out: f.bytes_out,
+            responses_by_class: f.responses_by_class.clone(),
+        })
+        .collect();
+    let sum = |f: fn(&FrontendTraffic) -> u64| frontends.iter().map(f).sum();
+    TrafficView {
+        reported: rfc3339(stats.unix_ms),
+        current_connections: sum(|f| f.current_connections),
+        current_tunnels: sum(|f| f.current_tunnels),
+        total_connections: sum(|f| f.total_connections),
+        total_upgrades: sum(|f| f.total_upgrades),
+        total_requests: sum(|f| f.total_requests),
+        frontends,
+    }
+}
+
+/// Every node ever seen, with its connection state, applied version and last nack.
+#[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes",
+    responses((status = 200, body = Vec<NodeView>)))]
+pub async fn list_nodes(State(state): State<AppState>) -> Result<Json<Vec<NodeView>>, ApiError> {
+    let rows = state.config.store().list_nodes().await?;
+    let now = now_ms();
+    let views = rows
+        .into_iter()
+        .map(|r| {
+            let live = state.registry.get(&r.node_id);
+            let connected = live.is_some() && now - r.last_seen_ms <= state.stale_after_ms;
+            // Only report the nack if it is newer than what the node applied since.
+            let last_nack = match (r.last_nack_version, r.last_nack_reason) {
+                (Some(v), Some(reason)) if v > r.applied_version => {
+                    Some(NackView { version: v, reason })
+                }
+                _ => None,
+            };
+            NodeView {
+                labels: serde_json::from_str(&r.labels).unwrap_or_default(),
+                id: r.node_id,
+                software_version: r.software_version,
+                connected,
+                first_seen: rfc3339(r.first_seen_ms),
+                last_seen: rfc3339(r.last_seen_ms),
+                applied_version: r.applied_version,
+                last_nack,
+                traffic: live.and_then(|l| l.stats).as_ref().map(traffic),
+            }
+        })
+        .collect();
+    Ok(Json(views))
+}

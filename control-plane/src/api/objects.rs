@@ -1,0 +1,258 @@
+//! Per-object CRUD for frontends and backends. Each write is a change to the whole
+//! document through the same validated, versioned path as `PUT /api/v1/config`, so a
+//! delete that would leave a dangling reference is refused with the referencing field.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::config::write_response;
+use super::{etag, if_match, parse_json, ApiError, AppState};
+use crate::config::{Backend, ConfigDocument, Frontend};
+use crate::snapshot::ChangeError;
+
+/// A named object kept in a list of the document.
+trait Named: Serialize + DeserializeOwned + Send + 'static {
+    const KIND: &'static str;
+    fn name(&self) -> &str;
+    fn list(doc: &mut ConfigDocument) -> &mut Vec<Self>;
+}
+
+impl Named for Frontend {
+    const KIND: &'static str = "frontend";
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn list(doc: &mut ConfigDocument) -> &mut Vec<Self> {
+        &mut doc.frontends
+    }
+}
+
+impl Named for Backend {
+    const KIND: &'static str = "backend";
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn list(doc: &mut ConfigDocument) -> &mut Vec<Self> {
+        &mut doc.backends
+    }
+}
+
+fn not_found<T: Named>(name: &str) -> ChangeError {
+    ChangeError::NotFound(format!("no {} named {name:?}", T::KIND))
+}
+
+async fn list<T: Named>(state: AppState) -> Result<impl IntoResponse, ApiError> {
+    let (version, mut doc) = state.config.document().await?;
+    let items = std::mem::take(T::list(&mut doc));
+    Ok(([etag(version)], Json(items)))
+}
+
+async fn get_one<T: Named>(state: AppState, name: String) -> Result<impl IntoResponse, ApiError> {
+    let (version, mut doc) = state.config.document().await?;
+    let items = std::mem::take(T::list(&mut doc));
+    let item = items
+        .into_iter()
+        .find(|i| i.name() == name)
+        .ok_or_else(|| ApiError::from(not_found::<T>(&name)))?;
+    Ok(([etag(version)], Json(item)))
+}
+
+async fn create<T: Named>(
+    state: AppState,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let expected = if_match(&headers)?;
+    let item: T = parse_json(&body)?;
+    let what = format!("create {} {}", T::KIND, item.name());
+    let applied = state
+        .config
+        .apply(expected, &what, move |doc| {
+            let items = T::list(doc);
+            if items.iter().any(|i| i.name() == item.name()) {
+                return Err(ChangeError::Conflict(format!(
+                    "a {} named {:?} already exists",
+                    T::KIND,
+                    item.name()
+                )));
+            }
+            items.push(item);
+            Ok(())
+        })
+        .await?;
+    Ok(write_response(StatusCode::CREATED, applied))
+}
+
+async fn replace<T: Named>(
+    state: AppState,
+    name: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let expected = if_match(&headers)?;
+    let item: T = parse_json(&body)?;
+    if item.name() != name {
+        return Err(ApiError::BadRequest {
+            code: "name_mismatch",
+            field: "name".into(),
+            message: format!("{:?} does not match the URL's {name:?}", item.name()),
+        });
+    }
+    let what = format!("update {} {name}", T::KIND);
+    let applied = state
+        .config
+        .apply(expected, &what, move |doc| {
+            let items = T::list(doc);
+            match items.iter_mut().find(|i| i.name() == name) {
+                Some(slot) => *slot = item,
+                None => items.push(item),
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(write_response(StatusCode::OK, applied))
+}
+
+async fn delete<T: Named>(
+    state: AppState,
+    name: String,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let expected = if_match(&headers)?;
+    let what = format!("delete {} {name}", T::KIND);
+    let applied = state
+        .config
+        .apply(expected, &what, move |doc| {
+            let items = T::list(doc);
+            let before = items.len();
+            items.retain(|i| i.name() != name);
+            if items.len() == before {
+                return Err(not_found::<T>(&name));
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(write_response(StatusCode::OK, applied))
+}
+
+/// All frontends, in document order.
+#[utoipa::path(get, path = "/api/v1/frontends", tag = "frontends",
+    responses((status = 200, body = Vec<Frontend>)))]
+pub async fn list_frontends(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    list::<Frontend>(s).await
+}
+
+/// One frontend.
+#[utoipa::path(get, path = "/api/v1/frontends/{name}", tag = "frontends",
+    params(("name" = String, Path)),
+    responses((status = 200, body = Frontend), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get_frontend(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    get_one::<Frontend>(s, name).await
+}
+
+/// Adds a frontend (409 if the name exists).
+#[utoipa::path(post, path = "/api/v1/frontends", tag = "frontends", request_body = Frontend,
+    responses((status = 201, body = super::config::WriteResult),
+              (status = 409, body = super::error::ErrorBody),
+              (status = 422, body = super::error::ErrorBody)))]
+pub async fn create_frontend(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    create::<Frontend>(s, headers, body).await
+}
+
+/// Creates or replaces a frontend.
+#[utoipa::path(put, path = "/api/v1/frontends/{name}", tag = "frontends", request_body = Frontend,
+    params(("name" = String, Path)),
+    responses((status = 200, body = super::config::WriteResult),
+              (status = 422, body = super::error::ErrorBody)))]
+pub async fn put_frontend(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    replace::<Frontend>(s, name, headers, body).await
+}
+
+/// Removes a frontend; its listeners close, accepted connections live on.
+#[utoipa::path(delete, path = "/api/v1/frontends/{name}", tag = "frontends",
+    params(("name" = String, Path)),
+    responses((status = 200, body = super::config::WriteResult),
+              (status = 404, body = super::error::ErrorBody)))]
+pub async fn delete_frontend(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    delete::<Frontend>(s, name, headers).await
+}
+
+/// All backends, in document order.
+#[utoipa::path(get, path = "/api/v1/backends", tag = "backends",
+    responses((status = 200, body = Vec<Backend>)))]
+pub async fn list_backends(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    list::<Backend>(s).await
+}
+
+/// One backend.
+#[utoipa::path(get, path = "/api/v1/backends/{name}", tag = "backends",
+    params(("name" = String, Path)),
+    responses((status = 200, body = Backend), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get_backend(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    get_one::<Backend>(s, name).await
+}
+
+/// Adds a backend (409 if the name exists).
+#[utoipa::path(post, path = "/api/v1/backends", tag = "backends", request_body = Backend,
+    responses((status = 201, body = super::config::WriteResult),
+              (status = 409, body = super::error::ErrorBody),
+              (status = 422, body = super::error::ErrorBody)))]
+pub async fn create_backend(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    create::<Backend>(s, headers, body).await
+}
+
+/// Creates or replaces a backend (servers, states, timeouts...).
+#[utoipa::path(put, path = "/api/v1/backends/{name}", tag = "backends", request_body = Backend,
+    params(("name" = String, Path)),
+    responses((status = 200, body = super::config::WriteResult),
+              (status = 422, body = super::error::ErrorBody)))]
+pub async fn put_backend(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    replace::<Backend>(s, name, headers, body).await
+}
+
+/// Removes a backend; refused (422) while a frontend still references it.
+#[utoipa::path(delete, path = "/api/v1/backends/{name}", tag = "backends",
+    params(("name" = String, Path)),
+    responses((status = 200, body = super::config::WriteResult),
+              (status = 404, body = super::error::ErrorBody),
+              (status = 422, body = super::error::ErrorBody)))]
+pub async fn delete_backend(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    delete::<Backend>(s, name, headers).await
+}

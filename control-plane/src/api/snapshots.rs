@@ -1,0 +1,89 @@
+//! `/api/v1/snapshots`: the history of committed versions.
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiError, AppState};
+use crate::config::ConfigDocument;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotSummary {
+    pub version: u64,
+    /// RFC 3339 time of the commit.
+    pub created: String,
+    pub summary: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotDetail {
+    pub version: u64,
+    pub created: String,
+    pub summary: String,
+    /// The configuration document as of this version.
+    pub document: ConfigDocument,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// At most this many entries, newest first (default 100, max 1000).
+    pub limit: Option<u32>,
+}
+
+pub fn rfc3339(unix_ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Committed versions, newest first.
+#[utoipa::path(get, path = "/api/v1/snapshots", tag = "snapshots", params(ListQuery),
+    responses((status = 200, body = Vec<SnapshotSummary>)))]
+pub async fn list_snapshots(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<SnapshotSummary>>, ApiError> {
+    let rows = state
+        .config
+        .store()
+        .list_snapshots(q.limit.unwrap_or(100).min(1000))
+        .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| SnapshotSummary {
+                version: r.version,
+                created: rfc3339(r.created_unix_ms),
+                summary: r.summary,
+            })
+            .collect(),
+    ))
+}
+
+/// One version with the document it held.
+#[utoipa::path(get, path = "/api/v1/snapshots/{version}", tag = "snapshots",
+    params(("version" = u64, Path)),
+    responses((status = 200, body = SnapshotDetail), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get_snapshot(
+    State(state): State<AppState>,
+    Path(version): Path<u64>,
+) -> Result<Json<SnapshotDetail>, ApiError> {
+    let row = state
+        .config
+        .store()
+        .get_snapshot(version)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => {
+                ApiError::NotFound(format!("no snapshot with version {version}"))
+            }
+            e => e.into(),
+        })?;
+    let document: ConfigDocument = serde_json::from_str(row.document.as_deref().unwrap_or("{}"))
+        .map_err(|e| ApiError::Internal(format!("snapshot {version} document: {e}")))?;
+    Ok(Json(SnapshotDetail {
+        version: row.version,
+        created: rfc3339(row.created_unix_ms),
+        summary: row.summary,
+        document,
+    }))
+}

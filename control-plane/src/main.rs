@@ -1,0 +1,134 @@
+//! `sluice-cp`: starts the control plane — store, REST API and dashboard, node stream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use sluice_control_plane::{api, app, auth, grpc, snapshot::ConfigService, store::Store};
+use sluice_proto::v1::fleet_server::FleetServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Sluice control plane.
+#[derive(Parser, Debug)]
+#[command(name = "sluice-cp", version, about)]
+struct Args {
+    /// REST API, dashboard and /metrics.
+    #[arg(long, env = "SLUICE_API_LISTEN", default_value = "127.0.0.1:7080")]
+    api_listen: SocketAddr,
+    /// gRPC listener for data-plane nodes.
+    #[arg(long, env = "SLUICE_NODE_LISTEN", default_value = "127.0.0.1:7081")]
+    node_listen: SocketAddr,
+    /// SQLite database file (or sqlite:// URL); created if missing.
+    #[arg(long, env = "SLUICE_DATABASE", default_value = "sluice.db")]
+    database: String,
+    /// Bearer token for the REST API. Unset: the stored one, or a new one printed once.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Token data-plane nodes present. Unset: the stored one, or a new one printed once.
+    #[arg(long, env = "SLUICE_NODE_TOKEN", hide_env_values = true)]
+    node_token: Option<String>,
+    /// A node silent for this long is marked offline.
+    #[arg(long, env = "SLUICE_NODE_STALE_AFTER", default_value = "15s", value_parser = humantime::parse_duration)]
+    node_stale_after: Duration,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+
+    let store = Store::open(&args.database)
+        .await
+        .with_context(|| format!("opening database {}", args.database))?;
+    let admin_token = auth::establish(&store, "admin token", args.admin_token.as_deref())
+        .await
+        .context("setting up the admin token")?;
+    let node_token = auth::establish(&store, "node token", args.node_token.as_deref())
+        .await
+        .context("setting up the node token")?;
+    let config = Arc::new(
+        ConfigService::start(store)
+            .await
+            .context("loading the configuration")?,
+    );
+    let registry = Arc::new(grpc::registry::Registry::default());
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+
+    let api_listener = TcpListener::bind(args.api_listen)
+        .await
+        .with_context(|| format!("binding the API listener on {}", args.api_listen))?;
+    let node_listener = TcpListener::bind(args.node_listen)
+        .await
+        .with_context(|| format!("binding the node listener on {}", args.node_listen))?;
+    let api_addr = api_listener.local_addr()?;
+    let node_addr = node_listener.local_addr()?;
+
+    let state = api::AppState {
+        config: config.clone(),
+        registry: registry.clone(),
+        admin_token,
+        stale_after_ms: args.node_stale_after.as_millis() as i64,
+    };
+    let fleet = grpc::FleetService {
+        config: config.clone(),
+        registry,
+        node_token,
+        stale_after: args.node_stale_after,
+        shutdown: shutdown_rx.clone(),
+    };
+
+    let mut api_shutdown = shutdown_rx.clone();
+    let api_task = tokio::spawn(async move {
+        axum::serve(api_listener, app(state))
+            .with_graceful_shutdown(async move {
+                let _ = api_shutdown.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let mut grpc_shutdown = shutdown_rx.clone();
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(FleetServer::new(fleet))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(node_listener), async move {
+                let _ = grpc_shutdown.wait_for(|s| *s).await;
+            }),
+    );
+
+    tracing::info!(%api_addr, %node_addr, version = config.current().version, "control plane started");
+    println!("sluice-cp ready api=http://{api_addr} node=http://{node_addr}");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = api_task.await;
+        let _ = grpc_task.await;
+    })
+    .await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,364 @@
+//! The only module that speaks SQL. SQLite through sqlx, migrations embedded from
+//! `migrations/` and applied at start, WAL journal.
+//!
+//! The configuration lives in `config_state` (version + defaults), `frontends` and
+//! `backends` (one JSON body per object, in document order). [`Store::commit`] writes a new
+//! document and its snapshot in one transaction whose version bump is conditional on the
+//! version the change was computed from, so two writers can never both win.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::Row;
+
+use crate::config::{Backend, ConfigDocument, Defaults, Frontend};
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored JSON in {what} is corrupt")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("version conflict: the configuration is at version {current}")]
+    Conflict { current: u64 },
+    #[error("not found")]
+    NotFound,
+}
+
+/// One entry of the snapshot history.
+#[derive(Debug, Clone)]
+pub struct SnapshotRow {
+    pub version: u64,
+    pub created_unix_ms: i64,
+    pub summary: String,
+    pub document: Option<String>,
+    pub snapshot: Option<Vec<u8>>,
+}
+
+/// What the store remembers about a node.
+#[derive(Debug, Clone)]
+pub struct NodeRow {
+    pub node_id: String,
+    pub labels: String,
+    pub software_version: String,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub applied_version: u64,
+    pub last_nack_version: Option<u64>,
+    pub last_nack_reason: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn corrupt(what: impl Into<String>) -> impl FnOnce(serde_json::Error) -> StoreError {
+    let what = what.into();
+    move |source| StoreError::Corrupt { what, source }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url_or_path` and applies migrations.
+    pub async fn open(url_or_path: &str) -> Result<Self, StoreError> {
+        let opts = if url_or_path.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url_or_path)?
+        } else {
+            SqliteConnectOptions::new().filename(url_or_path)
+        }
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("../migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The current version and document.
+    pub async fn load(&self) -> Result<(u64, ConfigDocument), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query("SELECT version, defaults FROM config_state WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await?;
+        let version: i64 = row.get(0);
+        let defaults: String = row.get(1);
+        let defaults: Defaults =
+            serde_json::from_str(&defaults).map_err(corrupt("config_state.defaults"))?;
+        let mut doc = ConfigDocument {
+            defaults,
+            ..Default::default()
+        };
+        for row in sqlx::query("SELECT name, body FROM frontends ORDER BY position")
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let name: String = row.get(0);
+            let body: String = row.get(1);
+            let f: Frontend =
+                serde_json::from_str(&body).map_err(corrupt(format!("frontend {name}")))?;
+            doc.frontends.push(f);
+        }
+        for row in sqlx::query("SELECT name, body FROM backends ORDER BY position")
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let name: String = row.get(0);
+            let body: String = row.get(1);
+            let b: Backend =
+                serde_json::from_str(&body).map_err(corrupt(format!("backend {name}")))?;
+            doc.backends.push(b);
+        }
+        Ok((version as u64, doc))
+    }
+
+    /// Stores `doc` as version `from_version + 1` with its encoded snapshot, atomically.
+    /// Fails with [`StoreError::Conflict`] if the stored version is no longer `from_version`.
+    pub async fn commit(
+        &self,
+        from_version: u64,
+        doc: &ConfigDocument,
+        summary: &str,
+        created_unix_ms: i64,
+        snapshot: &[u8],
+    ) -> Result<u64, StoreError> {
+        let new_version = from_version + 1;
+        let mut tx = self.pool.begin().await?;
+        let bumped = sqlx::query(
+            "UPDATE config_state SET version = ?1, defaults = ?2 WHERE id = 1 AND version = ?3",
+        )
+        .bind(new_version as i64)
+        .bind(serde_json::to_string(&doc.defaults).expect("serializable"))
+        .bind(from_version as i64)
+        .execute(&mut *tx)
+        .await?;
+        if bumped.rows_affected() != 1 {
+            let current: i64 = sqlx::query_scalar("SELECT version FROM config_state WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+            return Err(StoreError::Conflict {
+                current: current as u64,
+            });
+        }
+        sqlx::query("DELETE FROM frontends")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM backends")
+            .execute(&mut *tx)
+            .await?;
+        for (i, f) in doc.frontends.iter().enumerate() {
+            sqlx::query("INSERT INTO frontends (name, position, body) VALUES (?1, ?2, ?3)")
+                .bind(&f.name)
+                .bind(i as i64)
+                .bind(serde_json::to_string(f).expect("serializable"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (i, b) in doc.backends.iter().enumerate() {
+            sqlx::query("INSERT INTO backends (name, position, body) VALUES (?1, ?2, ?3)")
+                .bind(&b.name)
+                .bind(i as i64)
+                .bind(serde_json::to_string(b).expect("serializable"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO snapshots (version, created_unix_ms, summary, document, snapshot)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(new_version as i64)
+        .bind(created_unix_ms)
+        .bind(summary)
+        .bind(serde_json::to_string(doc).expect("serializable"))
+        .bind(snapshot)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(new_version)
+    }
+
+    /// Snapshot history, newest first, without bodies.
+    pub async fn list_snapshots(&self, limit: u32) -> Result<Vec<SnapshotRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT version, created_unix_ms, summary FROM snapshots ORDER BY version DESC LIMIT ?1",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SnapshotRow {
+                version: r.get::<i64, _>(0) as u64,
+                created_unix_ms: r.get(1),
+                summary: r.get(2),
+                document: None,
+                snapshot: None,
+            })
+            .collect())
+    }
+
+    /// One stored snapshot with its document and encoded protobuf.
+    pub async fn get_snapshot(&self, version: u64) -> Result<SnapshotRow, StoreError> {
+        let r = sqlx::query(
+            "SELECT version, created_unix_ms, summary, document, snapshot FROM snapshots WHERE version = ?1",
+        )
+        .bind(version as i64)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok(SnapshotRow {
+            version: r.get::<i64, _>(0) as u64,
+            created_unix_ms: r.get(1),
+            summary: r.get(2),
+            document: Some(r.get(3)),
+            snapshot: Some(r.get(4)),
+        })
+    }
+
+    /// The SHA-256 digest stored for a named secret.
+    pub async fn secret_digest(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT sha256_hex FROM secrets WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn set_secret_digest(
+        &self,
+        name: &str,
+        digest_hex: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO secrets (name, sha256_hex, created_unix_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET sha256_hex = excluded.sha256_hex,
+                                             created_unix_ms = excluded.created_unix_ms",
+        )
+        .bind(name)
+        .bind(digest_hex)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a node's hello.
+    pub async fn upsert_node(
+        &self,
+        node_id: &str,
+        labels_json: &str,
+        software_version: &str,
+        applied_version: u64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO nodes (node_id, labels, software_version, first_seen_ms, last_seen_ms, applied_version)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5)
+             ON CONFLICT(node_id) DO UPDATE SET labels = excluded.labels,
+                 software_version = excluded.software_version,
+                 last_seen_ms = excluded.last_seen_ms,
+                 applied_version = excluded.applied_version",
+        )
+        .bind(node_id)
+        .bind(labels_json)
+        .bind(software_version)
+        .bind(now_ms)
+        .bind(applied_version as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records an ack (`nack_reason` None) or a nack.
+    pub async fn record_node_reply(
+        &self,
+        node_id: &str,
+        version: u64,
+        nack_reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let q = match nack_reason {
+            None => sqlx::query(
+                "UPDATE nodes SET applied_version = ?2, last_seen_ms = ?3 WHERE node_id = ?1",
+            )
+            .bind(node_id)
+            .bind(version as i64)
+            .bind(now_ms),
+            Some(reason) => sqlx::query(
+                "UPDATE nodes SET last_nack_version = ?2, last_seen_ms = ?3, last_nack_reason = ?4
+                 WHERE node_id = ?1",
+            )
+            .bind(node_id)
+            .bind(version as i64)
+            .bind(now_ms)
+            .bind(reason),
+        };
+        q.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn touch_node(&self, node_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET last_seen_ms = ?2 WHERE node_id = ?1")
+            .bind(node_id)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT node_id, labels, software_version, first_seen_ms, last_seen_ms, applied_version,
+                    last_nack_version, last_nack_reason FROM nodes ORDER BY node_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| NodeRow {
+                node_id: r.get(0),
+                labels: r.get(1),
+                software_version: r.get(2),
+                first_seen_ms: r.get(3),
+                last_seen_ms: r.get(4),
+                applied_version: r.get::<i64, _>(5) as u64,
+                last_nack_version: r.get::<Option<i64>, _>(6).map(|v| v as u64),
+                last_nack_reason: r.get(7),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn commit_is_conditional_on_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("t.db").to_str().unwrap())
+            .await
+            .unwrap();
+        let (v, doc) = store.load().await.unwrap();
+        assert_eq!(v, 0);
+        assert_eq!(store.commit(0, &doc, "first", 1, b"x").await.unwrap(), 1);
+        match store.commit(0, &doc, "stale", 2, b"y").await {
+            Err(StoreError::Conflict { current: 1 }) => {}
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(store.list_snapshots(10).await.unwrap().len(), 1);
+    }
+}
