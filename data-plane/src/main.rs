@@ -1,1 +1,121 @@
-fn main() {}
+//! `sluice-dp`: a data-plane node. Needs only the control plane's address and a token.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use sluice_data_plane::{control, Node};
+
+/// Sluice data-plane node.
+#[derive(Parser, Debug)]
+#[command(name = "sluice-dp", version, about)]
+struct Args {
+    /// The control plane's node endpoint.
+    #[arg(
+        long,
+        env = "SLUICE_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:7081"
+    )]
+    control_plane: String,
+    /// The node token the control plane expects.
+    #[arg(long, env = "SLUICE_NODE_TOKEN", hide_env_values = true)]
+    token: String,
+    /// This node's identity in the fleet (default: the host name).
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    node_id: Option<String>,
+    /// Labels, e.g. `zone=a,role=edge`.
+    #[arg(long, env = "SLUICE_NODE_LABELS", default_value = "")]
+    labels: String,
+    /// How often traffic counters are reported.
+    #[arg(long, env = "SLUICE_STATS_INTERVAL", default_value = "2s", value_parser = humantime_ms)]
+    stats_interval: Duration,
+    /// Runtime worker threads (default: one per core). 1 runs a single-threaded runtime.
+    #[arg(long, env = "SLUICE_WORKER_THREADS")]
+    worker_threads: Option<usize>,
+}
+
+fn humantime_ms(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?}: unit must be ms, s or m")),
+    }
+}
+
+fn parse_labels(s: &str) -> anyhow::Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("label {pair:?} is not key=value");
+        };
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sluice-dp".to_string())
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let cfg = control::ControlConfig {
+        endpoint: args.control_plane.clone(),
+        token: args.token.clone(),
+        node_id: args.node_id.clone().unwrap_or_else(default_node_id),
+        labels: parse_labels(&args.labels).context("parsing --labels")?,
+        stats_interval: args.stats_interval,
+    };
+    let runtime = match args.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    }
+    .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let node = Arc::new(Node::default());
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        println!(
+            "sluice-dp ready node_id={} control_plane={}",
+            cfg.node_id, cfg.endpoint
+        );
+        let control = tokio::spawn(control::run(cfg, node.clone(), shutdown_rx));
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+        let _ = control.await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

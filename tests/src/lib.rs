@@ -1,1 +1,6 @@
+//! Test fixtures for Sluice's end-to-end tests and the demo: an echo backend that speaks
+//! HTTP and WebSocket ([`backend`]), and a harness that runs the real `sluice-cp` and
+//! `sluice-dp` binaries on loopback ports with temporary databases ([`harness`]).
 
+pub mod backend;
+pub mod harness;

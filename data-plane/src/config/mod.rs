@@ -1,0 +1,321 @@
+//! The runtime plan: a snapshot compiled into what the request path reads.
+//!
+//! [`Plan::compile`] turns a `Snapshot` into immutable routing tables — compiled ACLs,
+//! rules, backends with resolved timeouts — once, when the snapshot arrives. A plan is
+//! shared as `Arc<Plan>` and swapped atomically; connections hold the `Arc<BindPlan>` they
+//! were accepted under, so a swap never changes what an open connection sees. State that
+//! must outlive a plan (counters) is looked up by stable name from [`StatsRegistry`].
+
+pub mod acl;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_proto::v1 as pb;
+
+use crate::balance::RoundRobin;
+use crate::stats::{FrontendCounters, ServerCounters, StatsRegistry};
+use acl::{AclMatcher, Condition};
+
+/// Built-in defaults, as HAProxy's documentation recommends for WebSocket traffic.
+pub const DEFAULT_CONNECT: Duration = Duration::from_secs(5);
+pub const DEFAULT_CLIENT: Duration = Duration::from_secs(30);
+pub const DEFAULT_SERVER: Duration = Duration::from_secs(30);
+pub const DEFAULT_HTTP_REQUEST: Duration = Duration::from_secs(10);
+pub const DEFAULT_RETRIES: u32 = 3;
+
+/// A compiled snapshot.
+#[derive(Debug)]
+pub struct Plan {
+    pub version: u64,
+    pub binds: HashMap<SocketAddr, Arc<BindPlan>>,
+    pub frontends: Vec<Arc<FrontendPlan>>,
+    pub backends: Vec<Arc<BackendPlan>>,
+}
+
+/// What a listener needs: its frontend and whether it terminates TLS.
+#[derive(Debug)]
+pub struct BindPlan {
+    pub address: SocketAddr,
+    pub frontend: Arc<FrontendPlan>,
+}
+
+#[derive(Debug)]
+pub enum RequestAction {
+    Redirect {
+        kind: pb::RedirectKind,
+        target: String,
+        code: http::StatusCode,
+    },
+    Deny(http::StatusCode),
+    SetHeader(http::HeaderName, http::HeaderValue),
+    AddHeader(http::HeaderName, http::HeaderValue),
+    DelHeader(http::HeaderName),
+    ReplaceHeader(http::HeaderName, regex::Regex, String),
+    SetPath(String),
+    Return {
+        status: http::StatusCode,
+        content_type: http::HeaderValue,
+        body: bytes::Bytes,
+    },
+    /// Stick-counter tracking; counters are provided by the stick-table module.
+    TrackSc(u32),
+}
+
+#[derive(Debug)]
+pub enum ResponseAction {
+    SetHeader(http::HeaderName, http::HeaderValue),
+    AddHeader(http::HeaderName, http::HeaderValue),
+    DelHeader(http::HeaderName),
+}
+
+#[derive(Debug)]
+pub struct FrontendPlan {
+    pub name: Arc<str>,
+    pub http_request: Vec<(Option<Condition>, RequestAction)>,
+    pub http_response: Vec<(Option<Condition>, ResponseAction)>,
+    pub use_backend: Vec<(Option<Condition>, Arc<BackendPlan>)>,
+    pub default_backend: Option<Arc<BackendPlan>>,
+    /// Client inactivity before the upgrade and between keep-alive requests.
+    pub client_timeout: Duration,
+    /// Time to receive complete request headers.
+    pub http_request_timeout: Duration,
+    pub forwardfor: bool,
+    pub maxconn: Option<u32>,
+    pub counters: Arc<FrontendCounters>,
+}
+
+#[derive(Debug)]
+pub struct ServerPlan {
+    pub name: Arc<str>,
+    pub address: String,
+    pub weight: u32,
+    pub backup: bool,
+    pub state: pb::ServerState,
+    pub counters: Arc<ServerCounters>,
+}
+
+impl ServerPlan {
+    /// Whether new, non-sticky traffic may go here.
+    pub fn accepts_new(&self) -> bool {
+        self.state == pb::ServerState::Ready && self.weight > 0
+    }
+}
+
+#[derive(Debug)]
+pub struct BackendPlan {
+    pub name: Arc<str>,
+    pub servers: Vec<ServerPlan>,
+    pub connect_timeout: Duration,
+    pub server_timeout: Duration,
+    /// Inactivity limit once a connection is a tunnel.
+    pub tunnel_timeout: Duration,
+    pub retries: u32,
+    pub redispatch: bool,
+    pub rr: RoundRobin,
+}
+
+fn ms(v: Option<u64>) -> Option<Duration> {
+    v.map(Duration::from_millis)
+}
+
+fn header_name(name: &str) -> Result<http::HeaderName, String> {
+    http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("bad header name {name:?}"))
+}
+
+fn header_value(v: &str) -> Result<http::HeaderValue, String> {
+    http::HeaderValue::from_str(v).map_err(|_| format!("bad header value {v:?}"))
+}
+
+fn status(code: u32) -> Result<http::StatusCode, String> {
+    u16::try_from(code)
+        .ok()
+        .and_then(|c| http::StatusCode::from_u16(c).ok())
+        .ok_or_else(|| format!("bad status {code}"))
+}
+
+impl Plan {
+    /// Compiles a snapshot. Errors say which object could not be compiled; the caller
+    /// nacks with that text and keeps the previous plan.
+    pub fn compile(snap: &pb::Snapshot, stats: &StatsRegistry) -> Result<Self, String> {
+        let defaults = snap.defaults.clone().unwrap_or_default();
+        let dt = defaults.timeouts.clone().unwrap_or_default();
+
+        let mut backends_by_name = HashMap::new();
+        let mut backends = Vec::new();
+        for b in &snap.backends {
+            let bt = b.timeouts.clone().unwrap_or_default();
+            let server_timeout = ms(bt.server_ms.or(dt.server_ms)).unwrap_or(DEFAULT_SERVER);
+            let client_timeout = ms(dt.client_ms).unwrap_or(DEFAULT_CLIENT);
+            let servers = b
+                .servers
+                .iter()
+                .map(|s| ServerPlan {
+                    name: s.name.as_str().into(),
+                    address: s.address.clone(),
+                    weight: s.weight,
+                    backup: s.backup,
+                    state: s.state(),
+                    counters: stats.server(&b.name, &s.name),
+                })
+                .collect::<Vec<_>>();
+            let plan = Arc::new(BackendPlan {
+                name: b.name.as_str().into(),
+                rr: RoundRobin::new(servers.len()),
+                servers,
+                connect_timeout: ms(bt.connect_ms.or(dt.connect_ms)).unwrap_or(DEFAULT_CONNECT),
+                server_timeout,
+                // HAProxy: without `timeout tunnel`, the larger of client/server applies.
+                tunnel_timeout: ms(bt.tunnel_ms.or(dt.tunnel_ms))
+                    .unwrap_or(server_timeout.max(client_timeout)),
+                retries: b.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
+                redispatch: b.redispatch.unwrap_or(defaults.redispatch),
+            });
+            backends_by_name.insert(b.name.clone(), plan.clone());
+            backends.push(plan);
+        }
+        let backend = |name: &str, fe: &str| {
+            backends_by_name
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("frontend {fe}: no backend named {name:?}"))
+        };
+
+        let mut binds = HashMap::new();
+        let mut frontends = Vec::new();
+        for f in &snap.frontends {
+            let ctx = |e: String| format!("frontend {}: {e}", f.name);
+            let mut named: HashMap<String, Vec<Arc<AclMatcher>>> = HashMap::new();
+            for a in &f.acls {
+                let expr = a
+                    .expr
+                    .as_ref()
+                    .ok_or_else(|| ctx(format!("acl {} is empty", a.name)))?;
+                let m =
+                    AclMatcher::compile(expr).map_err(|e| ctx(format!("acl {}: {e}", a.name)))?;
+                named.entry(a.name.clone()).or_default().push(Arc::new(m));
+            }
+            let cond = |c: &Option<pb::Condition>| -> Result<Option<Condition>, String> {
+                c.as_ref()
+                    .map(|c| Condition::compile(c, &named))
+                    .transpose()
+                    .map_err(ctx)
+            };
+            let mut http_request = Vec::new();
+            for r in &f.http_request {
+                use pb::http_request_rule::Action as A;
+                let action = match r.action.as_ref().ok_or_else(|| ctx("empty rule".into()))? {
+                    A::Redirect(rd) => RequestAction::Redirect {
+                        kind: rd.kind(),
+                        target: rd.target.clone(),
+                        code: status(rd.code).map_err(ctx)?,
+                    },
+                    A::Deny(d) => RequestAction::Deny(status(d.status).map_err(ctx)?),
+                    A::SetHeader(h) => RequestAction::SetHeader(
+                        header_name(&h.name).map_err(ctx)?,
+                        header_value(&h.value).map_err(ctx)?,
+                    ),
+                    A::AddHeader(h) => RequestAction::AddHeader(
+                        header_name(&h.name).map_err(ctx)?,
+                        header_value(&h.value).map_err(ctx)?,
+                    ),
+                    A::DelHeader(h) => RequestAction::DelHeader(header_name(&h.name).map_err(ctx)?),
+                    A::ReplaceHeader(h) => RequestAction::ReplaceHeader(
+                        header_name(&h.name).map_err(ctx)?,
+                        regex::Regex::new(&h.regex).map_err(|e| ctx(e.to_string()))?,
+                        h.replacement.clone(),
+                    ),
+                    A::SetPath(p) => RequestAction::SetPath(p.path.clone()),
+                    A::ReturnResponse(rr) => RequestAction::Return {
+                        status: status(rr.status).map_err(ctx)?,
+                        content_type: header_value(&rr.content_type).map_err(ctx)?,
+                        body: bytes::Bytes::from(rr.body.clone()),
+                    },
+                    A::TrackSc(t) => RequestAction::TrackSc(t.counter),
+                };
+                http_request.push((cond(&r.cond)?, action));
+            }
+            let mut http_response = Vec::new();
+            for r in &f.http_response {
+                use pb::http_response_rule::Action as A;
+                let action = match r.action.as_ref().ok_or_else(|| ctx("empty rule".into()))? {
+                    A::SetHeader(h) => ResponseAction::SetHeader(
+                        header_name(&h.name).map_err(ctx)?,
+                        header_value(&h.value).map_err(ctx)?,
+                    ),
+                    A::AddHeader(h) => ResponseAction::AddHeader(
+                        header_name(&h.name).map_err(ctx)?,
+                        header_value(&h.value).map_err(ctx)?,
+                    ),
+                    A::DelHeader(h) => {
+                        ResponseAction::DelHeader(header_name(&h.name).map_err(ctx)?)
+                    }
+                };
+                http_response.push((cond(&r.cond)?, action));
+            }
+            let mut use_backend = Vec::new();
+            for u in &f.use_backend {
+                use_backend.push((cond(&u.cond)?, backend(&u.backend, &f.name)?));
+            }
+            let default_backend = if f.default_backend.is_empty() {
+                None
+            } else {
+                Some(backend(&f.default_backend, &f.name)?)
+            };
+            let ft = f.timeouts.clone().unwrap_or_default();
+            let fe = Arc::new(FrontendPlan {
+                name: f.name.as_str().into(),
+                http_request,
+                http_response,
+                use_backend,
+                default_backend,
+                client_timeout: ms(ft.client_ms.or(dt.client_ms)).unwrap_or(DEFAULT_CLIENT),
+                http_request_timeout: ms(ft.http_request_ms.or(dt.http_request_ms))
+                    .unwrap_or(DEFAULT_HTTP_REQUEST),
+                forwardfor: f.forwardfor.unwrap_or(defaults.forwardfor),
+                maxconn: f.maxconn.or(defaults.maxconn),
+                counters: stats.frontend(&f.name),
+            });
+            for b in &f.binds {
+                let address: SocketAddr = b
+                    .address
+                    .parse()
+                    .map_err(|_| ctx(format!("bind {:?} is not ip:port", b.address)))?;
+                if b.tls.is_some() {
+                    return Err(ctx(format!(
+                        "bind {address}: TLS termination is not available in this node version"
+                    )));
+                }
+                if binds.contains_key(&address) {
+                    return Err(ctx(format!("bind {address} is used twice")));
+                }
+                binds.insert(
+                    address,
+                    Arc::new(BindPlan {
+                        address,
+                        frontend: fe.clone(),
+                    }),
+                );
+            }
+            frontends.push(fe);
+        }
+        Ok(Plan {
+            version: snap.version,
+            binds,
+            frontends,
+            backends,
+        })
+    }
+
+    /// The plan a node serves before its first snapshot: nothing.
+    pub fn empty() -> Self {
+        Plan {
+            version: 0,
+            binds: HashMap::new(),
+            frontends: Vec::new(),
+            backends: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The node's side of the `Fleet` stream: connect, say hello, apply snapshots, ack or
+//! nack, report stats; on any break, reconnect with exponential backoff and jitter while
+//! the current plan keeps serving. Protocol rules: `proto/sluice/v1/fleet.proto`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use sluice_proto::v1::{
+    self as pb, control_message, fleet_client::FleetClient, node_message, NodeMessage,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+
+use crate::Node;
+
+/// How to reach and identify with the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    pub endpoint: String,
+    pub token: String,
+    pub node_id: String,
+    pub labels: HashMap<String, String>,
+    pub stats_interval: Duration,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    /// The session had been established (a snapshot was received): retry soon.
+    AfterSnapshot(String),
+    /// Nothing was received: back off further.
+    Failed(String),
+}
+
+/// Runs until `shutdown` flips to true.
+pub async fn run(
+    cfg: ControlConfig,
+    node: Arc<Node>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let end = tokio::select! {
+            end = session(&cfg, &node) => end,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match end {
+            SessionEnd::AfterSnapshot(why) => {
+                tracing::warn!(reason = %why, "control plane stream ended; serving the last good plan");
+                backoff = BACKOFF_MIN;
+            }
+            SessionEnd::Failed(why) => {
+                tracing::warn!(reason = %why, retry_in = ?backoff, "cannot reach the control plane; serving the last good plan");
+            }
+        }
+        // Full jitter in [backoff/2, backoff] so a fleet does not reconnect in lockstep.
+        let half = backoff.as_millis() as u64 / 2;
+        let wait = Duration::from_millis(half + rand::rng().random_range(0..=half));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn session(cfg: &ControlConfig, node: &Arc<Node>) -> SessionEnd {
+    let endpoint = match Endpoint::from_shared(cfg.endpoint.clone()) {
+        Ok(e) => e
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true),
+        Err(e) => return SessionEnd::Failed(format!("bad control-plane address: {e}")),
+    };
+    let channel = match endpoint.connect().await {
+        Ok(c) => c,
+        Err(e) => return SessionEnd::Failed(format!("connect: {e}")),
+    };
+    let mut client = FleetClient::new(channel);
+    let (tx, rx) = mpsc::channel::<NodeMessage>(16);
+    let hello = pb::Hello {
+        node_id: cfg.node_id.clone(),
+        labels: cfg.labels.clone(),
+        software_version: env!("CARGO_PKG_VERSION").to_string(),
+        applied_version: node.applied_version(),
+    };
+    let _ = tx
+        .send(NodeMessage {
+            msg: Some(node_message::Msg::Hello(hello)),
+        })
+        .await;
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    match format!("Bearer {}", cfg.token).parse() {
+        Ok(v) => {
+            request.metadata_mut().insert("authorization", v);
+        }
+        Err(_) => return SessionEnd::Failed("the node token is not a valid header value".into()),
+    }
+    let mut inbound = match client.session(request).await {
+        Ok(r) => r.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            tracing::error!("the control plane refused this node's token");
+            return SessionEnd::Failed("unauthenticated".into());
+        }
+        Err(status) => return SessionEnd::Failed(format!("session refused: {status}")),
+    };
+    tracing::info!(endpoint = %cfg.endpoint, node_id = %cfg.node_id, "connected to the control plane");
+
+    let mut got_snapshot = false;
+    let mut stats_tick = tokio::time::interval(cfg.stats_interval);
+    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let end = loop {
+        tokio::select! {
+            msg = inbound.message() => match msg {
+                Ok(Some(pb::ControlMessage { msg: Some(control_message::Msg::Snapshot(snap)) })) => {
+                    got_snapshot = true;
+                    let version = snap.version;
+                    let reply = match node.apply(&snap) {
+                        Ok(()) => {
+                            tracing::info!(version, "applied snapshot");
+                            node_message::Msg::Ack(pb::Ack { version })
+                        }
+                        Err(reason) => {
+                            tracing::warn!(version, %reason, "rejected snapshot; keeping version {}", node.applied_version());
+                            node_message::Msg::Nack(pb::Nack { version, reason })
+                        }
+                    };
+                    if tx.send(NodeMessage { msg: Some(reply) }).await.is_err() {
+                        break "stream closed".to_string();
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break "the control plane closed the stream".to_string(),
+                Err(status) => break format!("stream error: {status}"),
+            },
+            _ = stats_tick.tick() => {
+                let stats = node.stats.report(&node.plan.load(), unix_ms());
+                // Never block the stream on stats: if the channel is full, skip this round.
+                let _ = tx.try_send(NodeMessage { msg: Some(node_message::Msg::Stats(stats)) });
+            }
+        }
+    };
+    if got_snapshot {
+        SessionEnd::AfterSnapshot(end)
+    } else {
+        SessionEnd::Failed(end)
+    }
+}

@@ -1,0 +1,71 @@
+//! Proxy failures, which side caused them, and the one place they become HTTP statuses.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::Body;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no backend matched and there is no default backend")]
+    NoBackend,
+    #[error("backend {0}: no server available")]
+    NoServer(String),
+    #[error("server {server}: connect failed after {attempts} attempt(s): {reason}")]
+    Connect {
+        server: String,
+        attempts: u32,
+        reason: String,
+    },
+    #[error("server {0}: no response within timeout server")]
+    ServerTimeout(String),
+    #[error("server {server}: invalid or missing response: {reason}")]
+    BadResponse { server: String, reason: String },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoBackend | ProxyError::NoServer(_) | ProxyError::Connect { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::ServerTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadResponse { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+fn explanation(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "Your browser sent an invalid request.",
+        403 => "Request forbidden by administrative rules.",
+        404 => "The requested URL was not found.",
+        408 => "Your browser didn't send a complete request in time.",
+        429 => "You sent too many requests in a given amount of time.",
+        502 => "The server returned an invalid or incomplete response.",
+        503 => "No server is available to handle this request.",
+        504 => "The server didn't respond in time.",
+        _ => "",
+    }
+}
+
+/// A response Sluice generates itself (errors, denials), HAProxy-style small HTML.
+pub fn local_response(status: StatusCode) -> Response<Body> {
+    let body = format!(
+        "<html><body><h1>{} {}</h1>\n{}\n</body></html>\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        explanation(status)
+    );
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}

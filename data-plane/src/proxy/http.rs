@@ -1,0 +1,557 @@
+//! One client connection: HTTP/1.1 with keep-alive, routing, forwarding, and the
+//! WebSocket upgrade that turns the connection into a tunnel.
+//!
+//! Request phases, in order (see `docs/request-flow.md`):
+//! 1. headers read (hyper, under `timeout http-request`; malformed → 400, too large → 431);
+//! 2. `http_request` rules in configured order (redirect/deny/return stop here);
+//! 3. `option forwardfor`;
+//! 4. backend choice: first matching `use_backend`, else `default_backend`, else 503;
+//! 5. server choice and connect, with `retries` and `redispatch` (failure → 503);
+//! 6. request forwarded, response awaited under `timeout server` (→ 504; garbage → 502);
+//! 7. `http_response` rules; a 101 to an upgrade request becomes a tunnel.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use sluice_proto::v1 as pb;
+use tokio::net::TcpStream;
+
+use super::error::{local_response, ProxyError};
+use super::io::ClientIo;
+use super::tunnel;
+use super::Body;
+use crate::config::acl::{holds, RequestCtx};
+use crate::config::{BackendPlan, BindPlan, FrontendPlan, RequestAction, ResponseAction};
+use crate::stats::{FrontendCounters, Held, ServerCounters};
+
+/// Largest request head accepted; beyond it the client gets 431.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// What every request on one client connection shares.
+struct Conn {
+    bind: Arc<BindPlan>,
+    src: SocketAddr,
+    local: SocketAddr,
+    busy: Arc<AtomicUsize>,
+}
+
+/// Serves one accepted client connection until it closes or becomes a tunnel.
+pub async fn serve_connection(stream: TcpStream, src: SocketAddr, bind: Arc<BindPlan>) {
+    let fe = bind.frontend.clone();
+    let _current = Held::new(fe.counters.clone(), |c: &FrontendCounters| {
+        &c.current_connections
+    });
+    fe.counters.total_connections.fetch_add(1, Relaxed);
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(bind.address);
+    let io = ClientIo::new(stream, fe.client_timeout);
+    let conn = Arc::new(Conn {
+        busy: io.busy.clone(),
+        bind,
+        src,
+        local,
+    });
+    let svc = service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(handle(req, conn).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(fe.http_request_timeout)
+        .max_buf_size(MAX_HEAD);
+    if let Err(e) = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades()
+        .await
+    {
+        tracing::debug!(client = %src, error = %e, "client connection ended with an error");
+    }
+}
+
+/// Marks a request in flight (suspends the client idle timeout) until dropped.
+struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn new(c: &Arc<AtomicUsize>) -> Self {
+        c.fetch_add(1, Relaxed);
+        Self(c.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+async fn handle(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
+    let _busy = Busy::new(&conn.busy);
+    let started = Instant::now();
+    let fe = conn.bind.frontend.clone();
+    fe.counters.total_requests.fetch_add(1, Relaxed);
+    let upgrade = is_upgrade_request(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let request_line = format!("{} {}", parts.method, parts.uri);
+    let resp = match forward(parts, body, &conn, &fe, client_upgrade).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(target: "sluice::access", client = %conn.src, frontend = %fe.name, error = %e, "request failed");
+            local_response(e.status())
+        }
+    };
+    fe.counters.count_response(resp.status());
+    tracing::info!(
+        target: "sluice::access",
+        client = %conn.src,
+        frontend = %fe.name,
+        status = resp.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        request = %request_line,
+    );
+    resp
+}
+
+/// `Connection: upgrade` plus an `Upgrade` header (RFC 9110 §7.8).
+fn is_upgrade_request(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE) && has_token(h, header::CONNECTION, "upgrade")
+}
+
+fn has_token(h: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    h.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Runs `http_request` rules; `Some(response)` ends the request here.
+fn apply_request_rules(
+    parts: &mut Parts,
+    conn: &Conn,
+    fe: &FrontendPlan,
+) -> Option<Response<Body>> {
+    for (cond, action) in &fe.http_request {
+        let ctx = RequestCtx {
+            parts,
+            src: conn.src,
+            local: conn.local,
+            tls: false,
+            alpn: None,
+        };
+        if !holds(cond, &ctx) {
+            continue;
+        }
+        match action {
+            RequestAction::Redirect { kind, target, code } => {
+                let pq = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
+                let location = match kind {
+                    pb::RedirectKind::Scheme => {
+                        let host = parts
+                            .headers
+                            .get(header::HOST)
+                            .and_then(|h| h.to_str().ok())
+                            .map(str::to_string)
+                            .unwrap_or_else(|| conn.local.to_string());
+                        format!("{target}://{host}{pq}")
+                    }
+                    pb::RedirectKind::Prefix => format!("{}{pq}", target.trim_end_matches('/')),
+                    _ => target.clone(),
+                };
+                let mut resp = empty_response(*code);
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+                return Some(resp);
+            }
+            RequestAction::Deny(status) => {
+                fe.counters.denied.fetch_add(1, Relaxed);
+                return Some(local_response(*status));
+            }
+            RequestAction::Return {
+                status,
+                content_type,
+                body,
+            } => {
+                let mut resp = Response::new(
+                    Full::new(body.clone())
+                        .map_err(|never| match never {})
+                        .boxed(),
+                );
+                *resp.status_mut() = *status;
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type.clone());
+                return Some(resp);
+            }
+            RequestAction::SetHeader(name, value) => {
+                parts.headers.insert(name.clone(), value.clone());
+            }
+            RequestAction::AddHeader(name, value) => {
+                parts.headers.append(name.clone(), value.clone());
+            }
+            RequestAction::DelHeader(name) => {
+                parts.headers.remove(name);
+            }
+            RequestAction::ReplaceHeader(name, regex, replacement) => {
+                let values: Vec<HeaderValue> = parts
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| match v.to_str() {
+                        Ok(s) => HeaderValue::from_str(&regex.replace_all(s, replacement.as_str()))
+                            .unwrap_or_else(|_| v.clone()),
+                        Err(_) => v.clone(),
+                    })
+                    .collect();
+                parts.headers.remove(name);
+                for v in values {
+                    parts.headers.append(name.clone(), v);
+                }
+            }
+            RequestAction::SetPath(path) => {
+                let pq = match parts.uri.query() {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.clone(),
+                };
+                if let Ok(uri) = pq.parse::<Uri>() {
+                    parts.uri = uri;
+                }
+            }
+            // Stick counters are tracked by the stick-table module; nothing to do here yet.
+            RequestAction::TrackSc(_) => {}
+        }
+    }
+    None
+}
+
+fn empty_response(status: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp
+}
+
+fn choose_backend(parts: &Parts, conn: &Conn, fe: &FrontendPlan) -> Option<Arc<BackendPlan>> {
+    let ctx = RequestCtx {
+        parts,
+        src: conn.src,
+        local: conn.local,
+        tls: false,
+        alpn: None,
+    };
+    fe.use_backend
+        .iter()
+        .find(|(cond, _)| holds(cond, &ctx))
+        .map(|(_, b)| b.clone())
+        .or_else(|| fe.default_backend.clone())
+}
+
+/// Connects to a server of `backend`, retrying `retries` times; with `redispatch`, the
+/// last retry goes to another server if there is one.
+async fn connect(backend: &BackendPlan) -> Result<(usize, TcpStream), ProxyError> {
+    let mut idx = backend
+        .rr
+        .pick(&backend.servers, |_, s| s.accepts_new())
+        .ok_or_else(|| ProxyError::NoServer(backend.name.to_string()))?;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let server = &backend.servers[idx];
+        let reason = match tokio::time::timeout(
+            backend.connect_timeout,
+            TcpStream::connect(server.address.as_str()),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok((idx, stream));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timeout connect".to_string(),
+        };
+        server.counters.connect_errors.fetch_add(1, Relaxed);
+        tracing::debug!(backend = %backend.name, server = %server.name, %reason, attempts, "connect failed");
+        if attempts > backend.retries {
+            return Err(ProxyError::Connect {
+                server: format!("{}/{}", backend.name, server.name),
+                attempts,
+                reason,
+            });
+        }
+        if backend.redispatch && attempts == backend.retries {
+            let failed = idx;
+            if let Some(other) = backend
+                .rr
+                .pick(&backend.servers, |i, s| i != failed && s.accepts_new())
+            {
+                idx = other;
+            }
+        }
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) that must not be forwarded on plain requests.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        h.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        h.remove(name);
+    }
+}
+
+fn apply_response_rules(h: &mut HeaderMap, parts: &Parts, conn: &Conn, fe: &FrontendPlan) {
+    if fe.http_response.is_empty() {
+        return;
+    }
+    let ctx = RequestCtx {
+        parts,
+        src: conn.src,
+        local: conn.local,
+        tls: false,
+        alpn: None,
+    };
+    for (cond, action) in &fe.http_response {
+        if !holds(cond, &ctx) {
+            continue;
+        }
+        match action {
+            ResponseAction::SetHeader(n, v) => {
+                h.insert(n.clone(), v.clone());
+            }
+            ResponseAction::AddHeader(n, v) => {
+                h.append(n.clone(), v.clone());
+            }
+            ResponseAction::DelHeader(n) => {
+                h.remove(n);
+            }
+        }
+    }
+}
+
+async fn forward(
+    mut parts: Parts,
+    body: Incoming,
+    conn: &Conn,
+    fe: &Arc<FrontendPlan>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response<Body>, ProxyError> {
+    if let Some(resp) = apply_request_rules(&mut parts, conn, fe) {
+        return Ok(resp);
+    }
+    if fe.forwardfor {
+        let ip = conn.src.ip().to_canonical().to_string();
+        parts.headers.append(
+            HeaderName::from_static("x-forwarded-for"),
+            HeaderValue::from_str(&ip).expect("an IP is a valid header value"),
+        );
+    }
+    let backend = choose_backend(&parts, conn, fe).ok_or(ProxyError::NoBackend)?;
+    let (idx, stream) = connect(&backend).await?;
+    let server = &backend.servers[idx];
+    let server_name = format!("{}/{}", backend.name, server.name);
+    let held = Held::new(server.counters.clone(), |c: &ServerCounters| {
+        &c.current_connections
+    });
+    server.counters.total_connections.fetch_add(1, Relaxed);
+
+    // Keep a copy of what the response rules may look at; the request itself moves on.
+    let rule_view = (!fe.http_response.is_empty()).then(|| {
+        let mut p = Request::new(()).into_parts().0;
+        p.method = parts.method.clone();
+        p.uri = parts.uri.clone();
+        p.headers = parts.headers.clone();
+        p
+    });
+    if client_upgrade.is_none() {
+        strip_hop_by_hop(&mut parts.headers);
+        // One request per server connection (http-server-close); pooling comes later.
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let request = Request::from_parts(parts, body);
+
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake::<_, Incoming>(TokioIo::new(stream))
+        .await
+        .map_err(|e| ProxyError::BadResponse {
+            server: server_name.clone(),
+            reason: e.to_string(),
+        })?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    let mut resp =
+        match tokio::time::timeout(backend.server_timeout, sender.send_request(request)).await {
+            Err(_) => return Err(ProxyError::ServerTimeout(server_name)),
+            Ok(Err(e)) => {
+                return Err(ProxyError::BadResponse {
+                    server: server_name,
+                    reason: e.to_string(),
+                })
+            }
+            Ok(Ok(r)) => r,
+        };
+
+    let status = resp.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(ProxyError::BadResponse {
+                server: server_name,
+                reason: "101 to a request that did not ask to upgrade".into(),
+            });
+        };
+        let server_upgrade = hyper::upgrade::on(&mut resp);
+        let mut out = Response::new(
+            Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *out.status_mut() = status;
+        *out.headers_mut() = std::mem::take(resp.headers_mut());
+        if let Some(view) = &rule_view {
+            apply_response_rules(out.headers_mut(), view, conn, fe);
+        }
+        fe.counters.total_upgrades.fetch_add(1, Relaxed);
+        let ctx = TunnelCtx {
+            frontend: fe.counters.clone(),
+            server: server.counters.clone(),
+            server_name,
+            client: conn.src,
+            idle: backend.tunnel_timeout,
+            held,
+        };
+        tokio::spawn(ctx.run(client_upgrade, server_upgrade));
+        return Ok(out);
+    }
+
+    let (mut rparts, rbody) = resp.into_parts();
+    strip_hop_by_hop(&mut rparts.headers);
+    if let Some(view) = &rule_view {
+        apply_response_rules(&mut rparts.headers, view, conn, fe);
+    }
+    // The server connection (and its count) lives until the body has been relayed.
+    let body = rbody.map_frame(move |f| {
+        let _ = &held;
+        f
+    });
+    Ok(Response::from_parts(rparts, body.boxed()))
+}
+
+/// Everything a tunnel task needs once the 101 has been relayed. Deliberately small: the
+/// plan is not kept alive by open tunnels.
+struct TunnelCtx {
+    frontend: Arc<FrontendCounters>,
+    server: Arc<ServerCounters>,
+    server_name: String,
+    client: SocketAddr,
+    idle: std::time::Duration,
+    /// The server's connection count, held until the tunnel ends.
+    held: Held<ServerCounters>,
+}
+
+impl TunnelCtx {
+    async fn run(self, client: hyper::upgrade::OnUpgrade, server: hyper::upgrade::OnUpgrade) {
+        let (client, server) = match tokio::join!(client, server) {
+            (Ok(c), Ok(s)) => (c, s),
+            (c, s) => {
+                tracing::debug!(
+                    client_ok = c.is_ok(),
+                    server_ok = s.is_ok(),
+                    "upgrade did not complete"
+                );
+                return;
+            }
+        };
+        let _fe_tunnel = Held::new(self.frontend.clone(), |c: &FrontendCounters| {
+            &c.current_tunnels
+        });
+        let _srv_tunnel = Held::new(self.server.clone(), |c: &ServerCounters| &c.current_tunnels);
+        let started = Instant::now();
+        // Take the raw sockets back from hyper: no boxed I/O on the tunnel path.
+        let client = match client.downcast::<TokioIo<ClientIo>>() {
+            Ok(p) => Side::Raw(p.io.into_inner().into_inner(), p.read_buf),
+            Err(u) => Side::Boxed(Box::new(TokioIo::new(u))),
+        };
+        let server = match server.downcast::<TokioIo<TcpStream>>() {
+            Ok(p) => Side::Raw(p.io.into_inner(), p.read_buf),
+            Err(u) => Side::Boxed(Box::new(TokioIo::new(u))),
+        };
+        let report = match (client, server) {
+            (Side::Raw(c, ce), Side::Raw(s, se)) => tunnel::run(c, &ce, s, &se, self.idle).await,
+            (c, s) => {
+                let (c, ce) = c.boxed();
+                let (s, se) = s.boxed();
+                tunnel::run(c, &ce, s, &se, self.idle).await
+            }
+        };
+        self.frontend.bytes_in.fetch_add(report.up, Relaxed);
+        self.frontend.bytes_out.fetch_add(report.down, Relaxed);
+        tracing::info!(
+            target: "sluice::access",
+            client = %self.client,
+            server = %self.server_name,
+            status = 101,
+            tunnel_ms = started.elapsed().as_millis() as u64,
+            bytes_up = report.up,
+            bytes_down = report.down,
+            end = ?report.end,
+            "tunnel closed"
+        );
+        drop(self.held);
+    }
+}
+
+trait TunnelIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> TunnelIo for T {}
+
+/// One side of a tunnel: the raw socket with bytes already read past the HTTP exchange,
+/// or (if the HTTP layer's I/O type was not ours) hyper's own upgraded stream.
+enum Side {
+    Raw(TcpStream, Bytes),
+    Boxed(Box<dyn TunnelIo>),
+}
+
+impl Side {
+    fn boxed(self) -> (Box<dyn TunnelIo>, Bytes) {
+        match self {
+            Side::Raw(s, early) => (Box::new(s), early),
+            Side::Boxed(b) => (b, Bytes::new()),
+        }
+    }
+}

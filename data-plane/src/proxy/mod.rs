@@ -1,0 +1,121 @@
+//! The proxy: listeners, client connections, forwarding and tunnels.
+//!
+//! [`Listeners::reconcile`] opens the binds a new plan adds *before* the plan is swapped
+//! in (so a bind failure rejects the whole snapshot) and closes the binds it removes after
+//! — connections already accepted on a closed bind live on.
+
+pub mod error;
+pub mod http;
+pub mod io;
+pub mod tunnel;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::oneshot;
+
+use crate::config::Plan;
+
+/// Response body type of the proxy.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Listen backlog for frontend binds.
+const BACKLOG: u32 = 4096;
+
+#[derive(Default)]
+pub struct Listeners {
+    active: Mutex<HashMap<SocketAddr, oneshot::Sender<()>>>,
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+impl Listeners {
+    /// Opens what `next` adds; on any failure closes what it opened and says why.
+    /// Returns a commit function that starts the new accept loops and stops removed ones;
+    /// call it right after the plan swap.
+    pub fn prepare(&self, next: &Plan) -> Result<Vec<(SocketAddr, TcpListener)>, String> {
+        let active = self.active.lock().expect("listeners lock");
+        let mut opened = Vec::new();
+        let mut addrs: Vec<_> = next.binds.keys().copied().collect();
+        addrs.sort();
+        for addr in addrs {
+            if active.contains_key(&addr) {
+                continue;
+            }
+            match bind(addr) {
+                Ok(l) => opened.push((addr, l)),
+                Err(e) => {
+                    let fe = &next.binds[&addr].frontend.name;
+                    return Err(format!("frontend {fe}: cannot bind {addr}: {e}"));
+                }
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Starts accept loops for `opened` and stops the loops of binds `plan` no longer has.
+    pub fn commit(
+        &self,
+        plan: &Plan,
+        opened: Vec<(SocketAddr, TcpListener)>,
+        current: Arc<ArcSwap<Plan>>,
+    ) {
+        let mut active = self.active.lock().expect("listeners lock");
+        active.retain(|addr, _| {
+            let keep = plan.binds.contains_key(addr);
+            if !keep {
+                tracing::info!(%addr, "closing listener");
+            }
+            keep
+        });
+        for (addr, listener) in opened {
+            let (stop_tx, stop_rx) = oneshot::channel();
+            tracing::info!(%addr, "listening");
+            tokio::spawn(accept_loop(listener, addr, current.clone(), stop_rx));
+            active.insert(addr, stop_tx);
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    addr: SocketAddr,
+    plan: Arc<ArcSwap<Plan>>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            // Fires when the sender is dropped (bind removed) or used.
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, src)) => {
+                    // The connection keeps the plan it was accepted under.
+                    let Some(bind) = plan.load().binds.get(&addr).cloned() else {
+                        continue;
+                    };
+                    tokio::spawn(http::serve_connection(stream, src, bind));
+                }
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(%addr, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}

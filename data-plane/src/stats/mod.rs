@@ -1,0 +1,152 @@
+//! Traffic counters, kept outside the plan and keyed by stable names so they survive
+//! snapshot swaps. The request path only touches atomics; [`StatsRegistry::report`]
+//! renders the `Stats` message the node sends to the control plane.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use sluice_proto::v1 as pb;
+
+use crate::config::Plan;
+
+#[derive(Debug, Default)]
+pub struct FrontendCounters {
+    pub current_connections: AtomicU64,
+    pub total_connections: AtomicU64,
+    pub current_tunnels: AtomicU64,
+    pub total_upgrades: AtomicU64,
+    pub total_requests: AtomicU64,
+    /// Tunnel payload bytes from clients.
+    pub bytes_in: AtomicU64,
+    /// Tunnel payload bytes to clients.
+    pub bytes_out: AtomicU64,
+    pub denied: AtomicU64,
+    pub responses_by_class: [AtomicU64; 5],
+}
+
+impl FrontendCounters {
+    pub fn count_response(&self, status: http::StatusCode) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.responses_by_class[class].fetch_add(1, Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    pub current_connections: AtomicU64,
+    pub total_connections: AtomicU64,
+    pub current_tunnels: AtomicU64,
+    pub connect_errors: AtomicU64,
+}
+
+/// A gauge held up for as long as this value lives: incremented on creation,
+/// decremented on drop, so every exit path (errors and panics included) gives it back.
+pub struct Held<T: Send + Sync + 'static> {
+    owner: Arc<T>,
+    gauge: fn(&T) -> &AtomicU64,
+}
+
+impl<T: Send + Sync + 'static> Held<T> {
+    pub fn new(owner: Arc<T>, gauge: fn(&T) -> &AtomicU64) -> Self {
+        gauge(&owner).fetch_add(1, Relaxed);
+        Self { owner, gauge }
+    }
+}
+
+impl<T: Send + Sync + 'static> Drop for Held<T> {
+    fn drop(&mut self) {
+        (self.gauge)(&self.owner).fetch_sub(1, Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct StatsRegistry {
+    frontends: Mutex<HashMap<String, Arc<FrontendCounters>>>,
+    servers: Mutex<HashMap<(String, String), Arc<ServerCounters>>>,
+}
+
+impl StatsRegistry {
+    pub fn frontend(&self, name: &str) -> Arc<FrontendCounters> {
+        self.frontends
+            .lock()
+            .expect("stats lock")
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub fn server(&self, backend: &str, server: &str) -> Arc<ServerCounters> {
+        self.servers
+            .lock()
+            .expect("stats lock")
+            .entry((backend.to_string(), server.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// Drops counters of objects the plan no longer has and nothing else references.
+    pub fn prune(&self) {
+        self.frontends
+            .lock()
+            .expect("stats lock")
+            .retain(|_, c| Arc::strong_count(c) > 1);
+        self.servers
+            .lock()
+            .expect("stats lock")
+            .retain(|_, c| Arc::strong_count(c) > 1);
+    }
+
+    /// The current counters of everything in `plan`.
+    pub fn report(&self, plan: &Plan, unix_ms: i64) -> pb::Stats {
+        let frontends = plan
+            .frontends
+            .iter()
+            .map(|f| {
+                let c = &f.counters;
+                pb::FrontendStats {
+                    name: f.name.to_string(),
+                    current_connections: c.current_connections.load(Relaxed),
+                    total_connections: c.total_connections.load(Relaxed),
+                    current_tunnels: c.current_tunnels.load(Relaxed),
+                    total_upgrades: c.total_upgrades.load(Relaxed),
+                    total_requests: c.total_requests.load(Relaxed),
+                    bytes_in: c.bytes_in.load(Relaxed),
+                    bytes_out: c.bytes_out.load(Relaxed),
+                    denied: c.denied.load(Relaxed),
+                    responses_by_class: c
+                        .responses_by_class
+                        .iter()
+                        .map(|a| a.load(Relaxed))
+                        .collect(),
+                }
+            })
+            .collect();
+        let backends = plan
+            .backends
+            .iter()
+            .map(|b| pb::BackendStats {
+                name: b.name.to_string(),
+                servers: b
+                    .servers
+                    .iter()
+                    .map(|s| pb::ServerStats {
+                        name: s.name.to_string(),
+                        current_connections: s.counters.current_connections.load(Relaxed),
+                        total_connections: s.counters.total_connections.load(Relaxed),
+                        current_tunnels: s.counters.current_tunnels.load(Relaxed),
+                        connect_errors: s.counters.connect_errors.load(Relaxed),
+                        health: pb::Health::Unchecked as i32,
+                        health_changed_unix_ms: 0,
+                    })
+                    .collect(),
+            })
+            .collect();
+        pb::Stats {
+            applied_version: plan.version,
+            unix_ms,
+            frontends,
+            backends,
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! Runs the real binaries for end-to-end tests.
+//!
+//! Binaries are taken from the workspace target directory (the test command builds them
+//! first with `cargo build --bins`), or from `SLUICE_BIN_DIR`. Every process binds
+//! loopback ports, logs to a file in a temporary directory, is killed on drop, and has
+//! its log printed if the test is failing. Waiting is done by polling against a
+//! deadline ([`eventually`]), never by fixed sleeps.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Where the workspace's binaries are.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SLUICE_BIN_DIR") {
+        return dir.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug")
+}
+
+fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --bins` first (or set SLUICE_BIN_DIR)",
+        p.display()
+    );
+    p
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A child process killed on drop, its log dumped if the thread is panicking.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `program` with stdout piped (for the ready line) and stderr to a log file,
+    /// and waits for a stdout line starting with `ready_prefix`.
+    fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: PathBuf,
+        ready_prefix: &str,
+    ) -> (Proc, String) {
+        let log_file = std::fs::File::create(&log).expect("creating a log file");
+        let mut child = Command::new(program)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let prefix = ready_prefix.to_string();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent && line.starts_with(&prefix) {
+                    let _ = tx.send(line);
+                    sent = true;
+                }
+            }
+        });
+        let mut proc = Proc {
+            name: name.to_string(),
+            child,
+            log,
+        };
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => l,
+            Err(_) => {
+                let status = proc.child.try_wait().ok().flatten();
+                proc.dump_log();
+                panic!("{name} did not become ready (exit status: {status:?})");
+            }
+        };
+        (proc, line)
+    }
+
+    pub fn dump_log(&self) {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(80).collect();
+        eprintln!(
+            "----- last lines of {} log ({}) -----",
+            self.name,
+            self.log.display()
+        );
+        for l in tail.into_iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the process and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_log();
+        }
+        self.kill();
+    }
+}
+
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= in ready line {line:?}"))
+}
+
+/// A running control plane with its own database and tokens.
+pub struct ControlPlane {
+    pub proc: Proc,
+    /// `http://127.0.0.1:PORT` of the REST API.
+    pub api: String,
+    /// `http://127.0.0.1:PORT` of the node stream.
+    pub node_url: String,
+    pub admin_token: String,
+    pub node_token: String,
+    pub db: PathBuf,
+    dir: PathBuf,
+    api_port: u16,
+    node_port: u16,
+    restarts: u32,
+}
+
+impl ControlPlane {
+    /// Starts a control plane with a fresh database in `dir`.
+    pub fn start(dir: &Path) -> ControlPlane {
+        let (api_port, node_port) = (free_port(), free_port());
+        let (admin_token, node_token) = (
+            "test-admin-token".to_string(),
+            "test-node-token".to_string(),
+        );
+        let db = dir.join("sluice.db");
+        let (proc, api, node_url) =
+            Self::launch(dir, 0, api_port, node_port, &db, &admin_token, &node_token);
+        ControlPlane {
+            proc,
+            api,
+            node_url,
+            admin_token,
+            node_token,
+            db,
+            dir: dir.to_path_buf(),
+            api_port,
+            node_port,
+            restarts: 0,
+        }
+    }
+
+    fn launch(
+        dir: &Path,
+        run: u32,
+        api_port: u16,
+        node_port: u16,
+        db: &Path,
+        admin_token: &str,
+        node_token: &str,
+    ) -> (Proc, String, String) {
+        let args = vec![
+            "--api-listen".into(),
+            format!("127.0.0.1:{api_port}"),
+            "--node-listen".into(),
+            format!("127.0.0.1:{node_port}"),
+            "--database".into(),
+            db.display().to_string(),
+            "--admin-token".into(),
+            admin_token.into(),
+            "--node-token".into(),
+            node_token.into(),
+            "--node-stale-after".into(),
+            "5s".into(),
+        ];
+        let log = dir.join(format!("cp-{run}.log"));
+        let (proc, line) = Proc::spawn(
+            "sluice-cp",
+            &bin("sluice-cp"),
+            &args,
+            log,
+            "sluice-cp ready",
+        );
+        let api = field(&line, "api").to_string();
+        let node_url = field(&line, "node").to_string();
+        (proc, api, node_url)
+    }
+
+    /// Stops the process (the database stays).
+    pub fn stop(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Starts it again on the same ports and database.
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        self.restarts += 1;
+        let (proc, api, node_url) = Self::launch(
+            &self.dir,
+            self.restarts,
+            self.api_port,
+            self.node_port,
+            &self.db,
+            &self.admin_token,
+            &self.node_token,
+        );
+        self.proc = proc;
+        self.api = api;
+        self.node_url = node_url;
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.api, &self.admin_token)
+    }
+}
+
+/// A running data-plane node.
+pub struct DataPlane {
+    pub proc: Proc,
+    pub node_id: String,
+}
+
+impl DataPlane {
+    pub fn start(dir: &Path, cp: &ControlPlane, node_id: &str) -> DataPlane {
+        Self::start_with_token(dir, cp, node_id, &cp.node_token.clone())
+    }
+
+    pub fn start_with_token(
+        dir: &Path,
+        cp: &ControlPlane,
+        node_id: &str,
+        token: &str,
+    ) -> DataPlane {
+        let args = vec![
+            "--control-plane".into(),
+            cp.node_url.clone(),
+            "--token".into(),
+            token.into(),
+            "--node-id".into(),
+            node_id.into(),
+            "--labels".into(),
+            "zone=test".into(),
+            "--stats-interval".into(),
+            "500ms".into(),
+        ];
+        let log = dir.join(format!("dp-{node_id}.log"));
+        let (proc, _) = Proc::spawn(node_id, &bin("sluice-dp"), &args, log, "sluice-dp ready");
+        DataPlane {
+            proc,
+            node_id: node_id.to_string(),
+        }
+    }
+}
+
+/// A REST client with the admin token.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+/// A REST response: status, ETag and JSON body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub etag: Option<String>,
+    pub json: Value,
+}
+
+impl Api {
+    pub fn new(base: &str, token: &str) -> Api {
+        Api {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn with_token(&self, token: &str) -> Api {
+        Api::new(&self.base, token)
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Reply {
+        let url = format!("{}{}", self.base, path);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let mut req = self.http.request(method, &url);
+        if !self.token.is_empty() {
+            req = req.bearer_auth(&self.token);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        if let Some(m) = if_match {
+            req = req.header("If-Match", m);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        let status = resp.status().as_u16();
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = resp.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { status, etag, json }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, None, None).await
+    }
+
+    /// `PUT /api/v1/config`, asserting success; returns the new version.
+    pub async fn put_config(&self, doc: &Value) -> u64 {
+        let r = self.request("PUT", "/api/v1/config", Some(doc), None).await;
+        assert_eq!(r.status, 200, "PUT /api/v1/config failed: {}", r.json);
+        r.json["version"].as_u64().expect("a version")
+    }
+
+    /// The node entry of `GET /api/v1/nodes`.
+    pub async fn node(&self, id: &str) -> Option<Value> {
+        let r = self.get("/api/v1/nodes").await;
+        r.json.as_array()?.iter().find(|n| n["id"] == id).cloned()
+    }
+
+    /// Waits until node `id` reports `version` applied and is connected.
+    pub async fn wait_applied(&self, id: &str, version: u64, timeout: Duration) {
+        eventually(
+            timeout,
+            &format!("node {id} to apply version {version}"),
+            || async {
+                let n = self.node(id).await?;
+                (n["connected"] == true && n["applied_version"].as_u64()? >= version).then_some(())
+            },
+        )
+        .await
+    }
+}
+
+/// A minimal config document: one frontend on `bind`, routing `/ws/...` WebSocket
+/// upgrades per path prefix and everything else to `default`.
+pub fn simple_config(bind: SocketAddr, backends: &[(&str, &[SocketAddr])], default: &str) -> Value {
+    let backends: Vec<Value> = backends
+        .iter()
+        .map(|(name, servers)| {
+            serde_json::json!({
+                "name": name,
+                "balance": "roundrobin",
+                "servers": servers.iter().enumerate().map(|(i, a)| serde_json::json!({
+                    "name": format!("{name}-{i}"),
+                    "address": a.to_string(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "defaults": { "timeouts": { "connect": "2s", "client": "30s", "server": "30s", "tunnel": "1h", "http_request": "5s" } },
+        "frontends": [{
+            "name": "web",
+            "binds": [{ "address": bind.to_string() }],
+            "default_backend": default,
+        }],
+        "backends": backends,
+    })
+}

@@ -1,0 +1,194 @@
+//! A WebSocket client through a real node to a real echo backend: every kind of message
+//! arrives unmodified, and the tunnel carries raw bytes without parsing them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use sluice_tests::backend::Backend;
+use sluice_tests::harness::{free_port, simple_config, ControlPlane, DataPlane};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    _cp: ControlPlane,
+    _dp: DataPlane,
+    _backend: Backend,
+    bind: SocketAddr,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::start("echo-1", "127.0.0.1:0").await.unwrap();
+    let cp = ControlPlane::start(dir.path());
+    let dp = DataPlane::start(dir.path(), &cp, "node-a");
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let api = cp.api();
+    let version = api
+        .put_config(&simple_config(bind, &[("echo", &[backend.addr])], "echo"))
+        .await;
+    api.wait_applied("node-a", version, WAIT).await;
+    Setup {
+        _dir: dir,
+        _cp: cp,
+        _dp: dp,
+        _backend: backend,
+        bind,
+    }
+}
+
+#[tokio::test]
+async fn messages_of_every_kind_arrive_unmodified() {
+    let s = setup().await;
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws/chat", s.bind))
+        .await
+        .expect("upgrade through the node");
+    assert_eq!(resp.status(), 101);
+
+    // Text, including non-ASCII.
+    ws.send(Message::text("héllo, wörld ✓")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("héllo, wörld ✓")
+    );
+
+    // Binary with every byte value.
+    let bin: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    ws.send(Message::binary(bin.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(bin));
+
+    // A 1 MiB message.
+    let big: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    match ws.next().await.unwrap().unwrap() {
+        Message::Binary(b) => assert!(b.as_ref() == big.as_slice(), "1 MiB payload changed"),
+        other => panic!("expected the 1 MiB binary echo, got {other:?}"),
+    }
+
+    // A fragmented text message: three frames, reassembled by the backend.
+    ws.send(Message::Frame(Frame::message(
+        "frag-one ",
+        OpCode::Data(Data::Text),
+        false,
+    )))
+    .await
+    .unwrap();
+    ws.send(Message::Frame(Frame::message(
+        "frag-two ",
+        OpCode::Data(Data::Continue),
+        false,
+    )))
+    .await
+    .unwrap();
+    ws.send(Message::Frame(Frame::message(
+        "frag-three",
+        OpCode::Data(Data::Continue),
+        true,
+    )))
+    .await
+    .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("frag-one frag-two frag-three")
+    );
+
+    // Ping → pong with the same payload, answered by the backend.
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Pong(p))) => break p,
+                Some(Ok(other)) => panic!("expected a pong, got {other:?}"),
+                other => panic!("stream ended waiting for a pong: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a pong in time");
+    assert_eq!(pong.as_ref(), b"are you there");
+
+    // Close with a specific code: the backend echoes code and reason.
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Library(4001),
+        reason: "bye now".into(),
+    })))
+    .await
+    .unwrap();
+    let close = loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(c))) => break c,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let close = close.expect("a close frame with a code");
+    assert_eq!(close.code, CloseCode::Library(4001));
+    assert_eq!(close.reason.as_str(), "bye now");
+}
+
+#[tokio::test]
+async fn the_tunnel_is_raw_bytes_with_half_close() {
+    let s = setup().await;
+    let mut tcp = TcpStream::connect(s.bind).await.unwrap();
+    // The backend's /raw path echoes bytes verbatim after the 101. Bytes sent right
+    // behind the request (before the 101 arrives) must not be lost either.
+    let request = "GET /raw?greet HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\n\
+                   Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                   Sec-WebSocket-Version: 13\r\n\r\n";
+    let mut first = request.as_bytes().to_vec();
+    first.extend_from_slice(b"EARLY\x00\xff");
+    tcp.write_all(&first).await.unwrap();
+
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 1024];
+        let n = tcp.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before the 101");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "accept key relayed: {head}"
+    );
+
+    // The greeting frame the server sent with its 101, then our early bytes echoed.
+    let mut rest = buf[head_end..].to_vec();
+    let want_len = 2 + "hello from echo-1".len() + 7;
+    while rest.len() < want_len {
+        let mut chunk = [0u8; 1024];
+        let n = tcp.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        rest.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(rest[0], 0x81);
+    assert_eq!(&rest[2..2 + 17], b"hello from echo-1");
+    assert_eq!(&rest[19..26], b"EARLY\x00\xff");
+
+    // Arbitrary bytes that are not WebSocket frames at all pass through untouched.
+    let junk: Vec<u8> = (0..200_000u32).map(|i| (i % 256) as u8).collect();
+    let (mut r, mut w) = tcp.into_split();
+    let writer = tokio::spawn(async move {
+        w.write_all(&junk).await.unwrap();
+        w.shutdown().await.unwrap(); // half-close: the echo must still come back
+        junk
+    });
+    let mut echoed = Vec::new();
+    r.read_to_end(&mut echoed).await.unwrap();
+    let junk = writer.await.unwrap();
+    assert_eq!(echoed.len(), junk.len());
+    assert!(echoed == junk, "tunnel altered the bytes");
+}
