@@ -423,3 +423,63 @@ pub fn simple_config(bind: SocketAddr, backends: &[(&str, &[SocketAddr])], defau
         "backends": backends,
     })
 }
+
+/// A WebSocket client connection through the proxy.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket to `ws://{addr}{path}`.
+pub async fn ws_connect(addr: SocketAddr, path: &str) -> Ws {
+    let (ws, resp) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
+        .await
+        .unwrap_or_else(|e| panic!("WebSocket upgrade to {addr}{path} failed: {e}"));
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// Sends `text` and returns the next text message (5 s limit).
+pub async fn ws_roundtrip(ws: &mut Ws, text: &str) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(text.to_string()))
+        .await
+        .expect("sending on the tunnel");
+    let next = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return t.to_string(),
+                Some(Ok(_)) => continue,
+                other => panic!("tunnel ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    next.expect("an answer within 5 s")
+}
+
+/// Which backend server answers a new WebSocket connection to `path`.
+pub async fn ws_whoami(addr: SocketAddr, path: &str) -> String {
+    let mut ws = ws_connect(addr, path).await;
+    let who = ws_roundtrip(&mut ws, "whoami").await;
+    let _ = ws.close(None).await;
+    who
+}
+
+/// A plain HTTP GET through the proxy; returns status and the echo backend's JSON.
+pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client");
+    let mut req = client.get(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("an HTTP response");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
