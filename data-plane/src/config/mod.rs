@@ -140,13 +140,13 @@ impl Plan {
     /// Compiles a snapshot. Errors say which object could not be compiled; the caller
     /// nacks with that text and keeps the previous plan.
     pub fn compile(snap: &pb::Snapshot, stats: &StatsRegistry) -> Result<Self, String> {
-        let defaults = snap.defaults.clone().unwrap_or_default();
-        let dt = defaults.timeouts.clone().unwrap_or_default();
+        let defaults = snap.defaults.unwrap_or_default();
+        let dt = defaults.timeouts.unwrap_or_default();
 
         let mut backends_by_name = HashMap::new();
         let mut backends = Vec::new();
         for b in &snap.backends {
-            let bt = b.timeouts.clone().unwrap_or_default();
+            let bt = b.timeouts.unwrap_or_default();
             let server_timeout = ms(bt.server_ms.or(dt.server_ms)).unwrap_or(DEFAULT_SERVER);
             let client_timeout = ms(dt.client_ms).unwrap_or(DEFAULT_CLIENT);
             let servers = b
@@ -264,7 +264,7 @@ impl Plan {
             } else {
                 Some(backend(&f.default_backend, &f.name)?)
             };
-            let ft = f.timeouts.clone().unwrap_or_default();
+            let ft = f.timeouts.unwrap_or_default();
             let fe = Arc::new(FrontendPlan {
                 name: f.name.as_str().into(),
                 http_request,
