@@ -317,6 +317,15 @@ async fn objects_history_and_the_article_document() {
     }
     assert!(r.json["components"]["schemas"]["ConfigDocument"].is_object());
 
+    // Prometheus metrics on the API listener.
+    let metrics = reqwest::get(format!("{}/metrics", cp.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("sluice_cp_config_version 5"), "{metrics}");
+
     // Restart: configuration and version persist.
     let mut cp = cp;
     cp.restart();

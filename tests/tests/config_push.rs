@@ -158,3 +158,40 @@ async fn slow_request_headers_are_cut_at_http_request_timeout() {
         "an incomplete request reached the server"
     );
 }
+
+#[tokio::test]
+async fn removed_binds_close_but_their_open_tunnels_live_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::start("echo", "127.0.0.1:0").await.unwrap();
+    let cp = ControlPlane::start(dir.path());
+    let _dp = DataPlane::start(dir.path(), &cp, "node-a");
+    let api = cp.api();
+    let (keep, drop_me) = (bind_addr(), bind_addr());
+    let mut doc = simple_config(keep, &[("echo", &[backend.addr])], "echo");
+    doc["frontends"][0]["binds"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "address": drop_me.to_string() }));
+    let v = api.put_config(&doc).await;
+    api.wait_applied("node-a", v, WAIT).await;
+    let mut tunnel = ws_connect(drop_me, "/ws").await;
+    assert_eq!(ws_roundtrip(&mut tunnel, "before").await, "before");
+
+    // Remove the second bind, and add a new frontend on a third address.
+    let added = bind_addr();
+    let mut doc = simple_config(keep, &[("echo", &[backend.addr])], "echo");
+    let mut second = doc["frontends"][0].clone();
+    second["name"] = json!("second");
+    second["binds"] = json!([{ "address": added.to_string() }]);
+    doc["frontends"].as_array_mut().unwrap().push(second);
+    let v = api.put_config(&doc).await;
+    api.wait_applied("node-a", v, WAIT).await;
+
+    assert!(
+        tokio::net::TcpStream::connect(drop_me).await.is_err(),
+        "the removed bind still accepts connections"
+    );
+    assert_eq!(ws_whoami(added, "/ws").await, "echo");
+    assert_eq!(ws_whoami(keep, "/ws").await, "echo");
+    assert_eq!(ws_roundtrip(&mut tunnel, "after").await, "after");
+}

@@ -17,11 +17,12 @@ use tokio_tungstenite::tungstenite::Message;
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Setup {
-    _dir: tempfile::TempDir,
     _cp: ControlPlane,
     _dp: DataPlane,
     _backend: Backend,
     bind: SocketAddr,
+    /// Dropped last, so logs can still be dumped when a test fails.
+    _dir: tempfile::TempDir,
 }
 
 async fn setup() -> Setup {

@@ -70,7 +70,7 @@ pub async fn serve_connection(stream: TcpStream, src: SocketAddr, bind: Arc<Bind
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(fe.http_request_timeout)
-        .max_buf_size(MAX_HEAD);
+        .max_header_size(MAX_HEAD);
     if let Err(e) = builder
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades()
