@@ -32,16 +32,21 @@ pub struct Node {
 
 impl Default for Node {
     fn default() -> Self {
-        Self {
-            plan: Arc::new(ArcSwap::from_pointee(Plan::empty())),
-            stats: StatsRegistry::default(),
-            listeners: Listeners::default(),
-            apply_lock: Mutex::new(()),
-        }
+        Self::new(false)
     }
 }
 
 impl Node {
+    /// A node with no plan yet; `reuse_port` sets SO_REUSEPORT on its listeners.
+    pub fn new(reuse_port: bool) -> Self {
+        Self {
+            plan: Arc::new(ArcSwap::from_pointee(Plan::empty())),
+            stats: StatsRegistry::default(),
+            listeners: Listeners::new(reuse_port),
+            apply_lock: Mutex::new(()),
+        }
+    }
+
     pub fn applied_version(&self) -> u64 {
         self.plan.load().version
     }

@@ -31,6 +31,10 @@ struct Args {
     /// How often traffic counters are reported.
     #[arg(long, env = "SLUICE_STATS_INTERVAL", default_value = "2s", value_parser = humantime_ms)]
     stats_interval: Duration,
+    /// Share listening ports with other processes (SO_REUSEPORT): several nodes on one
+    /// host, or a new node binary started beside the old one.
+    #[arg(long, env = "SLUICE_REUSE_PORT")]
+    reuse_port: bool,
     /// Runtime worker threads (default: one per core). 1 runs a single-threaded runtime.
     #[arg(long, env = "SLUICE_WORKER_THREADS")]
     worker_threads: Option<usize>,
@@ -98,7 +102,7 @@ fn main() -> anyhow::Result<()> {
     }
     .context("starting the runtime")?;
     runtime.block_on(async move {
-        let node = Arc::new(Node::default());
+        let node = Arc::new(Node::new(args.reuse_port));
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         println!(
             "sluice-dp ready node_id={} control_plane={}",

@@ -31,20 +31,34 @@ const BACKLOG: u32 = 4096;
 #[derive(Default)]
 pub struct Listeners {
     active: Mutex<HashMap<SocketAddr, oneshot::Sender<()>>>,
+    /// Set SO_REUSEPORT, so several node processes on one host can share binds (the
+    /// kernel spreads connections among them) and a new node binary can start beside
+    /// the old one.
+    pub reuse_port: bool,
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(BACKLOG)
 }
 
 impl Listeners {
+    pub fn new(reuse_port: bool) -> Self {
+        Self {
+            active: Mutex::default(),
+            reuse_port,
+        }
+    }
+
     /// Opens what `next` adds; on any failure closes what it opened and says why.
     /// Returns a commit function that starts the new accept loops and stops removed ones;
     /// call it right after the plan swap.
@@ -57,7 +71,7 @@ impl Listeners {
             if active.contains_key(&addr) {
                 continue;
             }
-            match bind(addr) {
+            match bind(addr, self.reuse_port) {
                 Ok(l) => opened.push((addr, l)),
                 Err(e) => {
                     let fe = &next.binds[&addr].frontend.name;

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# Benchmarks Sluice side by side with HAProxy (Debian's haproxy 2.6) and a direct
+# connection, on this machine, and writes BENCHMARKS.md.
+#
+#   bench/run.sh                 # every workload, RUNS=3 runs of SECS=5 s each
+#   RUNS=1 SECS=2 bench/run.sh   # a quick look
+#
+# CPU pinning on a 2-core machine: the proxy under test alone on core 0 with one worker
+# thread (HAProxy `nbthread 1`, sluice-dp `--worker-threads 1`); load generator, echo
+# backends and the control plane on core 1. Needs: haproxy, taskset, curl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+SECS=${SECS:-5}
+PROXY_CORE=0
+LOAD_CORE=1
+out=bench/results
+tmp=$(mktemp -d)
+results=$out/results.jsonl
+mkdir -p "$out"
+: > "$results"
+
+command -v haproxy >/dev/null || { echo "haproxy not installed (apt-get install haproxy)" >&2; exit 1; }
+ulimit -n "$(ulimit -Hn)"
+
+cargo build --release --quiet -p sluice-control-plane -p sluice-data-plane -p sluice-bench
+B=target/release
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$tmp/haproxy.pid" ] && xargs kill < "$tmp/haproxy.pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+wait_port() { # port
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2
+  exit 1
+}
+
+load() { # target-name workload run args...
+  local target=$1 workload=$2 run=$3
+  shift 3
+  local result
+  result=$(taskset -c $LOAD_CORE "$B/sluice-bench" "$@")
+  printf '{"target":"%s","workload":"%s","run":%s,"result":%s}\n' "$target" "$workload" "$run" "$result" >> "$results"
+  echo "  $target $workload run $run done"
+}
+
+# Echo backends: two servers in one single-threaded process.
+taskset -c $LOAD_CORE "$B/sluice-bench-echo" 127.0.0.1:19001 127.0.0.1:19002 > /dev/null &
+BACKEND=$!
+pids+=("$BACKEND")
+wait_port 19001
+
+# ---- HAProxy ------------------------------------------------------------------------
+cat > "$tmp/haproxy.cfg" <<CFG
+global
+    nbthread 1
+    maxconn 9900
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout tunnel 3600s
+    timeout http-request 10s
+    option forwardfor
+    option http-server-close
+
+frontend fe
+    bind 127.0.0.1:18080
+    acl is_websocket hdr(Upgrade) -i websocket
+    acl is_ws_connection hdr_sub(Connection) -i upgrade
+    use_backend bench if is_websocket is_ws_connection
+    default_backend bench
+
+backend bench
+    balance roundrobin
+    server s1 127.0.0.1:19001
+    server s2 127.0.0.1:19002
+CFG
+cp "$tmp/haproxy.cfg" "$out/haproxy.cfg"
+
+start_haproxy() {
+  taskset -c $PROXY_CORE haproxy -f "$tmp/haproxy.cfg" -p "$tmp/haproxy.pid" -D
+  wait_port 18080
+  HAPROXY=$(cat "$tmp/haproxy.pid")
+}
+stop_haproxy() {
+  xargs kill < "$tmp/haproxy.pid" 2>/dev/null || true
+  pkill -f -- "-f $tmp/haproxy.cfg" 2>/dev/null || true
+  for _ in $(seq 1 100); do pgrep -f -- "-f $tmp/haproxy.cfg" >/dev/null || break; sleep 0.05; done
+}
+
+# ---- Sluice -------------------------------------------------------------------------
+TOKEN=bench-admin-token
+NODE_TOKEN=bench-node-token
+start_cp() {
+  rm -f "$tmp"/cp.db*
+  taskset -c $LOAD_CORE "$B/sluice-cp" --database "$tmp/cp.db" --api-listen 127.0.0.1:17080 \
+    --node-listen 127.0.0.1:17081 --admin-token $TOKEN --node-token $NODE_TOKEN > /dev/null 2> "$tmp/cp.log" &
+  CP=$!
+  pids+=("$CP")
+  wait_port 17080
+  curl -fsS -X PUT -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    --data @- http://127.0.0.1:17080/api/v1/config > /dev/null <<JSON
+{
+  "defaults": { "timeouts": { "connect": "5s", "client": "30s", "server": "30s", "tunnel": "3600s", "http_request": "10s" },
+                "forwardfor": true, "http_server_close": true },
+  "frontends": [{
+    "name": "fe",
+    "binds": [{ "address": "127.0.0.1:18081" }],
+    "acls": [
+      { "name": "is_websocket", "expr": "hdr(Upgrade) -i websocket" },
+      { "name": "is_ws_connection", "expr": "hdr_sub(Connection) -i upgrade" }
+    ],
+    "use_backend": [{ "backend": "bench", "if": "is_websocket is_ws_connection" }],
+    "default_backend": "bench"
+  }],
+  "backends": [{ "name": "bench", "balance": "roundrobin", "servers": [
+    { "name": "s1", "address": "127.0.0.1:19001" },
+    { "name": "s2", "address": "127.0.0.1:19002" }
+  ] }]
+}
+JSON
+}
+start_node() { # id extra-args...
+  local id=$1
+  shift
+  RUST_LOG=warn taskset -c $PROXY_CORE "$B/sluice-dp" --control-plane http://127.0.0.1:17081 \
+    --token $NODE_TOKEN --node-id "$id" --worker-threads 1 "$@" > /dev/null 2>> "$tmp/dp.log" &
+  NODE=$!
+  pids+=("$NODE")
+}
+stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+traffic_workloads() { # name target proxy-pid-or-empty
+  local name=$1 target=$2 proxy=${3:-}
+  local p=(--pid "backend=$BACKEND")
+  [ -n "$proxy" ] && p+=(--pid "proxy=$proxy")
+  for run in $(seq 1 "$RUNS"); do
+    load "$name" handshake "$run" handshake --target "$target" --seconds "$SECS" --workers 50 "${p[@]}"
+    load "$name" echo64 "$run" echo --target "$target" --seconds "$SECS" --conns 100 --size 64 "${p[@]}"
+    load "$name" echo16k "$run" echo --target "$target" --seconds "$SECS" --conns 10 --size 16384 "${p[@]}"
+    load "$name" latency "$run" latency --target "$target" --seconds "$SECS" --conns 100 --rate 10000 "${p[@]}"
+  done
+}
+
+echo "direct"
+traffic_workloads direct 127.0.0.1:19001
+
+echo "haproxy"
+start_haproxy
+traffic_workloads haproxy 127.0.0.1:18080 "$HAPROXY"
+stop_haproxy
+for run in $(seq 1 "$RUNS"); do
+  start_haproxy
+  load haproxy idle "$run" idle --target 127.0.0.1:18080 --steps 1000,9000 --pid "proxy=$HAPROXY"
+  stop_haproxy
+done
+start_haproxy
+load haproxy push 1 reload --target 127.0.0.1:18080 --tunnels 1000 --reloads 10 \
+  --cmd "taskset -c $PROXY_CORE haproxy -f $tmp/haproxy.cfg -p $tmp/haproxy.pid -D -sf \$(cat $tmp/haproxy.pid)"
+stop_haproxy
+
+echo "sluice"
+start_cp
+start_node bench-1
+wait_port 18081
+traffic_workloads sluice 127.0.0.1:18081 "$NODE"
+stop_pid "$NODE"
+for run in $(seq 1 "$RUNS"); do
+  start_node "idle-$run"
+  wait_port 18081
+  load sluice idle "$run" idle --target 127.0.0.1:18081 --steps 1000,9000 --pid "proxy=$NODE"
+  stop_pid "$NODE"
+done
+# Push: 20 nodes (sharing the bind through SO_REUSEPORT, so the tunnels spread over
+# them), 1,000 tunnels under echo load, 100 changes per run.
+push_nodes=()
+for i in $(seq 1 20); do
+  start_node "push-$i" --reuse-port
+  push_nodes+=("$NODE")
+done
+wait_port 18081
+sleep 1
+for run in $(seq 1 "$RUNS"); do
+  load sluice push "$run" push --target 127.0.0.1:18081 --api http://127.0.0.1:17080 --token $TOKEN \
+    --tunnels 1000 --changes 100 --backend bench --nodes 20 --pid "cp=$CP"
+done
+for p in "${push_nodes[@]}"; do stop_pid "$p"; done
+
+# ---- Report -------------------------------------------------------------------------
+{
+  echo "# Benchmarks"
+  echo
+  echo "Sluice side by side with HAProxy and a direct connection, in one run of \`bench/run.sh\`"
+  echo "(RUNS=$RUNS, SECS=$SECS). Figures are the median of the runs with the min–max in"
+  echo "parentheses. Generated $(date -u +%Y-%m-%dT%H:%MZ)."
+  echo
+  echo "## Machine and versions"
+  echo
+  echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; $(free -g | awk '/Mem:/{print $2}') GiB RAM"
+  echo "- Kernel: $(uname -r); open-files limit $(ulimit -n)"
+  echo "- $(haproxy -v | head -1)"
+  echo "- $(rustc -V); Sluice built with \`cargo build --release\`"
+  echo
+  echo "## Setup"
+  echo
+  echo "- Proxy pinned alone to core $PROXY_CORE with one thread: HAProxy \`nbthread 1\`; \`sluice-dp --worker-threads 1\` (a current-thread runtime)."
+  echo "- Load generator (\`sluice-bench\`), echo backends (\`sluice-bench-echo\`, two servers in one single-threaded process) and the control plane on core $LOAD_CORE."
+  echo "- Same routing on both proxies: \`mode http\`, the article's upgrade ACLs, \`timeout tunnel 3600s\`, \`option forwardfor\`, round robin over two servers (configuration in \`bench/results/haproxy.cfg\`; Sluice's is applied through the REST API by \`bench/run.sh\`). Neither proxy writes access logs."
+  echo "- CPU % is per process over the measured interval (100 % = one core)."
+  echo
+  echo "## Results"
+} > "$tmp/header.md"
+"$B/sluice-bench" report --input "$results" --header "$tmp/header.md" > "$tmp/tables.md"
+if [ -f bench/analysis.md ]; then cat "$tmp/tables.md" bench/analysis.md > BENCHMARKS.md; else cp "$tmp/tables.md" BENCHMARKS.md; fi
+echo "wrote BENCHMARKS.md"

@@ -1,0 +1,174 @@
+//! `sluice-bench`: the load side of the benchmark, and the report.
+//!
+//! Each workload subcommand drives a proxy (or a backend directly), measures, and prints
+//! one JSON object: the workload's figures plus the CPU each named process (`--pid
+//! name=PID`) used during the measured interval. `bench/run.sh` runs them against each
+//! target and `sluice-bench report` turns the collected lines into `BENCHMARKS.md`.
+
+mod report;
+mod stats;
+mod workloads;
+mod ws;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice-bench",
+    about = "WebSocket load generator for Sluice vs HAProxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+pub struct Common {
+    /// Address of the proxy (or backend) under test.
+    #[arg(long)]
+    pub target: SocketAddr,
+    /// Request path of the upgrade.
+    #[arg(long, default_value = "/ws/bench")]
+    pub path: String,
+    /// Measured duration, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Processes whose CPU time to report, as name=PID (repeatable).
+    #[arg(long = "pid", value_parser = parse_pid)]
+    pub pids: Vec<(String, u32)>,
+}
+
+fn parse_pid(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s.split_once('=').ok_or("expected name=PID")?;
+    Ok((name.to_string(), pid.parse().map_err(|_| "bad PID")?))
+}
+
+impl Common {
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.seconds)
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Workers each loop: connect, upgrade, one echo, close.
+    Handshake {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 50)]
+        workers: usize,
+    },
+    /// Open tunnels ping-ponging messages of a fixed size as fast as they can.
+    Echo {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 100)]
+        conns: usize,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// A fixed message rate spread over open tunnels, paced with a microsecond clock.
+    Latency {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 100)]
+        conns: usize,
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+    },
+    /// Idle tunnels opened in steps; the RSS of `--pid proxy=PID` after each step.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 9000])]
+        steps: Vec<usize>,
+    },
+    /// Tunnels under echo load while configuration changes are pushed through the REST
+    /// API; measures REST response → every node acked.
+    Push {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long, default_value_t = 1000)]
+        tunnels: usize,
+        #[arg(long, default_value_t = 100)]
+        changes: usize,
+        /// Backend whose server weight the changes alternate.
+        #[arg(long, default_value = "bench")]
+        backend: String,
+        /// Number of nodes that must ack each change.
+        #[arg(long, default_value_t = 20)]
+        nodes: usize,
+    },
+    /// Tunnels under echo load while a reload command runs repeatedly (HAProxy -sf).
+    Reload {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        tunnels: usize,
+        #[arg(long, default_value_t = 10)]
+        reloads: usize,
+        /// Shell command that performs one reload and returns when it is done.
+        #[arg(long)]
+        cmd: String,
+    },
+    /// Renders results (JSON lines) as Markdown.
+    Report {
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// Free text describing the machine and versions.
+        #[arg(long)]
+        header: std::path::PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Cmd::Report { input, header } = &cli.cmd {
+        print!("{}", report::render(input, header)?);
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let out = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Handshake { common, workers } => workloads::handshake(&common, workers).await,
+            Cmd::Echo {
+                common,
+                conns,
+                size,
+            } => workloads::echo(&common, conns, size).await,
+            Cmd::Latency {
+                common,
+                conns,
+                rate,
+            } => workloads::latency(&common, conns, rate).await,
+            Cmd::Idle { common, steps } => workloads::idle(&common, &steps).await,
+            Cmd::Push {
+                common,
+                api,
+                token,
+                tunnels,
+                changes,
+                backend,
+                nodes,
+            } => workloads::push(&common, &api, &token, tunnels, changes, &backend, nodes).await,
+            Cmd::Reload {
+                common,
+                tunnels,
+                reloads,
+                cmd,
+            } => workloads::reload(&common, tunnels, reloads, &cmd).await,
+            Cmd::Report { .. } => unreachable!("handled above"),
+        }
+    })?;
+    println!("{out}");
+    Ok(())
+}
