@@ -13,6 +13,10 @@ cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 SECS=${SECS:-5}
+# Subsets for a quick look, e.g. TARGETS=sluice WORKLOADS="idle handshake".
+TARGETS=${TARGETS:-direct haproxy sluice}
+WORKLOADS=${WORKLOADS:-handshake echo64 echo16k latency idle push}
+want() { [[ " $TARGETS " == *" $1 "* && " $WORKLOADS " == *" $2 "* ]]; }
 PROXY_CORE=0
 LOAD_CORE=1
 out=bench/results
@@ -48,6 +52,7 @@ wait_port() { # port
 load() { # target-name workload run args...
   local target=$1 workload=$2 run=$3
   shift 3
+  want "$target" "$workload" || return 0
   local result
   result=$(taskset -c $LOAD_CORE "$B/sluice-bench" "$@")
   printf '{"target":"%s","workload":"%s","run":%s,"result":%s}\n' "$target" "$workload" "$run" "$result" >> "$results"
@@ -158,20 +163,24 @@ traffic_workloads() { # name target proxy-pid-or-empty
 echo "direct"
 traffic_workloads direct 127.0.0.1:19001
 
+if [[ " $TARGETS " == *" haproxy "* ]]; then
 echo "haproxy"
 start_haproxy
 traffic_workloads haproxy 127.0.0.1:18080 "$HAPROXY"
 stop_haproxy
 for run in $(seq 1 "$RUNS"); do
+  want haproxy idle || break
   start_haproxy
   load haproxy idle "$run" idle --target 127.0.0.1:18080 --steps 1000,9000 --pid "proxy=$HAPROXY"
   stop_haproxy
 done
-start_haproxy
+want haproxy push && start_haproxy
 load haproxy push 1 reload --target 127.0.0.1:18080 --tunnels 1000 --reloads 10 \
   --cmd "taskset -c $PROXY_CORE haproxy -f $tmp/haproxy.cfg -p $tmp/haproxy.pid -D -sf \$(cat $tmp/haproxy.pid)"
 stop_haproxy
+fi
 
+if [[ " $TARGETS " == *" sluice "* ]]; then
 echo "sluice"
 start_cp
 start_node bench-1
@@ -179,6 +188,7 @@ wait_port 18081
 traffic_workloads sluice 127.0.0.1:18081 "$NODE"
 stop_pid "$NODE"
 for run in $(seq 1 "$RUNS"); do
+  want sluice idle || break
   start_node "idle-$run"
   wait_port 18081
   load sluice idle "$run" idle --target 127.0.0.1:18081 --steps 1000,9000 --pid "proxy=$NODE"
@@ -187,17 +197,19 @@ done
 # Push: 20 nodes (sharing the bind through SO_REUSEPORT, so the tunnels spread over
 # them), 1,000 tunnels under echo load, 100 changes per run.
 push_nodes=()
-for i in $(seq 1 20); do
+want sluice push && for i in $(seq 1 20); do
   start_node "push-$i" --reuse-port
   push_nodes+=("$NODE")
 done
-wait_port 18081
-sleep 1
 for run in $(seq 1 "$RUNS"); do
+  want sluice push || break
+  wait_port 18081
+  sleep 1
   load sluice push "$run" push --target 127.0.0.1:18081 --api http://127.0.0.1:17080 --token $TOKEN \
     --tunnels 1000 --changes 100 --backend bench --nodes 20 --pid "cp=$CP"
 done
 for p in "${push_nodes[@]}"; do stop_pid "$p"; done
+fi
 
 # ---- Report -------------------------------------------------------------------------
 {

@@ -503,23 +503,21 @@ impl TunnelCtx {
         });
         let _srv_tunnel = Held::new(self.server.clone(), |c: &ServerCounters| &c.current_tunnels);
         let started = Instant::now();
-        // Take the raw sockets back from hyper: no boxed I/O on the tunnel path.
-        let client = match client.downcast::<TokioIo<ClientIo>>() {
-            Ok(p) => Side::Raw(p.io.into_inner().into_inner(), p.read_buf),
-            Err(u) => Side::Boxed(Box::new(TokioIo::new(u))),
-        };
-        let server = match server.downcast::<TokioIo<TcpStream>>() {
-            Ok(p) => Side::Raw(p.io.into_inner(), p.read_buf),
-            Err(u) => Side::Boxed(Box::new(TokioIo::new(u))),
-        };
-        let report = match (client, server) {
-            (Side::Raw(c, ce), Side::Raw(s, se)) => tunnel::run(c, &ce, s, &se, self.idle).await,
-            (c, s) => {
-                let (c, ce) = c.boxed();
-                let (s, se) = s.boxed();
-                tunnel::run(c, &ce, s, &se, self.idle).await
+        // Take the raw sockets back from hyper: the tunnel works on the sockets themselves.
+        let (client, server) = match (
+            client.downcast::<TokioIo<ClientIo>>(),
+            server.downcast::<TokioIo<TcpStream>>(),
+        ) {
+            (Ok(c), Ok(s)) => (
+                (c.io.into_inner().into_inner(), c.read_buf),
+                (s.io.into_inner(), s.read_buf),
+            ),
+            _ => {
+                tracing::error!(client = %self.client, "upgraded connection is not a TCP stream; closing");
+                return;
             }
         };
+        let report = tunnel::run(client.0, client.1, server.0, server.1, self.idle).await;
         self.frontend.bytes_in.fetch_add(report.up, Relaxed);
         self.frontend.bytes_out.fetch_add(report.down, Relaxed);
         tracing::info!(
@@ -534,24 +532,5 @@ impl TunnelCtx {
             "tunnel closed"
         );
         drop(self.held);
-    }
-}
-
-trait TunnelIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> TunnelIo for T {}
-
-/// One side of a tunnel: the raw socket with bytes already read past the HTTP exchange,
-/// or (if the HTTP layer's I/O type was not ours) hyper's own upgraded stream.
-enum Side {
-    Raw(TcpStream, Bytes),
-    Boxed(Box<dyn TunnelIo>),
-}
-
-impl Side {
-    fn boxed(self) -> (Box<dyn TunnelIo>, Bytes) {
-        match self {
-            Side::Raw(s, early) => (Box::new(s), early),
-            Side::Boxed(b) => (b, Bytes::new()),
-        }
     }
 }

@@ -2,13 +2,28 @@
 //!
 //! Nothing is parsed. Bytes that arrived together with the upgrade (buffered by the HTTP
 //! layer on either side) are written first. EOF on one side becomes a write shutdown on
-//! the other (half-close), and the tunnel ends when both directions have finished, when
+//! the other (half-close); the tunnel ends when both directions have finished, when
 //! either side fails, or when neither direction has moved a byte for the tunnel timeout.
+//!
+//! Memory: an idle tunnel owns no buffer. The task waits for readiness on both sockets;
+//! when one is readable, bytes are read into a per-thread scratch buffer and written
+//! straight to the other socket. Only bytes the other side cannot take yet are copied
+//! into a buffer owned by the tunnel, which is freed as soon as it drains (and reading
+//! that direction pauses meanwhile, so a slow reader applies back-pressure). The idle
+//! timer is reset lazily: it fires at most once per idle period and re-arms to the real
+//! deadline, instead of being re-registered for every message.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Why a tunnel ended.
@@ -34,128 +49,272 @@ pub struct TunnelReport {
     pub down: u64,
 }
 
-const BUF: usize = 16 * 1024;
+/// Scratch space for moving bytes; one per thread, never held across an `.await`.
+const SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
+
+/// Reads at most this many scratch buffers from one side before yielding to the other.
+const BURST: usize = 4;
 
 enum Fail {
     Read,
     Write,
 }
 
-/// Copies `from` → `to` until EOF, then shuts `to` down for writing.
-async fn pump<R, W>(
-    from: &mut R,
-    to: &mut W,
-    moved: &AtomicU64,
-    last_activity: &AtomicU64,
-    epoch: Instant,
-) -> Result<(), Fail>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; BUF];
-    loop {
-        let n = from.read(&mut buf).await.map_err(|_| Fail::Read)?;
-        if n == 0 {
-            let _ = to.shutdown().await;
-            return Ok(());
+/// One direction of the tunnel.
+#[derive(Default)]
+struct Flow {
+    /// Bytes read but not yet written (empty, and unallocated, most of the time).
+    pending: Vec<u8>,
+    written: usize,
+    /// The source sent EOF.
+    eof: bool,
+    /// The EOF has been passed on as a write shutdown.
+    shut: bool,
+    bytes: u64,
+}
+
+impl Flow {
+    fn with_early(early: Bytes) -> Self {
+        Flow {
+            pending: early.to_vec(),
+            ..Flow::default()
         }
-        to.write_all(&buf[..n]).await.map_err(|_| Fail::Write)?;
-        moved.fetch_add(n as u64, Relaxed);
-        last_activity.store(epoch.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    fn has_pending(&self) -> bool {
+        self.written < self.pending.len()
+    }
+
+    fn can_read(&self) -> bool {
+        !self.eof && !self.has_pending()
+    }
+
+    fn done(&self) -> bool {
+        self.shut
+    }
+
+    /// Writes what is pending; passes on EOF once drained. Returns whether bytes moved.
+    fn flush(&mut self, to: &TcpStream) -> Result<bool, Fail> {
+        let mut moved = false;
+        while self.has_pending() {
+            match to.try_write(&self.pending[self.written..]) {
+                Ok(n) => {
+                    self.written += n;
+                    self.bytes += n as u64;
+                    moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(moved),
+                Err(_) => return Err(Fail::Write),
+            }
+        }
+        // Drained: give the memory back.
+        self.pending = Vec::new();
+        self.written = 0;
+        self.pass_eof(to);
+        Ok(moved)
+    }
+
+    fn pass_eof(&mut self, to: &TcpStream) {
+        if self.eof && !self.shut && !self.has_pending() {
+            let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
+            self.shut = true;
+        }
+    }
+
+    /// Moves what `from` has to `to`: `Ready(Ok(true))` if bytes moved or EOF was seen,
+    /// `Pending` once `from` has nothing (this task is then woken when it has).
+    ///
+    /// Reads go through `AsyncRead::poll_read`, which treats a short read as "drained"
+    /// and clears readiness without the extra `EAGAIN` read `try_read` would need.
+    fn pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut TcpStream,
+        to: &TcpStream,
+    ) -> Poll<Result<bool, Fail>> {
+        SCRATCH_BUF.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut moved = false;
+            for _ in 0..BURST {
+                let mut buf = ReadBuf::new(&mut scratch);
+                match Pin::new(&mut *from).poll_read(cx, &mut buf) {
+                    Poll::Pending if moved => return Poll::Ready(Ok(true)),
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(Fail::Read)),
+                    Poll::Ready(Ok(())) => {}
+                }
+                let data = buf.filled();
+                let n = data.len();
+                if n == 0 {
+                    self.eof = true;
+                    self.pass_eof(to);
+                    return Poll::Ready(Ok(true));
+                }
+                moved = true;
+                let mut sent = 0;
+                while sent < n {
+                    match to.try_write(&data[sent..]) {
+                        Ok(m) => sent += m,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => return Poll::Ready(Err(Fail::Write)),
+                    }
+                }
+                self.bytes += sent as u64;
+                if sent < n {
+                    // The other side is full: keep the rest and stop reading until it drains.
+                    self.pending = data[sent..].to_vec();
+                    self.written = 0;
+                    return Poll::Ready(Ok(true));
+                }
+                if n < SCRATCH {
+                    // A short read: the socket is drained (and its readiness cleared).
+                    return Poll::Ready(Ok(true));
+                }
+            }
+            Poll::Ready(Ok(moved))
+        })
     }
 }
 
-/// Runs the tunnel to its end. `client_early`/`server_early` are bytes already read from
-/// each side past the HTTP exchange, to deliver to the other side first.
-pub async fn run<C, S>(
-    client: C,
-    client_early: &[u8],
-    server: S,
-    server_early: &[u8],
-    idle: Duration,
-) -> TunnelReport
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut sr, mut sw) = tokio::io::split(server);
-    let up = AtomicU64::new(client_early.len() as u64);
-    let down = AtomicU64::new(server_early.len() as u64);
-    let report = |end| TunnelReport {
-        end,
-        up: up.load(Relaxed),
-        down: down.load(Relaxed),
-    };
-    if !server_early.is_empty() && cw.write_all(server_early).await.is_err() {
-        return report(TunnelEnd::ClientError);
-    }
-    if !client_early.is_empty() && sw.write_all(client_early).await.is_err() {
-        return report(TunnelEnd::ServerError);
-    }
+/// Readiness-driven passes over both flows per wake-up before yielding to other tasks.
+const PASSES_PER_POLL: usize = 8;
 
-    let epoch = Instant::now();
-    let last_activity = AtomicU64::new(0);
-    let mut upstream = std::pin::pin!(pump(&mut cr, &mut sw, &up, &last_activity, epoch));
-    let mut downstream = std::pin::pin!(pump(&mut sr, &mut cw, &down, &last_activity, epoch));
-    let mut up_done = false;
-    let mut down_done = false;
+/// Runs the tunnel to its end. `client_early`/`server_early` are bytes already read from
+/// each side past the HTTP exchange, delivered to the other side first.
+///
+/// Written as one `poll_fn` over the sockets' readiness rather than a `select!` of
+/// readiness futures: the state is just the two sockets, two [`Flow`]s and a timer,
+/// which keeps an idle tunnel small.
+pub async fn run(
+    client: TcpStream,
+    client_early: Bytes,
+    server: TcpStream,
+    server_early: Bytes,
+    idle: Duration,
+) -> TunnelReport {
+    let mut up = Flow::with_early(client_early);
+    let mut down = Flow::with_early(server_early);
+    let mut last_activity = Instant::now();
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
     let mut client_first = None;
-    loop {
-        let deadline = epoch + Duration::from_millis(last_activity.load(Relaxed)) + idle;
-        tokio::select! {
-            r = &mut upstream, if !up_done => match r {
-                Ok(()) => {
-                    up_done = true;
-                    client_first.get_or_insert(true);
+
+    let mut client = client;
+    let mut server = server;
+    let end = std::future::poll_fn(|cx| {
+        for _ in 0..PASSES_PER_POLL {
+            let mut ready = false;
+            let mut moved = false;
+            // Client → server, then server → client.
+            for upstream in [true, false] {
+                let (flow, from, to) = if upstream {
+                    (&mut up, &mut client, &server)
+                } else {
+                    (&mut down, &mut server, &client)
+                };
+                if flow.has_pending() {
+                    match to.poll_write_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            ready = true;
+                            match flow.flush(to) {
+                                Ok(m) => moved |= m,
+                                Err(f) => return Poll::Ready(side(f, upstream)),
+                            }
+                        }
+                        Poll::Ready(Err(_)) => return Poll::Ready(side(Fail::Write, upstream)),
+                        Poll::Pending => {}
+                    }
                 }
-                Err(Fail::Read) => return report(TunnelEnd::ClientError),
-                Err(Fail::Write) => return report(TunnelEnd::ServerError),
-            },
-            r = &mut downstream, if !down_done => match r {
-                Ok(()) => {
-                    down_done = true;
-                    client_first.get_or_insert(false);
+                if flow.can_read() {
+                    match flow.pump(cx, from, to) {
+                        Poll::Ready(Ok(m)) => {
+                            ready = true;
+                            moved |= m;
+                        }
+                        Poll::Ready(Err(f)) => return Poll::Ready(side(f, upstream)),
+                        Poll::Pending => {}
+                    }
                 }
-                Err(Fail::Read) => return report(TunnelEnd::ServerError),
-                Err(Fail::Write) => return report(TunnelEnd::ClientError),
-            },
-            _ = tokio::time::sleep_until(deadline) => {
-                // Activity may have happened while we slept; only a full idle period counts.
-                let since = epoch + Duration::from_millis(last_activity.load(Relaxed));
-                if Instant::now() >= since + idle {
-                    return report(TunnelEnd::Timeout);
+                if flow.eof && client_first.is_none() {
+                    client_first = Some(upstream);
+                }
+            }
+            if moved {
+                last_activity = Instant::now();
+            }
+            if up.done() && down.done() {
+                return Poll::Ready(TunnelEnd::Closed {
+                    client_first: client_first.unwrap_or(true),
+                });
+            }
+            if !ready {
+                // Every socket we care about has registered this task's waker.
+                loop {
+                    match timer.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(()) => {
+                            let deadline = last_activity + idle;
+                            if Instant::now() >= deadline {
+                                return Poll::Ready(TunnelEnd::Timeout);
+                            }
+                            timer.as_mut().reset(deadline);
+                        }
+                    }
                 }
             }
         }
-        if up_done && down_done {
-            return report(TunnelEnd::Closed {
-                client_first: client_first.unwrap_or(true),
-            });
-        }
+        // Still busy after several passes: let other tasks run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+    TunnelReport {
+        end,
+        up: up.bytes,
+        down: down.bytes,
+    }
+}
+
+/// Maps a failure in the client→server (`upstream`) or server→client flow to the side
+/// at fault: a read failure is the source's, a write failure the destination's.
+fn side(f: Fail, upstream: bool) -> TunnelEnd {
+    match (f, upstream) {
+        (Fail::Read, true) | (Fail::Write, false) => TunnelEnd::ClientError,
+        (Fail::Read, false) | (Fail::Write, true) => TunnelEnd::ServerError,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::duplex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Two connected socket pairs: (client end, proxy's client side), (proxy's server
+    /// side, server end).
+    async fn pairs() -> (TcpStream, TcpStream, TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (d, _) = l.accept().await.unwrap();
+        (a, b, c, d)
+    }
 
     #[tokio::test]
     async fn early_bytes_first_then_both_ways_and_half_close() {
-        let (client_proxy, mut client) = duplex(1024);
-        let (server_proxy, mut server) = duplex(1024);
-        let task = tokio::spawn(async move {
-            run(
-                client_proxy,
-                b"early-up",
-                server_proxy,
-                b"early-down",
-                Duration::from_secs(5),
-            )
-            .await
-        });
+        let (mut client, proxy_c, proxy_s, mut server) = pairs().await;
+        let task = tokio::spawn(run(
+            proxy_c,
+            Bytes::from_static(b"early-up"),
+            proxy_s,
+            Bytes::from_static(b"early-down"),
+            Duration::from_secs(5),
+        ));
         let mut buf = [0u8; 10];
         client.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"early-down");
@@ -181,13 +340,55 @@ mod tests {
         assert_eq!((report.up, report.down), (13, 13));
     }
 
+    #[tokio::test]
+    async fn large_transfers_with_a_slow_reader_lose_nothing() {
+        let (mut client, proxy_c, proxy_s, mut server) = pairs().await;
+        let task = tokio::spawn(run(
+            proxy_c,
+            Bytes::new(),
+            proxy_s,
+            Bytes::new(),
+            Duration::from_secs(5),
+        ));
+        let data: Vec<u8> = (0..8 * 1024 * 1024u32)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            client.write_all(&sent).await.unwrap();
+            client.shutdown().await.unwrap();
+            client
+        });
+        let mut got = Vec::new();
+        let mut chunk = vec![0u8; 1000];
+        loop {
+            // A slow reader: small reads with pauses, so the proxy must hold back.
+            let n = server.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+            if got.len() % 100_000 < 1000 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        assert!(got == data, "bytes changed or lost");
+        server.shutdown().await.unwrap();
+        drop(writer.await.unwrap());
+        let report = task.await.unwrap();
+        assert_eq!(report.up, data.len() as u64);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn idle_tunnel_times_out_but_activity_resets_the_clock() {
-        let (client_proxy, mut client) = duplex(1024);
-        let (server_proxy, mut server) = duplex(1024);
-        let task = tokio::spawn(async move {
-            run(client_proxy, b"", server_proxy, b"", Duration::from_secs(3)).await
-        });
+        let (mut client, proxy_c, proxy_s, mut server) = pairs().await;
+        let task = tokio::spawn(run(
+            proxy_c,
+            Bytes::new(),
+            proxy_s,
+            Bytes::new(),
+            Duration::from_secs(3),
+        ));
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_secs(2)).await;
             client.write_all(b"x").await.unwrap();
@@ -195,7 +396,9 @@ mod tests {
             server.read_exact(&mut b).await.unwrap();
         }
         assert!(!task.is_finished());
+        let started = Instant::now();
         let report = task.await.unwrap();
         assert_eq!(report.end, TunnelEnd::Timeout);
+        assert!(started.elapsed() >= Duration::from_secs(2));
     }
 }
