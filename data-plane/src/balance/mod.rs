@@ -70,6 +70,7 @@ mod tests {
         ServerPlan {
             name: name.into(),
             address: "127.0.0.1:1".into(),
+            socket_addr: None,
             weight,
             backup,
             state: ServerState::Ready,

@@ -91,6 +91,8 @@ pub struct FrontendPlan {
 pub struct ServerPlan {
     pub name: Arc<str>,
     pub address: String,
+    /// `address` when it is a literal `ip:port` (no name resolution needed).
+    pub socket_addr: Option<SocketAddr>,
     pub weight: u32,
     pub backup: bool,
     pub state: pb::ServerState,
@@ -155,6 +157,7 @@ impl Plan {
                 .map(|s| ServerPlan {
                     name: s.name.as_str().into(),
                     address: s.address.clone(),
+                    socket_addr: s.address.parse().ok(),
                     weight: s.weight,
                     backup: s.backup,
                     state: s.state(),

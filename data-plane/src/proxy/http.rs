@@ -53,8 +53,13 @@ pub async fn serve_connection(stream: TcpStream, src: SocketAddr, bind: Arc<Bind
         &c.current_connections
     });
     fe.counters.total_connections.fetch_add(1, Relaxed);
-    let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(bind.address);
+    // TCP_NODELAY is inherited from the listener. The local address is the bind's,
+    // unless the bind is a wildcard.
+    let local = if bind.address.ip().is_unspecified() {
+        stream.local_addr().unwrap_or(bind.address)
+    } else {
+        bind.address
+    };
     let io = ClientIo::new(stream, fe.client_timeout);
     let conn = Arc::new(Conn {
         busy: io.busy.clone(),
@@ -104,7 +109,9 @@ async fn handle(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
     let upgrade = is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let request_line = format!("{} {}", parts.method, parts.uri);
+    // Only build the request line when the access log is on.
+    let request_line = tracing::enabled!(target: "sluice::access", tracing::Level::INFO)
+        .then(|| format!("{} {}", parts.method, parts.uri));
     let resp = match forward(parts, body, &conn, &fe, client_upgrade).await {
         Ok(r) => r,
         Err(e) => {
@@ -113,14 +120,16 @@ async fn handle(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
         }
     };
     fe.counters.count_response(resp.status());
-    tracing::info!(
-        target: "sluice::access",
-        client = %conn.src,
-        frontend = %fe.name,
-        status = resp.status().as_u16(),
-        ms = started.elapsed().as_millis() as u64,
-        request = %request_line,
-    );
+    if let Some(request) = request_line {
+        tracing::info!(
+            target: "sluice::access",
+            client = %conn.src,
+            frontend = %fe.name,
+            status = resp.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            %request,
+        );
+    }
     resp
 }
 
@@ -275,12 +284,13 @@ async fn connect(backend: &BackendPlan) -> Result<(usize, TcpStream), ProxyError
     loop {
         attempts += 1;
         let server = &backend.servers[idx];
-        let reason = match tokio::time::timeout(
-            backend.connect_timeout,
-            TcpStream::connect(server.address.as_str()),
-        )
-        .await
-        {
+        let connecting = async {
+            match server.socket_addr {
+                Some(addr) => TcpStream::connect(addr).await,
+                None => TcpStream::connect(server.address.as_str()).await,
+            }
+        };
+        let reason = match tokio::time::timeout(backend.connect_timeout, connecting).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 return Ok((idx, stream));
@@ -413,20 +423,37 @@ async fn forward(
             server: server_name.clone(),
             reason: e.to_string(),
         })?;
-    tokio::spawn(async move {
-        let _ = connection.with_upgrades().await;
-    });
-    let mut resp =
-        match tokio::time::timeout(backend.server_timeout, sender.send_request(request)).await {
-            Err(_) => return Err(ProxyError::ServerTimeout(server_name)),
-            Ok(Err(e)) => {
-                return Err(ProxyError::BadResponse {
-                    server: server_name,
-                    reason: e.to_string(),
-                })
+    // The server connection is driven from this task until the response head is in:
+    // no extra task and no cross-task wake-up on the handshake path.
+    let mut connection = Box::pin(connection.with_upgrades());
+    // The connection may finish first: on a 101 it completes as soon as it has handed
+    // the socket over, possibly before the response is picked up here.
+    let mut connection_done = None;
+    let exchange = async {
+        let mut send = std::pin::pin!(sender.send_request(request));
+        tokio::select! {
+            biased;
+            r = &mut send => r,
+            r = &mut connection => {
+                connection_done = Some(r);
+                send.await
             }
-            Ok(Ok(r)) => r,
-        };
+        }
+    };
+    let mut resp = match tokio::time::timeout(backend.server_timeout, exchange).await {
+        Err(_) => return Err(ProxyError::ServerTimeout(server_name)),
+        Ok(Err(e)) => {
+            let reason = match &connection_done {
+                Some(Err(ce)) => ce.to_string(),
+                _ => e.to_string(),
+            };
+            return Err(ProxyError::BadResponse {
+                server: server_name,
+                reason,
+            });
+        }
+        Ok(Ok(r)) => r,
+    };
 
     let status = resp.status();
     if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -437,6 +464,31 @@ async fn forward(
             });
         };
         let server_upgrade = hyper::upgrade::on(&mut resp);
+        // With the 101 read, the connection hands its socket over and completes. (The
+        // sender must stay alive until then, or the connection would just close.)
+        let connected = match connection_done {
+            Some(r) => r,
+            None => connection.await,
+        };
+        let upgraded = match connected {
+            Ok(()) => server_upgrade.await,
+            Err(e) => {
+                return Err(ProxyError::BadResponse {
+                    server: server_name,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        drop(sender);
+        let server_io = match upgraded.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
+            Ok(Ok(parts)) => (parts.io.into_inner(), parts.read_buf),
+            _ => {
+                return Err(ProxyError::BadResponse {
+                    server: server_name,
+                    reason: "the upgraded server connection is not a TCP stream".into(),
+                })
+            }
+        };
         let mut out = Response::new(
             Full::new(Bytes::new())
                 .map_err(|never| match never {})
@@ -456,8 +508,12 @@ async fn forward(
             idle: backend.tunnel_timeout,
             held,
         };
-        tokio::spawn(ctx.run(client_upgrade, server_upgrade));
+        tokio::spawn(ctx.run(client_upgrade, server_io));
         return Ok(out);
+    }
+    // A plain response: the connection must keep running while the body is relayed.
+    if connection_done.is_none() {
+        tokio::spawn(connection);
     }
 
     let (mut rparts, rbody) = resp.into_parts();
@@ -486,15 +542,11 @@ struct TunnelCtx {
 }
 
 impl TunnelCtx {
-    async fn run(self, client: hyper::upgrade::OnUpgrade, server: hyper::upgrade::OnUpgrade) {
-        let (client, server) = match tokio::join!(client, server) {
-            (Ok(c), Ok(s)) => (c, s),
-            (c, s) => {
-                tracing::debug!(
-                    client_ok = c.is_ok(),
-                    server_ok = s.is_ok(),
-                    "upgrade did not complete"
-                );
+    async fn run(self, client: hyper::upgrade::OnUpgrade, server: (TcpStream, Bytes)) {
+        let client = match client.await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(client = %self.client, error = %e, "client upgrade did not complete");
                 return;
             }
         };
@@ -503,17 +555,11 @@ impl TunnelCtx {
         });
         let _srv_tunnel = Held::new(self.server.clone(), |c: &ServerCounters| &c.current_tunnels);
         let started = Instant::now();
-        // Take the raw sockets back from hyper: the tunnel works on the sockets themselves.
-        let (client, server) = match (
-            client.downcast::<TokioIo<ClientIo>>(),
-            server.downcast::<TokioIo<TcpStream>>(),
-        ) {
-            (Ok(c), Ok(s)) => (
-                (c.io.into_inner().into_inner(), c.read_buf),
-                (s.io.into_inner(), s.read_buf),
-            ),
-            _ => {
-                tracing::error!(client = %self.client, "upgraded connection is not a TCP stream; closing");
+        // Take the raw socket back from hyper: the tunnel works on the sockets themselves.
+        let client = match client.downcast::<TokioIo<ClientIo>>() {
+            Ok(c) => (c.io.into_inner().into_inner(), c.read_buf),
+            Err(_) => {
+                tracing::error!(client = %self.client, "upgraded client connection is not a TCP stream; closing");
                 return;
             }
         };
