@@ -8,6 +8,11 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use sluice_data_plane::{control, Node};
 
+/// mimalloc: cheaper small allocations on the request path than the system allocator,
+/// and less fragmentation with many long-lived connections.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sluice data-plane node.
 #[derive(Parser, Debug)]
 #[command(name = "sluice-dp", version, about)]
