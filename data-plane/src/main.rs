@@ -40,7 +40,8 @@ struct Args {
     /// host, or a new node binary started beside the old one.
     #[arg(long, env = "SLUICE_REUSE_PORT")]
     reuse_port: bool,
-    /// Runtime worker threads (default: one per core). 1 runs a single-threaded runtime.
+    /// Runtime worker threads (default: one per core). Even with 1, the multi-thread
+    /// scheduler is used: it measured a lower latency tail than the current-thread one.
     #[arg(long, env = "SLUICE_WORKER_THREADS")]
     worker_threads: Option<usize>,
 }
