@@ -99,23 +99,32 @@ pub async fn list_nodes(State(state): State<AppState>) -> Result<Json<Vec<NodeVi
     let views = rows
         .into_iter()
         .map(|r| {
+            // A connected node's live state is newer than what the store has recorded.
             let live = state.registry.get(&r.node_id);
-            let connected = live.is_some() && now - r.last_seen_ms <= state.stale_after_ms;
-            // Only report the nack if it is newer than what the node applied since.
-            let last_nack = match (r.last_nack_version, r.last_nack_reason) {
-                (Some(v), Some(reason)) if v > r.applied_version => {
-                    Some(NackView { version: v, reason })
-                }
-                _ => None,
+            let last_seen_ms = live
+                .as_ref()
+                .map_or(r.last_seen_ms, |l| l.last_seen_unix_ms.max(r.last_seen_ms));
+            let connected = live.is_some() && now - last_seen_ms <= state.stale_after_ms;
+            let applied_version = live
+                .as_ref()
+                .map_or(r.applied_version, |l| l.applied_version);
+            let stored_nack = r.last_nack_version.zip(r.last_nack_reason);
+            let nack = match live.as_ref().and_then(|l| l.last_nack.clone()) {
+                Some(n) if stored_nack.as_ref().is_none_or(|s| n.0 >= s.0) => Some(n),
+                _ => stored_nack,
             };
+            // Only report the nack if it is newer than what the node applied since.
+            let last_nack = nack
+                .filter(|(v, _)| *v > applied_version)
+                .map(|(version, reason)| NackView { version, reason });
             NodeView {
                 labels: serde_json::from_str(&r.labels).unwrap_or_default(),
                 id: r.node_id,
                 software_version: r.software_version,
                 connected,
                 first_seen: rfc3339(r.first_seen_ms),
-                last_seen: rfc3339(r.last_seen_ms),
-                applied_version: r.applied_version,
+                last_seen: rfc3339(last_seen_ms),
+                applied_version,
                 last_nack,
                 traffic: live.and_then(|l| l.stats).as_ref().map(traffic),
             }

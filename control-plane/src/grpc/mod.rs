@@ -80,7 +80,9 @@ impl Fleet for FleetService {
                 tracing::error!(error = %e, "recording node hello");
                 Status::internal("could not record the node")
             })?;
-        let session = self.registry.connect(&hello.node_id, now);
+        let session = self
+            .registry
+            .connect(&hello.node_id, hello.applied_version, now);
         tracing::info!(node = %hello.node_id, applied = hello.applied_version, "node connected");
 
         let (tx, rx) = mpsc::channel(4);
@@ -163,23 +165,35 @@ impl NodeSession {
     async fn handle(&mut self, m: NodeMessage) {
         let now = now_ms();
         let store = self.config.store();
+        // The registry first (the fleet view is current at once), then the store.
         let result = match m.msg {
             Some(node_message::Msg::Ack(pb::Ack { version })) => {
                 tracing::info!(node = %self.node_id, version, "node applied snapshot");
+                self.registry
+                    .record_reply(&self.node_id, self.session, version, None, now);
                 store
                     .record_node_reply(&self.node_id, version, None, now)
                     .await
             }
             Some(node_message::Msg::Nack(pb::Nack { version, reason })) => {
                 tracing::warn!(node = %self.node_id, version, %reason, "node rejected snapshot");
+                self.registry.record_reply(
+                    &self.node_id,
+                    self.session,
+                    version,
+                    Some(&reason),
+                    now,
+                );
                 store
                     .record_node_reply(&self.node_id, version, Some(&reason), now)
                     .await
             }
+            // Stats only update the live view; the store learns the last-seen time when
+            // the stream ends, so reporting costs no disk write.
             Some(node_message::Msg::Stats(stats)) => {
                 self.registry
                     .record_stats(&self.node_id, self.session, stats);
-                store.touch_node(&self.node_id, now).await
+                Ok(())
             }
             Some(node_message::Msg::Hello(_)) | None => Ok(()),
         };
