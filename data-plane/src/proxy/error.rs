@@ -6,6 +6,19 @@ use http_body_util::{BodyExt, Full};
 
 use super::Body;
 
+/// `backend/server`, formatted only when an error or a log line needs it.
+#[derive(Debug, Clone)]
+pub struct ServerRef {
+    pub backend: std::sync::Arc<str>,
+    pub server: std::sync::Arc<str>,
+}
+
+impl std::fmt::Display for ServerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.backend, self.server)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("no backend matched and there is no default backend")]
@@ -19,9 +32,9 @@ pub enum ProxyError {
         reason: String,
     },
     #[error("server {0}: no response within timeout server")]
-    ServerTimeout(String),
+    ServerTimeout(ServerRef),
     #[error("server {server}: invalid or missing response: {reason}")]
-    BadResponse { server: String, reason: String },
+    BadResponse { server: ServerRef, reason: String },
 }
 
 impl ProxyError {

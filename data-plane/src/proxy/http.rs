@@ -27,7 +27,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use sluice_proto::v1 as pb;
 use tokio::net::TcpStream;
 
-use super::error::{local_response, ProxyError};
+use super::error::{local_response, ProxyError, ServerRef};
 use super::io::ClientIo;
 use super::tunnel;
 use super::Body;
@@ -393,7 +393,10 @@ async fn forward(
     let backend = choose_backend(&parts, conn, fe).ok_or(ProxyError::NoBackend)?;
     let (idx, stream) = connect(&backend).await?;
     let server = &backend.servers[idx];
-    let server_name = format!("{}/{}", backend.name, server.name);
+    let server_name = ServerRef {
+        backend: backend.name.clone(),
+        server: server.name.clone(),
+    };
     let held = Held::new(server.counters.clone(), |c: &ServerCounters| {
         &c.current_connections
     });
@@ -534,7 +537,7 @@ async fn forward(
 struct TunnelCtx {
     frontend: Arc<FrontendCounters>,
     server: Arc<ServerCounters>,
-    server_name: String,
+    server_name: ServerRef,
     client: SocketAddr,
     idle: std::time::Duration,
     /// The server's connection count, held until the tunnel ends.
