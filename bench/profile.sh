@@ -23,7 +23,7 @@ curl -fsS -X PUT -H "Authorization: Bearer a" http://127.0.0.1:17080/api/v1/conf
                                              { "name": "s2", "address": "127.0.0.1:19002" }] }],
   "defaults": { "forwardfor": true } }' > /dev/null
 RUST_LOG=warn taskset -c 0 "$B/sluice-dp" --control-plane http://127.0.0.1:17081 --token n --node-id prof \
-  --worker-threads 1 > /dev/null 2>&1 & NODE=$!
+  --worker-threads 1 --admin-listen 127.0.0.1:0 > /dev/null 2>&1 & NODE=$!
 pids+=("$NODE")
 sleep 1
 perf record -F 2000 -g -p "$NODE" -o "$T/perf.data" -- sleep 6 > /dev/null 2>&1 &

@@ -142,7 +142,8 @@ start_node() { # id extra-args...
   local id=$1
   shift
   RUST_LOG=warn taskset -c $PROXY_CORE "$B/sluice-dp" --control-plane http://127.0.0.1:17081 \
-    --token $NODE_TOKEN --node-id "$id" --worker-threads 1 "$@" > /dev/null 2>> "$tmp/dp.log" &
+    --token $NODE_TOKEN --node-id "$id" --worker-threads 1 --admin-listen 127.0.0.1:0 "$@" \
+    > /dev/null 2>> "$tmp/dp.log" &
   NODE=$!
   pids+=("$NODE")
 }
@@ -228,7 +229,7 @@ fi
   echo
   echo "## Setup"
   echo
-  echo "- Proxy pinned alone to core $PROXY_CORE with one thread: HAProxy \`nbthread 1\`; \`sluice-dp --worker-threads 1\` (a current-thread runtime)."
+  echo "- Proxy pinned alone to core $PROXY_CORE with one thread: HAProxy \`nbthread 1\`; \`sluice-dp --worker-threads 1\` (tokio's multi-thread scheduler with one worker)."
   echo "- Load generator (\`sluice-bench\`), echo backends (\`sluice-bench-echo\`, two servers in one single-threaded process) and the control plane on core $LOAD_CORE."
   echo "- Same routing on both proxies: \`mode http\`, the article's upgrade ACLs, \`timeout tunnel 3600s\`, \`option forwardfor\`, round robin over two servers (configuration in \`bench/results/haproxy.cfg\`; Sluice's is applied through the REST API by \`bench/run.sh\`). Neither proxy writes access logs."
   echo "- CPU % is per process over the measured interval (100 % = one core)."

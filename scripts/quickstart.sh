@@ -64,6 +64,7 @@ Sluice is running.
   WebSocket notifications: $bin/sluice-wscat ws://127.0.0.1:8080/ws/notifications
   Any other WebSocket:     $bin/sluice-wscat ws://127.0.0.1:8080/live   (type "whoami")
   Plain HTTP:              curl -i http://127.0.0.1:8080/hello
+  Node metrics:            curl http://127.0.0.1:7082/metrics
   Dashboard:               http://127.0.0.1:7080/   (admin token below)
   REST API:                curl -H "Authorization: Bearer $ADMIN_TOKEN" http://127.0.0.1:7080/api/v1/nodes
   OpenAPI:                 curl -H "Authorization: Bearer $ADMIN_TOKEN" http://127.0.0.1:7080/api/v1/openapi.json

@@ -4,8 +4,9 @@
 //! [`Node::apply`], which compiles it into a [`config::Plan`], opens the listeners it
 //! adds, swaps it in atomically and closes the listeners it removes. [`proxy`] serves
 //! client connections under the plan they were accepted with; [`balance`] picks servers;
-//! [`stats`] counts traffic across plan swaps.
+//! [`stats`] counts traffic across plan swaps; [`admin`] exposes it to Prometheus.
 
+pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod control;

@@ -36,6 +36,9 @@ struct Args {
     /// How often traffic counters are reported.
     #[arg(long, env = "SLUICE_STATS_INTERVAL", default_value = "2s", value_parser = humantime_ms)]
     stats_interval: Duration,
+    /// Admin listener: Prometheus metrics at /metrics, liveness at /healthz.
+    #[arg(long, env = "SLUICE_ADMIN_LISTEN", default_value = "127.0.0.1:7082")]
+    admin_listen: std::net::SocketAddr,
     /// Share listening ports with other processes (SO_REUSEPORT): several nodes on one
     /// host, or a new node binary started beside the old one.
     #[arg(long, env = "SLUICE_REUSE_PORT")]
@@ -109,9 +112,14 @@ fn main() -> anyhow::Result<()> {
     .context("starting the runtime")?;
     runtime.block_on(async move {
         let node = Arc::new(Node::new(args.reuse_port));
+        let admin = tokio::net::TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("binding the admin listener on {}", args.admin_listen))?;
+        let admin_addr = admin.local_addr()?;
+        tokio::spawn(sluice_data_plane::admin::serve(admin, node.clone()));
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         println!(
-            "sluice-dp ready node_id={} control_plane={}",
+            "sluice-dp ready node_id={} control_plane={} admin=http://{admin_addr}",
             cfg.node_id, cfg.endpoint
         );
         let control = tokio::spawn(control::run(cfg, node.clone(), shutdown_rx));
@@ -119,7 +127,7 @@ fn main() -> anyhow::Result<()> {
         tracing::info!("shutting down");
         let _ = shutdown_tx.send(true);
         let _ = control.await;
-        Ok(())
+        anyhow::Ok(())
     })
 }
 

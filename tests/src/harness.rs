@@ -272,6 +272,8 @@ impl ControlPlane {
 pub struct DataPlane {
     pub proc: Proc,
     pub node_id: String,
+    /// `http://127.0.0.1:PORT` of its admin listener (`/metrics`).
+    pub admin: String,
 }
 
 impl DataPlane {
@@ -296,12 +298,15 @@ impl DataPlane {
             "zone=test".into(),
             "--stats-interval".into(),
             "500ms".into(),
+            "--admin-listen".into(),
+            "127.0.0.1:0".into(),
         ];
         let log = dir.join(format!("dp-{node_id}.log"));
-        let (proc, _) = Proc::spawn(node_id, &bin("sluice-dp"), &args, log, "sluice-dp ready");
+        let (proc, line) = Proc::spawn(node_id, &bin("sluice-dp"), &args, log, "sluice-dp ready");
         DataPlane {
             proc,
             node_id: node_id.to_string(),
+            admin: field(&line, "admin").to_string(),
         }
     }
 }

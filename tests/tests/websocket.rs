@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sluice_tests::backend::Backend;
-use sluice_tests::harness::{free_port, simple_config, ControlPlane, DataPlane};
+use sluice_tests::harness::{eventually, free_port, simple_config, ControlPlane, DataPlane};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 struct Setup {
     _cp: ControlPlane,
-    _dp: DataPlane,
+    dp: DataPlane,
     _backend: Backend,
     bind: SocketAddr,
     /// Dropped last, so logs can still be dumped when a test fails.
@@ -39,7 +39,7 @@ async fn setup() -> Setup {
     Setup {
         _dir: dir,
         _cp: cp,
-        _dp: dp,
+        dp,
         _backend: backend,
         bind,
     }
@@ -185,4 +185,39 @@ async fn the_tunnel_is_raw_bytes_with_half_close() {
     let junk = writer.await.unwrap();
     assert_eq!(echoed.len(), junk.len());
     assert!(echoed == junk, "tunnel altered the bytes");
+
+    // The node's Prometheus metrics account for the tunnel once it has closed.
+    let metrics_url = format!("{}/metrics", s.dp.admin);
+    let text = eventually(WAIT, "the tunnel to show up closed in /metrics", || {
+        let url = metrics_url.clone();
+        async move {
+            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            text.contains("sluice_frontend_tunnels{frontend=\"web\"} 0")
+                .then_some(text)
+        }
+    })
+    .await;
+    assert!(
+        text.contains("sluice_frontend_upgrades_total{frontend=\"web\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sluice_frontend_responses_total{frontend=\"web\",code=\"1xx\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "sluice_server_connections_opened_total{backend=\"echo\",server=\"echo-0\"} 1"
+        ),
+        "{text}"
+    );
+    let bytes_in: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_frontend_tunnel_bytes_in_total{frontend=\"web\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a tunnel bytes counter");
+    assert!(
+        bytes_in >= 200_007,
+        "{bytes_in} tunnel bytes counted from the client"
+    );
 }

@@ -1,0 +1,226 @@
+//! The node's admin listener (`--admin-listen`, default `127.0.0.1:7082`): Prometheus
+//! metrics at `/metrics`, rendered on scrape from the counters in [`crate::stats`], and a
+//! liveness probe at `/healthz`. Not for clients: bind it to an address only operators
+//! and the monitoring system reach.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::Node;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FrontendLabels {
+    frontend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    frontend: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabels {
+    backend: String,
+    server: String,
+}
+
+/// The registry is built afresh for every scrape, so a counter is exposed by adding the
+/// cumulative value read from the node's atomics to a new zero counter.
+fn counter_family<L>() -> Family<L, Counter>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    Family::default()
+}
+
+/// Renders the node's metrics in the Prometheus text format.
+pub fn render(node: &Node) -> String {
+    let plan = node.plan.load();
+    let mut reg = Registry::with_prefix("sluice");
+    let version = Gauge::<i64>::default();
+    version.set(plan.version as i64);
+    reg.register(
+        "config_version",
+        "Configuration version this node serves",
+        version,
+    );
+
+    let fe_conns = Family::<FrontendLabels, Gauge>::default();
+    let fe_tunnels = Family::<FrontendLabels, Gauge>::default();
+    let fe_conns_total = counter_family::<FrontendLabels>();
+    let fe_upgrades = counter_family::<FrontendLabels>();
+    let fe_requests = counter_family::<FrontendLabels>();
+    let fe_bytes_in = counter_family::<FrontendLabels>();
+    let fe_bytes_out = counter_family::<FrontendLabels>();
+    let fe_denied = counter_family::<FrontendLabels>();
+    let fe_responses = counter_family::<ClassLabels>();
+    for f in &plan.frontends {
+        let l = FrontendLabels {
+            frontend: f.name.to_string(),
+        };
+        let c = &f.counters;
+        fe_conns
+            .get_or_create(&l)
+            .set(c.current_connections.load(Relaxed) as i64);
+        fe_tunnels
+            .get_or_create(&l)
+            .set(c.current_tunnels.load(Relaxed) as i64);
+        fe_conns_total
+            .get_or_create(&l)
+            .inc_by(c.total_connections.load(Relaxed));
+        fe_upgrades
+            .get_or_create(&l)
+            .inc_by(c.total_upgrades.load(Relaxed));
+        fe_requests
+            .get_or_create(&l)
+            .inc_by(c.total_requests.load(Relaxed));
+        fe_bytes_in
+            .get_or_create(&l)
+            .inc_by(c.bytes_in.load(Relaxed));
+        fe_bytes_out
+            .get_or_create(&l)
+            .inc_by(c.bytes_out.load(Relaxed));
+        fe_denied.get_or_create(&l).inc_by(c.denied.load(Relaxed));
+        for (i, n) in c.responses_by_class.iter().enumerate() {
+            fe_responses
+                .get_or_create(&ClassLabels {
+                    frontend: f.name.to_string(),
+                    code: format!("{}xx", i + 1),
+                })
+                .inc_by(n.load(Relaxed));
+        }
+    }
+    reg.register("frontend_connections", "Open client connections", fe_conns);
+    reg.register("frontend_tunnels", "Open WebSocket tunnels", fe_tunnels);
+    reg.register(
+        "frontend_connections_accepted",
+        "Client connections accepted",
+        fe_conns_total,
+    );
+    reg.register(
+        "frontend_upgrades",
+        "Upgrades relayed with a 101",
+        fe_upgrades,
+    );
+    reg.register("frontend_requests", "HTTP requests received", fe_requests);
+    reg.register(
+        "frontend_tunnel_bytes_in",
+        "Tunnel bytes from clients",
+        fe_bytes_in,
+    );
+    reg.register(
+        "frontend_tunnel_bytes_out",
+        "Tunnel bytes to clients",
+        fe_bytes_out,
+    );
+    reg.register("frontend_denied", "Requests denied by rules", fe_denied);
+    reg.register(
+        "frontend_responses",
+        "Responses by status class",
+        fe_responses,
+    );
+
+    let srv_conns = Family::<ServerLabels, Gauge>::default();
+    let srv_tunnels = Family::<ServerLabels, Gauge>::default();
+    let srv_conns_total = counter_family::<ServerLabels>();
+    let srv_errors = counter_family::<ServerLabels>();
+    for b in &plan.backends {
+        for s in &b.servers {
+            let l = ServerLabels {
+                backend: b.name.to_string(),
+                server: s.name.to_string(),
+            };
+            let c = &s.counters;
+            srv_conns
+                .get_or_create(&l)
+                .set(c.current_connections.load(Relaxed) as i64);
+            srv_tunnels
+                .get_or_create(&l)
+                .set(c.current_tunnels.load(Relaxed) as i64);
+            srv_conns_total
+                .get_or_create(&l)
+                .inc_by(c.total_connections.load(Relaxed));
+            srv_errors
+                .get_or_create(&l)
+                .inc_by(c.connect_errors.load(Relaxed));
+        }
+    }
+    reg.register(
+        "server_connections",
+        "Open connections to the server",
+        srv_conns,
+    );
+    reg.register("server_tunnels", "Open tunnels to the server", srv_tunnels);
+    reg.register(
+        "server_connections_opened",
+        "Connections opened to the server",
+        srv_conns_total,
+    );
+    reg.register(
+        "server_connect_errors",
+        "Failed connection attempts",
+        srv_errors,
+    );
+
+    let mut out = String::new();
+    if encode(&mut out, &reg).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// Serves the admin endpoints on `listener` until the process exits.
+pub async fn serve(listener: TcpListener, node: Arc<Node>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let node = node.clone();
+                async move {
+                    let (status, ctype, body) = match req.uri().path() {
+                        "/metrics" => (
+                            StatusCode::OK,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                            render(&node),
+                        ),
+                        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+                        _ => (
+                            StatusCode::NOT_FOUND,
+                            "text/plain",
+                            "not found\n".to_string(),
+                        ),
+                    };
+                    let mut resp = Response::new(Full::new(Bytes::from(body)));
+                    *resp.status_mut() = status;
+                    resp.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static(ctype),
+                    );
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
