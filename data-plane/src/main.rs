@@ -39,6 +39,10 @@ struct Args {
     /// Admin listener: Prometheus metrics at /metrics, liveness at /healthz.
     #[arg(long, env = "SLUICE_ADMIN_LISTEN", default_value = "127.0.0.1:7082")]
     admin_listen: std::net::SocketAddr,
+    /// Access-log format: `haproxy` (like `option httplog`) or `json`. The log goes to
+    /// stderr under the `sluice::access` target.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", default_value = "haproxy", value_parser = ["haproxy", "json"])]
+    log_format: String,
     /// Share listening ports with other processes (SO_REUSEPORT): several nodes on one
     /// host, or a new node binary started beside the old one.
     #[arg(long, env = "SLUICE_REUSE_PORT")]
@@ -90,6 +94,11 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    sluice_data_plane::proxy::log::set_format(if args.log_format == "json" {
+        sluice_data_plane::proxy::log::LogFormat::Json
+    } else {
+        sluice_data_plane::proxy::log::LogFormat::Haproxy
+    });
     let cfg = control::ControlConfig {
         endpoint: args.control_plane.clone(),
         token: args.token.clone(),

@@ -38,6 +38,17 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// HAProxy-style termination state for the access log: who caused the end (`S`
+    /// server, `s` server timeout) and in which phase (`C` connect, `H` headers).
+    pub fn termination(&self) -> &'static str {
+        match self {
+            ProxyError::NoBackend | ProxyError::NoServer(_) => "SC--",
+            ProxyError::Connect { .. } => "SC--",
+            ProxyError::ServerTimeout(_) => "sH--",
+            ProxyError::BadResponse { .. } => "SH--",
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoBackend | ProxyError::NoServer(_) | ProxyError::Connect { .. } => {

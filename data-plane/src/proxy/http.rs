@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -29,7 +29,8 @@ use tokio::net::TcpStream;
 
 use super::error::{local_response, ProxyError, ServerRef};
 use super::io::ClientIo;
-use super::tunnel;
+use super::log;
+use super::tunnel::{self, TunnelEnd};
 use super::Body;
 use crate::config::acl::{holds, RequestCtx};
 use crate::config::{BackendPlan, BindPlan, FrontendPlan, RequestAction, ResponseAction};
@@ -44,6 +45,33 @@ struct Conn {
     src: SocketAddr,
     local: SocketAddr,
     busy: Arc<AtomicUsize>,
+    accepted: Instant,
+    accepted_at: SystemTime,
+    /// Requests served so far; the first one's Tq counts from the accept.
+    requests: AtomicUsize,
+}
+
+/// What a request went through, for the access log.
+struct Phases {
+    backend: Option<Arc<str>>,
+    server: Option<Arc<str>>,
+    connect_ms: i64,
+    response_ms: i64,
+    retries: u32,
+    server_counters: Option<Arc<ServerCounters>>,
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        Phases {
+            backend: None,
+            server: None,
+            connect_ms: -1,
+            response_ms: -1,
+            retries: 0,
+            server_counters: None,
+        }
+    }
 }
 
 /// Serves one accepted client connection until it closes or becomes a tunnel.
@@ -66,6 +94,9 @@ pub async fn serve_connection(stream: TcpStream, src: SocketAddr, bind: Arc<Bind
         bind,
         src,
         local,
+        accepted: Instant::now(),
+        accepted_at: SystemTime::now(),
+        requests: AtomicUsize::new(0),
     });
     let svc = service_fn(move |req| {
         let conn = conn.clone();
@@ -104,31 +135,77 @@ impl Drop for Busy {
 async fn handle(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
     let _busy = Busy::new(&conn.busy);
     let started = Instant::now();
+    let first = conn.requests.fetch_add(1, Relaxed) == 0;
     let fe = conn.bind.frontend.clone();
     fe.counters.total_requests.fetch_add(1, Relaxed);
     let upgrade = is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    // Only build the request line when the access log is on.
-    let request_line = tracing::enabled!(target: "sluice::access", tracing::Level::INFO)
-        .then(|| format!("{} {}", parts.method, parts.uri));
-    let resp = match forward(parts, body, &conn, &fe, client_upgrade).await {
+    // Build the log entry only when the access log is on.
+    let mut entry = log::enabled().then(|| log::Entry {
+        client: conn.src.to_string(),
+        accepted: Some(if first {
+            conn.accepted_at
+        } else {
+            SystemTime::now()
+        }),
+        frontend: fe.name.to_string(),
+        timers: [
+            if first {
+                started.duration_since(conn.accepted).as_millis() as i64
+            } else {
+                0
+            },
+            0,
+            -1,
+            -1,
+            -1,
+        ],
+        request: format!("{} {} {:?}", parts.method, parts.uri, parts.version),
+        termination: "----",
+        ..log::Entry::default()
+    });
+    let mut phases = Phases::default();
+    let resp = match forward(
+        parts,
+        body,
+        &conn,
+        &fe,
+        client_upgrade,
+        &mut phases,
+        &mut entry,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(target: "sluice::access", client = %conn.src, frontend = %fe.name, error = %e, "request failed");
+            tracing::debug!(client = %conn.src, frontend = %fe.name, error = %e, "request failed");
+            if let Some(en) = entry.as_mut() {
+                en.termination = e.termination();
+            }
             local_response(e.status())
         }
     };
     fe.counters.count_response(resp.status());
-    if let Some(request) = request_line {
-        tracing::info!(
-            target: "sluice::access",
-            client = %conn.src,
-            frontend = %fe.name,
-            status = resp.status().as_u16(),
-            ms = started.elapsed().as_millis() as u64,
-            %request,
-        );
+    // A tunnel is logged when it closes; everything else now.
+    if let Some(mut en) = entry {
+        en.backend = phases.backend.as_deref().unwrap_or("<NOSRV>").to_string();
+        en.server = phases.server.as_deref().unwrap_or("<NOSRV>").to_string();
+        en.timers[2] = phases.connect_ms;
+        en.timers[3] = phases.response_ms;
+        en.timers[4] = started.elapsed().as_millis() as i64;
+        en.status = resp.status().as_u16();
+        en.bytes = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
+        en.retries = phases.retries;
+        en.fe_conn = fe.counters.current_connections.load(Relaxed);
+        en.srv_conn = phases
+            .server_counters
+            .map_or(0, |c| c.current_connections.load(Relaxed));
+        en.emit();
     }
     resp
 }
@@ -275,7 +352,7 @@ fn choose_backend(parts: &Parts, conn: &Conn, fe: &FrontendPlan) -> Option<Arc<B
 
 /// Connects to a server of `backend`, retrying `retries` times; with `redispatch`, the
 /// last retry goes to another server if there is one.
-async fn connect(backend: &BackendPlan) -> Result<(usize, TcpStream), ProxyError> {
+async fn connect(backend: &BackendPlan) -> Result<(usize, TcpStream, u32), ProxyError> {
     let mut idx = backend
         .rr
         .pick(&backend.servers, |_, s| s.accepts_new())
@@ -293,7 +370,7 @@ async fn connect(backend: &BackendPlan) -> Result<(usize, TcpStream), ProxyError
         let reason = match tokio::time::timeout(backend.connect_timeout, connecting).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                return Ok((idx, stream));
+                return Ok((idx, stream, attempts - 1));
             }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timeout connect".to_string(),
@@ -379,8 +456,14 @@ async fn forward(
     conn: &Conn,
     fe: &Arc<FrontendPlan>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    phases: &mut Phases,
+    entry: &mut Option<log::Entry>,
 ) -> Result<Response<Body>, ProxyError> {
     if let Some(resp) = apply_request_rules(&mut parts, conn, fe) {
+        // Answered by a rule (redirect, deny, return): "locally processed".
+        if let Some(en) = entry.as_mut() {
+            en.termination = "LR--";
+        }
         return Ok(resp);
     }
     if fe.forwardfor {
@@ -391,8 +474,14 @@ async fn forward(
         );
     }
     let backend = choose_backend(&parts, conn, fe).ok_or(ProxyError::NoBackend)?;
-    let (idx, stream) = connect(&backend).await?;
+    phases.backend = Some(backend.name.clone());
+    let connect_started = Instant::now();
+    let (idx, stream, retries) = connect(&backend).await?;
+    phases.connect_ms = connect_started.elapsed().as_millis() as i64;
+    phases.retries = retries;
     let server = &backend.servers[idx];
+    phases.server = Some(server.name.clone());
+    phases.server_counters = Some(server.counters.clone());
     let server_name = ServerRef {
         backend: backend.name.clone(),
         server: server.name.clone(),
@@ -443,7 +532,10 @@ async fn forward(
             }
         }
     };
-    let mut resp = match tokio::time::timeout(backend.server_timeout, exchange).await {
+    let sent_at = Instant::now();
+    let exchanged = tokio::time::timeout(backend.server_timeout, exchange).await;
+    phases.response_ms = sent_at.elapsed().as_millis() as i64;
+    let mut resp = match exchanged {
         Err(_) => return Err(ProxyError::ServerTimeout(server_name)),
         Ok(Err(e)) => {
             let reason = match &connection_done {
@@ -503,13 +595,23 @@ async fn forward(
             apply_response_rules(out.headers_mut(), view, conn, fe);
         }
         fe.counters.total_upgrades.fetch_add(1, Relaxed);
+        // The tunnel writes the access-log line when it closes.
+        let log = entry.take().map(|mut en| {
+            en.backend = backend.name.to_string();
+            en.server = server.name.to_string();
+            en.timers[2] = phases.connect_ms;
+            en.timers[3] = phases.response_ms;
+            en.status = 101;
+            en.retries = phases.retries;
+            en
+        });
         let ctx = TunnelCtx {
             frontend: fe.counters.clone(),
             server: server.counters.clone(),
-            server_name,
             client: conn.src,
             idle: backend.tunnel_timeout,
             held,
+            log,
         };
         tokio::spawn(ctx.run(client_upgrade, server_io));
         return Ok(out);
@@ -537,11 +639,12 @@ async fn forward(
 struct TunnelCtx {
     frontend: Arc<FrontendCounters>,
     server: Arc<ServerCounters>,
-    server_name: ServerRef,
     client: SocketAddr,
     idle: std::time::Duration,
     /// The server's connection count, held until the tunnel ends.
     held: Held<ServerCounters>,
+    /// The access-log entry to complete and write at close (None when logging is off).
+    log: Option<log::Entry>,
 }
 
 impl TunnelCtx {
@@ -569,17 +672,22 @@ impl TunnelCtx {
         let report = tunnel::run(client.0, client.1, server.0, server.1, self.idle).await;
         self.frontend.bytes_in.fetch_add(report.up, Relaxed);
         self.frontend.bytes_out.fetch_add(report.down, Relaxed);
-        tracing::info!(
-            target: "sluice::access",
-            client = %self.client,
-            server = %self.server_name,
-            status = 101,
-            tunnel_ms = started.elapsed().as_millis() as u64,
-            bytes_up = report.up,
-            bytes_down = report.down,
-            end = ?report.end,
-            "tunnel closed"
-        );
+        if let Some(mut en) = self.log {
+            en.timers[4] = en.timers[0].max(0) + started.elapsed().as_millis() as i64;
+            en.bytes = report.down;
+            en.termination = match report.end {
+                TunnelEnd::Closed { client_first: true } => "CD--",
+                TunnelEnd::Closed {
+                    client_first: false,
+                } => "SD--",
+                TunnelEnd::Timeout => "cD--",
+                TunnelEnd::ClientError => "ED--",
+                TunnelEnd::ServerError => "eD--",
+            };
+            en.fe_conn = self.frontend.current_connections.load(Relaxed);
+            en.srv_conn = self.server.current_connections.load(Relaxed);
+            en.emit();
+        }
         drop(self.held);
     }
 }

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod http;
 pub mod io;
+pub mod log;
 pub mod tunnel;
 
 use std::collections::HashMap;

@@ -1,0 +1,186 @@
+//! Access log: one line per request, and one per tunnel when it closes, written to the
+//! `sluice::access` tracing target (so `RUST_LOG=sluice::access=off` silences it).
+//!
+//! The default format follows HAProxy's `option httplog`:
+//!
+//! ```text
+//! 127.0.0.1:52614 [27/Nov/2026:00:21:22.756] web ws/ws-01 0/0/1/2/5003 101 1520 - - CD-- 1/1/0/1/0 0/0 "GET /ws/chat HTTP/1.1"
+//! ```
+//!
+//! client address, accept date, frontend, backend/server, timers Tq/Tw/Tc/Tr/Ta in ms
+//! (headers received, queue, connect, response, total — for a tunnel Ta runs until it
+//! closes), status, bytes sent to the client, two unused capture fields, the termination
+//! state, connection counts (frontend/frontend/backend/server/retries as HAProxy prints
+//! actconn/feconn/beconn/srv_conn/retries), queues, and the request line. Termination
+//! states: `----` normal end; for tunnels the first letter says who ended it — `C`
+//! client closed, `S` server closed, `c` tunnel timeout, `E` error on the client side,
+//! `e` error on the server side — and the second is `D` (data phase). `--log-format json`
+//! writes the same fields as one JSON object per line.
+
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Access-log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Haproxy,
+    Json,
+}
+
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// Sets the format once at start-up (the default is HAProxy's).
+pub fn set_format(f: LogFormat) {
+    let _ = FORMAT.set(f);
+}
+
+/// One access-log record.
+#[derive(Debug, Default, Clone)]
+pub struct Entry {
+    pub client: String,
+    pub accepted: Option<SystemTime>,
+    pub frontend: String,
+    pub backend: String,
+    pub server: String,
+    /// Tq/Tw/Tc/Tr/Ta in milliseconds; -1 when the phase was not reached.
+    pub timers: [i64; 5],
+    pub status: u16,
+    pub bytes: u64,
+    pub termination: &'static str,
+    pub fe_conn: u64,
+    pub srv_conn: u64,
+    pub retries: u32,
+    pub request: String,
+}
+
+/// `27/Nov/2026:00:21:22.756` in UTC.
+fn haproxy_date(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{day:02}/{}/{year}:{:02}:{:02}:{:02}.{:03}",
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+impl Entry {
+    pub fn format(&self, f: LogFormat) -> String {
+        let date = haproxy_date(self.accepted.unwrap_or_else(SystemTime::now));
+        let [tq, tw, tc, tr, ta] = self.timers;
+        match f {
+            LogFormat::Haproxy => format!(
+                "{} [{date}] {} {}/{} {tq}/{tw}/{tc}/{tr}/{ta} {} {} - - {} {}/{}/{}/{}/{} 0/0 \"{}\"",
+                self.client,
+                self.frontend,
+                self.backend,
+                self.server,
+                self.status,
+                self.bytes,
+                self.termination,
+                self.fe_conn,
+                self.fe_conn,
+                self.srv_conn,
+                self.srv_conn,
+                self.retries,
+                self.request.escape_debug(),
+            ),
+            LogFormat::Json => serde_like_json(self, &date),
+        }
+    }
+
+    /// Writes the record to the access log.
+    pub fn emit(&self) {
+        let f = *FORMAT.get_or_init(|| LogFormat::Haproxy);
+        tracing::info!(target: "sluice::access", "{}", self.format(f));
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn serde_like_json(e: &Entry, date: &str) -> String {
+    let [tq, tw, tc, tr, ta] = e.timers;
+    format!(
+        "{{\"client\":{},\"date\":{},\"frontend\":{},\"backend\":{},\"server\":{},\"tq\":{tq},\"tw\":{tw},\"tc\":{tc},\"tr\":{tr},\"ta\":{ta},\"status\":{},\"bytes\":{},\"termination\":{},\"fe_conn\":{},\"srv_conn\":{},\"retries\":{},\"request\":{}}}",
+        json_str(&e.client),
+        json_str(date),
+        json_str(&e.frontend),
+        json_str(&e.backend),
+        json_str(&e.server),
+        e.status,
+        e.bytes,
+        json_str(e.termination),
+        e.fe_conn,
+        e.srv_conn,
+        e.retries,
+        json_str(&e.request),
+    )
+}
+
+/// Whether access logging is on at all (so callers can skip building entries).
+pub fn enabled() -> bool {
+    tracing::enabled!(target: "sluice::access", tracing::Level::INFO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn haproxy_line_and_json() {
+        let e = Entry {
+            client: "127.0.0.1:52614".into(),
+            accepted: Some(UNIX_EPOCH + Duration::from_millis(1_795_739_282_756)),
+            frontend: "web".into(),
+            backend: "ws".into(),
+            server: "ws-01".into(),
+            timers: [0, 0, 1, 2, 5003],
+            status: 101,
+            bytes: 1520,
+            termination: "CD--",
+            fe_conn: 1,
+            srv_conn: 1,
+            retries: 0,
+            request: "GET /ws/chat HTTP/1.1".into(),
+        };
+        assert_eq!(
+            e.format(LogFormat::Haproxy),
+            "127.0.0.1:52614 [27/Nov/2026:00:28:02.756] web ws/ws-01 0/0/1/2/5003 101 1520 - - CD-- 1/1/1/1/0 0/0 \"GET /ws/chat HTTP/1.1\""
+        );
+        let j: serde_json::Value = serde_json::from_str(&e.format(LogFormat::Json)).unwrap();
+        assert_eq!(j["termination"], "CD--");
+        assert_eq!(j["ta"], 5003);
+        assert_eq!(j["request"], "GET /ws/chat HTTP/1.1");
+    }
+}
