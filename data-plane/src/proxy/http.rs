@@ -51,6 +51,19 @@ struct Conn {
     requests: AtomicUsize,
 }
 
+impl Conn {
+    /// What ACLs see of a request on this connection.
+    fn ctx<'a>(&self, parts: &'a Parts) -> RequestCtx<'a> {
+        RequestCtx {
+            parts,
+            src: self.src,
+            local: self.local,
+            tls: false,
+            alpn: None,
+        }
+    }
+}
+
 /// What a request went through, for the access log.
 struct Phases {
     backend: Option<Arc<str>>,
@@ -229,13 +242,7 @@ fn apply_request_rules(
     fe: &FrontendPlan,
 ) -> Option<Response<Body>> {
     for (cond, action) in &fe.http_request {
-        let ctx = RequestCtx {
-            parts,
-            src: conn.src,
-            local: conn.local,
-            tls: false,
-            alpn: None,
-        };
+        let ctx = conn.ctx(parts);
         if !holds(cond, &ctx) {
             continue;
         }
@@ -336,13 +343,7 @@ fn empty_response(status: StatusCode) -> Response<Body> {
 }
 
 fn choose_backend(parts: &Parts, conn: &Conn, fe: &FrontendPlan) -> Option<Arc<BackendPlan>> {
-    let ctx = RequestCtx {
-        parts,
-        src: conn.src,
-        local: conn.local,
-        tls: false,
-        alpn: None,
-    };
+    let ctx = conn.ctx(parts);
     fe.use_backend
         .iter()
         .find(|(cond, _)| holds(cond, &ctx))
@@ -425,13 +426,7 @@ fn apply_response_rules(h: &mut HeaderMap, parts: &Parts, conn: &Conn, fe: &Fron
     if fe.http_response.is_empty() {
         return;
     }
-    let ctx = RequestCtx {
-        parts,
-        src: conn.src,
-        local: conn.local,
-        tls: false,
-        alpn: None,
-    };
+    let ctx = conn.ctx(parts);
     for (cond, action) in &fe.http_response {
         if !holds(cond, &ctx) {
             continue;
