@@ -75,9 +75,7 @@ pub fn render(node: &Node) -> String {
             frontend: f.name.to_string(),
         };
         let c = &f.counters;
-        fe_conns
-            .get_or_create(&l)
-            .set(c.current_connections.load(Relaxed) as i64);
+        fe_conns.get_or_create(&l).set(c.open_connections() as i64);
         fe_tunnels
             .get_or_create(&l)
             .set(c.current_tunnels.load(Relaxed) as i64);

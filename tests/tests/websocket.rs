@@ -60,6 +60,20 @@ async fn messages_of_every_kind_arrive_unmodified() {
         Message::text("héllo, wörld ✓")
     );
 
+    // While the tunnel is open, the node counts it as a connection and as a tunnel.
+    let url = format!("{}/metrics", s.dp.admin);
+    eventually(WAIT, "the open tunnel in /metrics", || {
+        let url = url.clone();
+        async move {
+            let m = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            (m.contains("sluice_frontend_connections{frontend=\"web\"} 1")
+                && m.contains("sluice_frontend_tunnels{frontend=\"web\"} 1")
+                && m.contains("sluice_server_tunnels{backend=\"echo\",server=\"echo-0\"} 1"))
+            .then_some(())
+        }
+    })
+    .await;
+
     // Binary with every byte value.
     let bin: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
     ws.send(Message::binary(bin.clone())).await.unwrap();

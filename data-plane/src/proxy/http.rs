@@ -214,7 +214,7 @@ async fn handle(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(0);
         en.retries = phases.retries;
-        en.fe_conn = fe.counters.current_connections.load(Relaxed);
+        en.fe_conn = fe.counters.open_connections();
         en.srv_conn = phases
             .server_counters
             .map_or(0, |c| c.current_connections.load(Relaxed));
@@ -679,7 +679,7 @@ impl TunnelCtx {
                 TunnelEnd::ClientError => "ED--",
                 TunnelEnd::ServerError => "eD--",
             };
-            en.fe_conn = self.frontend.current_connections.load(Relaxed);
+            en.fe_conn = self.frontend.open_connections();
             en.srv_conn = self.server.current_connections.load(Relaxed);
             en.emit();
         }

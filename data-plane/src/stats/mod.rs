@@ -12,6 +12,8 @@ use crate::config::Plan;
 
 #[derive(Debug, Default)]
 pub struct FrontendCounters {
+    /// Client connections still speaking HTTP (a connection that became a tunnel moves
+    /// to `current_tunnels`); see [`FrontendCounters::open_connections`].
     pub current_connections: AtomicU64,
     pub total_connections: AtomicU64,
     pub current_tunnels: AtomicU64,
@@ -26,6 +28,11 @@ pub struct FrontendCounters {
 }
 
 impl FrontendCounters {
+    /// All open client connections: HTTP ones and tunnels.
+    pub fn open_connections(&self) -> u64 {
+        self.current_connections.load(Relaxed) + self.current_tunnels.load(Relaxed)
+    }
+
     pub fn count_response(&self, status: http::StatusCode) {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
         self.responses_by_class[class].fetch_add(1, Relaxed);
@@ -106,7 +113,7 @@ impl StatsRegistry {
                 let c = &f.counters;
                 pb::FrontendStats {
                     name: f.name.to_string(),
-                    current_connections: c.current_connections.load(Relaxed),
+                    current_connections: c.open_connections(),
                     total_connections: c.total_connections.load(Relaxed),
                     current_tunnels: c.current_tunnels.load(Relaxed),
                     total_upgrades: c.total_upgrades.load(Relaxed),
