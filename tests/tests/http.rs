@@ -387,3 +387,37 @@ async fn failures_get_clear_statuses() {
     // The node is unharmed.
     assert_eq!(http_get(f.bind, "/", &[]).await.0, 200);
 }
+
+#[tokio::test]
+async fn maxconn_holds_new_connections_until_one_closes() {
+    let f = fixture(&["ws-01"], |bind, addr| {
+        json!({
+            "defaults": { "maxconn": 2 },
+            "frontends": [{ "name": "fe", "binds": [{ "address": bind.to_string() }], "default_backend": "ws" }],
+            "backends": [{ "name": "ws", "servers": [{ "name": "w1", "address": addr("ws-01") }] }]
+        })
+    })
+    .await;
+    let first = sluice_tests::harness::ws_connect(f.bind, "/a").await;
+    let _second = sluice_tests::harness::ws_connect(f.bind, "/b").await;
+
+    // The third connection is queued by the kernel, not served.
+    let mut third = TcpStream::connect(f.bind).await.unwrap();
+    third
+        .write_all(upgrade_request("/c", "websocket", Some("Upgrade")).as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(700), third.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond maxconn: {early:?}");
+    assert_eq!(f.backend("ws-01").open_tunnels(), 2);
+
+    // One tunnel closes: the waiting connection gets its 101.
+    drop(first);
+    let n = tokio::time::timeout(WAIT, third.read(&mut buf))
+        .await
+        .expect("served once a slot was free")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+}

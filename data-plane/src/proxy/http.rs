@@ -88,11 +88,14 @@ impl Default for Phases {
 }
 
 /// Serves one accepted client connection until it closes or becomes a tunnel.
-pub async fn serve_connection(stream: TcpStream, src: SocketAddr, bind: Arc<BindPlan>) {
+/// `current` is the frontend's connection count, taken at accept time.
+pub async fn serve_connection(
+    stream: TcpStream,
+    src: SocketAddr,
+    bind: Arc<BindPlan>,
+    current: Held<FrontendCounters>,
+) {
     let fe = bind.frontend.clone();
-    let _current = Held::new(fe.counters.clone(), |c: &FrontendCounters| {
-        &c.current_connections
-    });
     fe.counters.total_connections.fetch_add(1, Relaxed);
     // TCP_NODELAY is inherited from the listener. The local address is the bind's,
     // unless the bind is a wildcard.
@@ -127,6 +130,8 @@ pub async fn serve_connection(stream: TcpStream, src: SocketAddr, bind: Arc<Bind
     {
         tracing::debug!(client = %src, error = %e, "client connection ended with an error");
     }
+    drop(current);
+    fe.counters.released.notify_waiters();
 }
 
 /// Marks a request in flight (suspends the client idle timeout) until dropped.
@@ -600,7 +605,13 @@ async fn forward(
             en.retries = phases.retries;
             en
         });
+        // Counted as a tunnel from now on, before the HTTP connection stops counting, so
+        // `maxconn` never sees a gap.
+        let fe_tunnel = Held::new(fe.counters.clone(), |c: &FrontendCounters| {
+            &c.current_tunnels
+        });
         let ctx = TunnelCtx {
+            fe_tunnel,
             frontend: fe.counters.clone(),
             server: server.counters.clone(),
             client: conn.src,
@@ -632,6 +643,8 @@ async fn forward(
 /// Everything a tunnel task needs once the 101 has been relayed. Deliberately small: the
 /// plan is not kept alive by open tunnels.
 struct TunnelCtx {
+    /// The frontend's tunnel count, held until the tunnel ends.
+    fe_tunnel: Held<FrontendCounters>,
     frontend: Arc<FrontendCounters>,
     server: Arc<ServerCounters>,
     client: SocketAddr,
@@ -651,9 +664,6 @@ impl TunnelCtx {
                 return;
             }
         };
-        let _fe_tunnel = Held::new(self.frontend.clone(), |c: &FrontendCounters| {
-            &c.current_tunnels
-        });
         let _srv_tunnel = Held::new(self.server.clone(), |c: &ServerCounters| &c.current_tunnels);
         let started = Instant::now();
         // Take the raw socket back from hyper: the tunnel works on the sockets themselves.
@@ -684,5 +694,7 @@ impl TunnelCtx {
             en.emit();
         }
         drop(self.held);
+        drop(self.fe_tunnel);
+        self.frontend.released.notify_waiters();
     }
 }

@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 
 use crate::config::Plan;
+use crate::stats::{FrontendCounters, Held};
 
 /// Response body type of the proxy.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -117,6 +118,21 @@ async fn accept_loop(
     mut stop: oneshot::Receiver<()>,
 ) {
     loop {
+        // maxconn: while the frontend is full, stop accepting; the kernel queues new
+        // connections in the listen backlog, as with HAProxy.
+        let full = plan.load().binds.get(&addr).and_then(|b| {
+            let fe = &b.frontend;
+            let max = u64::from(fe.maxconn?);
+            (fe.counters.open_connections() >= max).then(|| fe.counters.clone())
+        });
+        if let Some(counters) = full {
+            tokio::select! {
+                _ = &mut stop => break,
+                // The timeout covers a release that happened before we started waiting.
+                _ = tokio::time::timeout(Duration::from_millis(100), counters.released.notified()) => {}
+            }
+            continue;
+        }
         tokio::select! {
             // Fires when the sender is dropped (bind removed) or used.
             _ = &mut stop => break,
@@ -126,7 +142,11 @@ async fn accept_loop(
                     let Some(bind) = plan.load().binds.get(&addr).cloned() else {
                         continue;
                     };
-                    tokio::spawn(http::serve_connection(stream, src, bind));
+                    // Counted from the accept, so the maxconn check above sees it at once.
+                    let held = Held::new(bind.frontend.counters.clone(), |c: &FrontendCounters| {
+                        &c.current_connections
+                    });
+                    tokio::spawn(http::serve_connection(stream, src, bind, held));
                 }
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning.

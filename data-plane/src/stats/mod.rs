@@ -25,6 +25,9 @@ pub struct FrontendCounters {
     pub bytes_out: AtomicU64,
     pub denied: AtomicU64,
     pub responses_by_class: [AtomicU64; 5],
+    /// Signalled when a client connection or tunnel ends, for accept loops waiting
+    /// below `maxconn`.
+    pub released: tokio::sync::Notify,
 }
 
 impl FrontendCounters {
