@@ -69,6 +69,7 @@ pub fn render(node: &Node) -> String {
     let fe_bytes_in = counter_family::<FrontendLabels>();
     let fe_bytes_out = counter_family::<FrontendLabels>();
     let fe_denied = counter_family::<FrontendLabels>();
+    let fe_bad = counter_family::<FrontendLabels>();
     let fe_responses = counter_family::<ClassLabels>();
     for f in &plan.frontends {
         let l = FrontendLabels {
@@ -95,6 +96,9 @@ pub fn render(node: &Node) -> String {
             .get_or_create(&l)
             .inc_by(c.bytes_out.load(Relaxed));
         fe_denied.get_or_create(&l).inc_by(c.denied.load(Relaxed));
+        fe_bad
+            .get_or_create(&l)
+            .inc_by(c.bad_requests.load(Relaxed));
         for (i, n) in c.responses_by_class.iter().enumerate() {
             fe_responses
                 .get_or_create(&ClassLabels {
@@ -128,6 +132,11 @@ pub fn render(node: &Node) -> String {
         fe_bytes_out,
     );
     reg.register("frontend_denied", "Requests denied by rules", fe_denied);
+    reg.register(
+        "frontend_invalid_requests",
+        "Requests refused before routing (malformed, head too large, timeout http-request)",
+        fe_bad,
+    );
     reg.register(
         "frontend_responses",
         "Responses by status class",

@@ -29,6 +29,10 @@ pub struct Recorded {
     pub method: String,
     pub uri: String,
     pub headers: Vec<(String, String)>,
+    /// Which accepted connection (1, 2, …) the request came on.
+    pub connection: usize,
+    /// The request body, de-chunked.
+    pub body: Vec<u8>,
 }
 
 impl Recorded {
@@ -47,6 +51,8 @@ pub struct Shared {
     pub requests: Mutex<Vec<Recorded>>,
     /// WebSocket sessions currently open.
     pub open_tunnels: AtomicUsize,
+    /// Connections accepted so far.
+    pub connections: AtomicUsize,
 }
 
 /// A running backend; stops when dropped.
@@ -95,8 +101,9 @@ pub async fn serve(listener: TcpListener, name: String, shared: Arc<Shared>) {
             continue;
         };
         let (name, shared) = (name.clone(), shared.clone());
+        let id = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
         tokio::spawn(async move {
-            let _ = connection(stream, &name, &shared).await;
+            let _ = connection(stream, &name, &shared, id).await;
         });
     }
 }
@@ -126,7 +133,60 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result
     }
 }
 
-async fn connection(mut stream: TcpStream, name: &str, shared: &Shared) -> std::io::Result<()> {
+/// Reads more bytes into `buf`; false at end of stream.
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut chunk = [0u8; 4096];
+    let n = stream.read(&mut chunk).await?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n > 0)
+}
+
+/// Reads a chunked body from `buf` (refilled from `stream`); returns the data and leaves
+/// what follows in `buf`.
+async fn read_chunked(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(p) = buf.windows(2).position(|w| w == b"\r\n") {
+                break p;
+            }
+            if !fill(stream, buf).await? {
+                return Ok(None);
+            }
+        };
+        let size_text = String::from_utf8_lossy(&buf[..line_end]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| std::io::Error::other("bad chunk size"))?;
+        buf.drain(..line_end + 2);
+        if size == 0 {
+            // Trailers (none expected) end with an empty line.
+            while !buf.starts_with(b"\r\n") {
+                if !fill(stream, buf).await? {
+                    return Ok(None);
+                }
+            }
+            buf.drain(..2);
+            return Ok(Some(body));
+        }
+        while buf.len() < size + 2 {
+            if !fill(stream, buf).await? {
+                return Ok(None);
+            }
+        }
+        body.extend_from_slice(&buf[..size]);
+        buf.drain(..size + 2);
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    name: &str,
+    shared: &Shared,
+    id: usize,
+) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
     loop {
@@ -156,25 +216,39 @@ async fn connection(mut stream: TcpStream, name: &str, shared: &Shared) -> std::
                     )
                 })
                 .collect(),
+            connection: id,
+            body: Vec::new(),
         };
+        let mut rec = rec;
+        let header = |rec: &Recorded, n: &str| rec.header_values(n).into_iter().next();
+        let chunked = header(&rec, "transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let mut rest = buf.split_off(head_len);
+        if chunked {
+            let Some(body) = read_chunked(&mut stream, &mut rest).await? else {
+                return Ok(());
+            };
+            rec.body = body;
+            buf = rest;
+        } else {
+            let content_length: usize = header(&rec, "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while rest.len() < content_length {
+                if !fill(&mut stream, &mut rest).await? {
+                    return Ok(());
+                }
+            }
+            let leftover = rest.split_off(content_length);
+            rec.body = rest;
+            buf = leftover;
+        }
         shared.requests.lock().unwrap().push(rec.clone());
         let header = |n: &str| rec.header_values(n).into_iter().next();
-        let content_length: usize = header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut rest = buf.split_off(head_len);
-        while rest.len() < content_length {
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            rest.extend_from_slice(&chunk[..n]);
-        }
-        let leftover = rest.split_off(content_length);
-        buf = leftover;
 
-        let wants_ws = header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+        // A handshake without a key is not one (RFC 6455 §4.2.1): answered as plain HTTP.
+        let wants_ws = header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+            && header("sec-websocket-key").is_some();
         if wants_ws && !rec.uri.starts_with("/no101") {
             let key = header("sec-websocket-key").unwrap_or_default();
             let mut resp = format!(
@@ -217,6 +291,8 @@ async fn connection(mut stream: TcpStream, name: &str, shared: &Shared) -> std::
             "method": rec.method,
             "uri": rec.uri,
             "headers": rec.headers,
+            "connection": rec.connection,
+            "body": String::from_utf8_lossy(&rec.body),
         })
         .to_string();
         let keep_alive = !header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));

@@ -15,7 +15,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 struct Fixture {
     _cp: ControlPlane,
-    _dp: DataPlane,
+    dp: DataPlane,
     backends: Vec<Backend>,
     bind: SocketAddr,
     /// Dropped last, so logs can still be dumped when a test fails.
@@ -55,7 +55,7 @@ async fn fixture(
     Fixture {
         _dir: dir,
         _cp: cp,
-        _dp: dp,
+        dp,
         backends,
         bind,
     }
@@ -420,4 +420,540 @@ async fn maxconn_holds_new_connections_until_one_closes() {
         .unwrap();
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+}
+
+/// Sends a raw request and returns everything the node sends until it closes.
+async fn raw_exchange(bind: SocketAddr, request: &str) -> String {
+    let mut tcp = TcpStream::connect(bind).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf))
+        .await
+        .expect("the node closes the connection")
+        .unwrap();
+    String::from_utf8_lossy(&buf).to_string()
+}
+
+/// One row of the article table: a raw request and what the client must see.
+struct Case {
+    what: &'static str,
+    request: String,
+    status: u16,
+    /// `x-served-by` the response must carry (the server that answered), if any.
+    served_by: Option<&'static str>,
+    /// Lines the response head must contain (lower-case header names).
+    head_has: &'static [&'static str],
+}
+
+fn get(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: shop.example\r\n{extra}\r\n")
+}
+
+#[tokio::test]
+async fn article_examples_table() {
+    let f = fixture(&["chat-01", "notify-01", "ws-01", "app-01"], |bind, addr| {
+        let mut doc = article_like(bind, addr);
+        let rules = doc["frontends"][0]["http_request"].as_array_mut().unwrap();
+        // The article's `redirect scheme https code 301 unless { ssl_fc }`, limited to one
+        // host here so the rest of the table stays on plain HTTP.
+        rules.insert(
+            0,
+            json!({ "action": "redirect", "scheme": "https", "code": 301,
+                    "if": "{ hdr(host) -i secure.example } !{ ssl_fc }" }),
+        );
+        rules.push(json!({ "action": "deny", "status": 429,
+                           "if": "{ hdr_cnt(X-Probe) gt 1 } or { url_param(probe) -m found }" }));
+        rules.push(json!({ "action": "return", "status": 200, "content_type": "text/plain", "body": "pong",
+                           "if": "{ path /ping } !{ method POST }" }));
+        doc
+    })
+    .await;
+    let ws = |path: &str, upgrade: &str, connection: Option<&str>| {
+        upgrade_request(path, upgrade, connection)
+    };
+    let cases = [
+        Case {
+            what: "upgrade headers in odd case",
+            request: ws("/ws/chat/1", "WebSocket", Some("upgrade")),
+            status: 101,
+            served_by: Some("chat-01"),
+            head_has: &["sec-websocket-protocol: chat"],
+        },
+        Case {
+            what: "Connection: keep-alive, Upgrade",
+            request: ws(
+                "/ws/notifications",
+                "websocket",
+                Some("keep-alive, Upgrade"),
+            ),
+            status: 101,
+            served_by: Some("notify-01"),
+            head_has: &[],
+        },
+        Case {
+            what: "any other WebSocket path → generic pool",
+            request: ws("/feed", "websocket", Some("Upgrade")),
+            status: 101,
+            served_by: Some("ws-01"),
+            head_has: &[],
+        },
+        Case {
+            what: "Upgrade without Connection → HTTP backend",
+            request: ws("/ws/chat/1", "websocket", None),
+            status: 200,
+            served_by: Some("app-01"),
+            head_has: &[],
+        },
+        Case {
+            what: "Connection: upgrade without Upgrade → HTTP backend",
+            request: get("/ws/chat/1", "Connection: Upgrade\r\n"),
+            status: 200,
+            served_by: Some("app-01"),
+            head_has: &[],
+        },
+        Case {
+            what: "plain request → default backend, HSTS added",
+            request: get("/", ""),
+            status: 200,
+            served_by: Some("app-01"),
+            head_has: &["strict-transport-security: max-age=63072000; includeSubDomains; preload"],
+        },
+        Case {
+            what: "redirect to https unless TLS",
+            request: "GET /login?x=1 HTTP/1.1\r\nHost: secure.example\r\n\r\n".to_string(),
+            status: 301,
+            served_by: None,
+            head_has: &["location: https://secure.example/login?x=1"],
+        },
+        Case {
+            what: "deny with ! on an inline src ACL",
+            request: get("/admin/x", ""),
+            status: 403,
+            served_by: None,
+            head_has: &[],
+        },
+        Case {
+            what: "or between groups (first)",
+            request: get("/old-home", ""),
+            status: 308,
+            served_by: None,
+            head_has: &["location: /new-home"],
+        },
+        Case {
+            what: "or between groups (second)",
+            request: get("/older-home", ""),
+            status: 308,
+            served_by: None,
+            head_has: &["location: /new-home"],
+        },
+        Case {
+            what: "hdr_cnt gt",
+            request: get("/", "X-Probe: a\r\nX-Probe: b\r\n"),
+            status: 429,
+            served_by: None,
+            head_has: &[],
+        },
+        Case {
+            what: "hdr_cnt not gt",
+            request: get("/", "X-Probe: a\r\n"),
+            status: 200,
+            served_by: Some("app-01"),
+            head_has: &[],
+        },
+        Case {
+            what: "url_param -m found",
+            request: get("/search?q=1&probe", ""),
+            status: 429,
+            served_by: None,
+            head_has: &[],
+        },
+        Case {
+            what: "return, negated method",
+            request: get("/ping", ""),
+            status: 200,
+            served_by: None,
+            head_has: &["content-type: text/plain"],
+        },
+        Case {
+            what: "return skipped for POST",
+            request: "POST /ping HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n".to_string(),
+            status: 200,
+            served_by: Some("app-01"),
+            head_has: &[],
+        },
+    ];
+    for case in &cases {
+        let head = raw_head(f.bind, &case.request).await;
+        let lower = head.to_ascii_lowercase();
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {}", case.status)),
+            "{}: {head}",
+            case.what
+        );
+        match case.served_by {
+            Some(s) => assert!(
+                lower.contains(&format!("x-served-by: {s}")),
+                "{}: {head}",
+                case.what
+            ),
+            None => assert!(!lower.contains("x-served-by"), "{}: {head}", case.what),
+        }
+        for line in case.head_has {
+            assert!(
+                lower.contains(&line.to_ascii_lowercase()),
+                "{}: no {line:?} in {head}",
+                case.what
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn errorfiles_after_response_rules_and_slow_headers() {
+    let f = fixture(&["app-01"], |bind, addr| {
+        json!({
+            "defaults": {
+                "timeouts": { "connect": "1s", "http_request": "600ms" },
+                "retries": 0,
+                "errorfiles": [
+                    { "status": 503, "content_type": "application/json", "body": "{\"error\":\"maintenance\"}" },
+                    { "status": 408, "body": "<p>too slow</p>" },
+                    { "status": 403, "body": "<p>defaults 403</p>" }
+                ]
+            },
+            "frontends": [{
+                "name": "fe",
+                "binds": [{ "address": bind.to_string() }],
+                "errorfiles": [{ "status": 403, "content_type": "text/plain", "body": "frontend 403" }],
+                "http_request": [{ "action": "deny", "status": 403, "if": "{ path_beg /private }" }],
+                "http_after_response": [
+                    { "action": "set-header", "name": "X-Via", "value": "sluice" },
+                    { "action": "del-header", "name": "X-Served-By", "if": "{ path_beg /hide }" }
+                ],
+                "use_backend": [{ "backend": "down", "if": "{ path_beg /down }" }],
+                "default_backend": "app"
+            }],
+            "backends": [
+                { "name": "down", "servers": [{ "name": "d1", "address": addr("nobody-listens") }] },
+                { "name": "app", "servers": [{ "name": "a1", "address": addr("app-01") }] }
+            ]
+        })
+    })
+    .await;
+    let close = "Connection: close\r\n";
+
+    // 503 from the node: the configured body and type, and the after-response header.
+    let r = raw_exchange(f.bind, &get("/down", close)).await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.contains("content-type: application/json"), "{r}");
+    assert!(r.ends_with("{\"error\":\"maintenance\"}"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("x-via: sluice"), "{r}");
+
+    // A denial: the frontend's errorfile wins over the defaults'.
+    let r = raw_exchange(f.bind, &get("/private", close)).await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    assert!(r.ends_with("frontend 403"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("x-via: sluice"), "{r}");
+
+    // Server responses get after-response rules too, conditions included.
+    let head = raw_head(f.bind, &get("/", "")).await.to_ascii_lowercase();
+    assert!(
+        head.contains("x-via: sluice") && head.contains("x-served-by: app-01"),
+        "{head}"
+    );
+    let head = raw_head(f.bind, &get("/hide", ""))
+        .await
+        .to_ascii_lowercase();
+    assert!(
+        head.contains("x-via: sluice") && !head.contains("x-served-by"),
+        "{head}"
+    );
+
+    // Headers that never complete: 408 with the errorfile once timeout http-request
+    // passes, then the connection closes. Trickling bytes does not extend it.
+    let started = Instant::now();
+    let mut tcp = TcpStream::connect(f.bind).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let _ = tcp.write_all(b"X-Slow: 1\r\n").await;
+    }
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf))
+        .await
+        .expect("closed")
+        .unwrap();
+    let r = String::from_utf8_lossy(&buf);
+    assert!(r.starts_with("HTTP/1.1 408"), "{r}");
+    assert!(r.ends_with("<p>too slow</p>"), "{r}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(550), "408 after {waited:?}");
+
+    // A connection that sends nothing gets the same 408.
+    let r = raw_exchange(f.bind, "").await;
+    assert!(r.starts_with("HTTP/1.1 408"), "{r}");
+
+    // A keep-alive connection idle after a complete exchange is not answered with 408:
+    // the timer only runs from the first byte of a next request.
+    let mut tcp = TcpStream::connect(f.bind).await.unwrap();
+    tcp.write_all(get("/", "").as_bytes()).await.unwrap();
+    let mut chunk = [0u8; 4096];
+    let n = tcp.read(&mut chunk).await.unwrap();
+    assert!(String::from_utf8_lossy(&chunk[..n]).starts_with("HTTP/1.1 200"));
+    let idle = tokio::time::timeout(Duration::from_millis(1200), tcp.read(&mut chunk)).await;
+    assert!(idle.is_err(), "idle keep-alive connection got {idle:?}");
+    tcp.write_all(get("/", close).as_bytes()).await.unwrap();
+    let n = tcp.read(&mut chunk).await.unwrap();
+    assert!(String::from_utf8_lossy(&chunk[..n]).starts_with("HTTP/1.1 200"));
+
+    // The refused requests show in the node's metrics.
+    let metrics = reqwest::get(format!("{}/metrics", f.dp.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let invalid = metrics
+        .lines()
+        .find(|l| l.starts_with("sluice_frontend_invalid_requests_total{frontend=\"fe\"}"))
+        .unwrap_or_else(|| panic!("no invalid-requests metric in {metrics}"));
+    assert!(invalid.ends_with(" 2"), "{invalid}");
+}
+
+#[tokio::test]
+async fn request_smuggling_defences() {
+    let f = fixture(&["app-01"], |bind, addr| {
+        json!({
+            "frontends": [{ "name": "fe", "binds": [{ "address": bind.to_string() }], "default_backend": "app" }],
+            "backends": [{ "name": "app", "servers": [{ "name": "a1", "address": addr("app-01") }] }]
+        })
+    })
+    .await;
+    let post = |headers: &str, body: &str| {
+        format!("POST /upload HTTP/1.1\r\nHost: a\r\n{headers}\r\n{body}")
+    };
+    // Refused outright, and nothing reaches the server.
+    for (what, request) in [
+        (
+            "conflicting Content-Length",
+            post("Content-Length: 5\r\nContent-Length: 6\r\n", "hello!"),
+        ),
+        (
+            "Content-Length not a number",
+            post("Content-Length: 5x\r\n", "hello"),
+        ),
+        (
+            "unsupported Transfer-Encoding",
+            post("Transfer-Encoding: gzip\r\n", "hello"),
+        ),
+        (
+            "chunked not last",
+            post("Transfer-Encoding: chunked, gzip\r\n", "0\r\n\r\n"),
+        ),
+        (
+            "Transfer-Encoding on HTTP/1.0",
+            "POST /upload HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                .to_string(),
+        ),
+        (
+            "space before the colon",
+            post("Content-Length : 5\r\n", "hello"),
+        ),
+    ] {
+        let r = raw_exchange(f.bind, &request).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{what}: {r}");
+    }
+    assert!(
+        f.backend("app-01").requests().is_empty(),
+        "{:?}",
+        f.backend("app-01").requests()
+    );
+
+    // Content-Length with chunked: chunked wins (RFC 9112 §6.1), the length is dropped,
+    // and the client connection closes after the response.
+    let request = post(
+        "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+        "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    let r = raw_exchange(f.bind, &request).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(r.matches("HTTP/1.1").count(), 1, "one response only: {r}");
+    let seen = f.backend("app-01").requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].body, b"hello world");
+    assert!(
+        seen[0].header_values("content-length").is_empty(),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn server_keep_alive_pool_versus_http_server_close() {
+    let f = fixture(&["pooled-01", "closing-01"], |bind, addr| {
+        json!({
+            "frontends": [{
+                "name": "fe",
+                "binds": [{ "address": bind.to_string() }],
+                "use_backend": [{ "backend": "closing", "if": "{ path_beg /close }" }],
+                "default_backend": "pooled"
+            }],
+            "backends": [
+                { "name": "pooled", "servers": [{ "name": "p1", "address": addr("pooled-01") }] },
+                { "name": "closing", "http_server_close": true, "servers": [{ "name": "c1", "address": addr("closing-01") }] }
+            ]
+        })
+    })
+    .await;
+    // Separate client connections, one request each, one after the other.
+    for i in 0..4 {
+        let r = raw_exchange(f.bind, &get(&format!("/p{i}"), "Connection: close\r\n")).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        let r = raw_exchange(f.bind, &get(&format!("/close{i}"), "Connection: close\r\n")).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    }
+    let pooled = f.backend("pooled-01").requests();
+    assert_eq!(pooled.len(), 4);
+    assert!(
+        pooled.iter().all(|r| r.connection == pooled[0].connection),
+        "keep-alive to the server reuses one connection: {:?}",
+        pooled.iter().map(|r| r.connection).collect::<Vec<_>>()
+    );
+    assert!(
+        pooled
+            .iter()
+            .all(|r| r.header_values("connection").is_empty()),
+        "{pooled:?}"
+    );
+    let closing = f.backend("closing-01").requests();
+    let conns: std::collections::HashSet<_> = closing.iter().map(|r| r.connection).collect();
+    assert_eq!(
+        conns.len(),
+        4,
+        "http-server-close: a connection per request"
+    );
+    assert!(
+        closing
+            .iter()
+            .all(|r| r.header_values("connection") == ["close"]),
+        "{closing:?}"
+    );
+
+    // The upgrade path works with both and never takes a pooled connection.
+    assert_eq!(ws_whoami(f.bind, "/ws").await, "pooled-01");
+    assert_eq!(ws_whoami(f.bind, "/close/ws").await, "closing-01");
+    let last = f.backend("pooled-01").requests().last().unwrap().connection;
+    assert_ne!(
+        last, pooled[0].connection,
+        "the upgrade got its own server connection"
+    );
+}
+
+#[tokio::test]
+async fn acl_fetches_matchers_and_conditions_table() {
+    // Each row adds `x-acl-N: 1` to the request when its condition holds; the backend
+    // records what arrived, so every row is judged on the real request path.
+    // (condition, holds for request A, holds for request B)
+    let rows: Vec<(String, bool, bool)> = {
+        vec![
+            ("{ hdr(upgrade) -i WEBSOCKET }", true, false),
+            ("{ hdr(Upgrade) WebSocket }", false, false),
+            ("{ hdr(Upgrade) websocket }", true, false),
+            ("{ hdr_sub(connection) -i upgrade }", true, false),
+            ("{ hdr_beg(user-agent) Mozilla }", true, false),
+            ("{ hdr_end(user-agent) Firefox }", true, false),
+            ("{ hdr_reg(user-agent) ^Moz.*fox$ }", true, false),
+            ("{ hdr_cnt(x-multi) eq 2 }", true, false),
+            ("{ hdr_cnt(x-multi) gt 2 }", false, false),
+            ("{ hdr_cnt(x-multi) lt 1 }", false, true),
+            ("{ hdr(x-missing) -m found }", false, false),
+            ("{ hdr(upgrade) -m found }", true, false),
+            ("{ hdr(upgrade) -m len 9 }", true, false),
+            ("{ hdr(x-multi) b }", true, false),
+            ("{ path /ws/chat/room.html }", true, false),
+            ("{ path_beg /ws/ }", true, false),
+            ("{ path_end .html }", true, false),
+            ("{ path_sub chat }", true, false),
+            ("{ path_reg ^/ws/[a-z]+/ }", true, false),
+            ("{ path -m beg /api }", false, true),
+            ("{ url_param(room) 42 }", true, false),
+            ("{ url_param(user) -m beg bo }", true, false),
+            ("{ url_param(x) -m found }", false, true),
+            ("{ query -m sub user=bob }", true, false),
+            ("{ host -i chat.example.com }", true, false),
+            // `host` is lower-cased (hostnames are case-insensitive), port stripped.
+            ("{ host chat.example.com }", true, false),
+            ("{ host Chat.Example.com }", false, false),
+            ("{ host other.example }", false, true),
+            ("{ method GET }", true, false),
+            ("{ method POST PUT }", false, true),
+            ("{ src 127.0.0.0/8 }", true, true),
+            ("{ src 10.0.0.0/8 192.168.0.0/16 }", false, false),
+            ("{ src 127.0.0.1 }", true, true),
+            ("{ dst_port lt 1 }", false, false),
+            ("{ dst_port ge 1 }", true, true),
+            ("{ ssl_fc }", false, false),
+            ("{ cookie(WSID) ws02 }", true, false),
+            ("{ cookie(SESSION) -m beg ab }", true, false),
+            ("{ cookie(NOPE) -m found }", false, false),
+            ("{ sc_conn_cur(0) gt 100 }", false, false),
+            ("is_ws", true, false),
+            ("multi", true, true),
+            ("{ path_beg /ws } { method GET }", true, false),
+            ("{ path_beg /ws } { method POST }", false, false),
+            ("{ path_beg /nope } || { method GET }", true, false),
+            ("{ path_beg /nope } or { method POST }", false, true),
+            ("!{ path_beg /nope }", true, true),
+            ("!is_ws", false, true),
+            ("is_ws !{ ssl_fc } or { host other.example }", true, true),
+        ]
+        .into_iter()
+        .map(|(c, a, b)| (c.to_string(), a, b))
+        .collect()
+    };
+    let table = rows.clone();
+    let f = fixture(&["app-01"], move |bind, addr| {
+        let rules: Vec<Value> = table
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _, _))| json!({ "action": "add-header", "name": format!("x-acl-{i}"), "value": "1", "if": c }))
+            .chain([json!({ "action": "add-header", "name": "x-acl-unless", "value": "1", "unless": "{ method GET }" })])
+            .collect();
+        json!({
+            "frontends": [{
+                "name": "fe",
+                "binds": [{ "address": bind.to_string() }],
+                "acls": [
+                    { "name": "is_ws", "expr": "hdr(Upgrade) -i websocket" },
+                    { "name": "multi", "expr": "path_beg /nope" },
+                    { "name": "multi", "expr": "path_beg /ws /api" }
+                ],
+                "http_request": rules,
+                "default_backend": "app"
+            }],
+            "backends": [{ "name": "app", "servers": [{ "name": "a1", "address": addr("app-01") }] }]
+        })
+    })
+    .await;
+    let a = "GET /ws/chat/room.html?room=42&user=bob HTTP/1.1\r\nHost: Chat.Example.com:8080\r\n\
+             Upgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nCookie: SESSION=abc; WSID=ws02\r\n\
+             X-Multi: a\r\nX-Multi: b\r\nUser-Agent: Mozilla/5.0 Firefox\r\nConnection: close\r\n\r\n";
+    let b = "POST /api/v1?x=1 HTTP/1.1\r\nHost: other.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    for (which, request) in [("A", a), ("B", b)] {
+        let r = raw_exchange(f.bind, request).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "request {which}: {r}");
+        let seen = f.backend("app-01").requests().pop().unwrap();
+        for (i, (cond, in_a, in_b)) in rows.iter().enumerate() {
+            let expected = if which == "A" { *in_a } else { *in_b };
+            let got = !seen.header_values(&format!("x-acl-{i}")).is_empty();
+            assert_eq!(got, expected, "request {which}: `{cond}`");
+        }
+        let unless = !seen.header_values("x-acl-unless").is_empty();
+        assert_eq!(
+            unless,
+            which == "B",
+            "request {which}: unless {{ method GET }}"
+        );
+    }
 }

@@ -110,6 +110,7 @@ pub fn compile(doc: &ConfigDocument) -> Result<pb::Snapshot, Invalid> {
         http_server_close: doc.defaults.http_server_close,
         retries: doc.defaults.retries,
         redispatch: doc.defaults.redispatch,
+        errorfiles: errorfiles(&mut errs, "defaults.errorfiles", &doc.defaults.errorfiles),
     };
 
     let backend_names: HashSet<&str> = doc.backends.iter().map(|b| b.name.as_str()).collect();
@@ -277,17 +278,18 @@ fn compile_frontend(
             });
         }
     }
-    let mut http_response = Vec::new();
-    for (j, r) in f.http_response.iter().enumerate() {
-        let rfield = format!("{field}.http_response[{j}]");
-        let c = cond(errs, &rfield, &r.cond_if, &r.unless);
-        if let Some(action) = response_action(errs, &rfield, r) {
-            http_response.push(pb::HttpResponseRule {
-                cond: c,
-                action: Some(action),
-            });
-        }
-    }
+    let http_response = response_rules(
+        errs,
+        &format!("{field}.http_response"),
+        &f.http_response,
+        &cond,
+    );
+    let http_after_response = response_rules(
+        errs,
+        &format!("{field}.http_after_response"),
+        &f.http_after_response,
+        &cond,
+    );
     let mut use_backend = Vec::new();
     for (j, u) in f.use_backend.iter().enumerate() {
         let rfield = format!("{field}.use_backend[{j}]");
@@ -330,7 +332,62 @@ fn compile_frontend(
         maxconn: f.maxconn,
         stick_table,
         forwardfor: f.forwardfor,
+        http_after_response,
+        errorfiles: errorfiles(errs, &format!("{field}.errorfiles"), &f.errorfiles),
     }
+}
+
+/// Statuses a node may generate itself, hence may carry an errorfile (HAProxy's list).
+const ERRORFILE_STATUSES: [u16; 18] = [
+    200, 400, 401, 403, 404, 405, 407, 408, 410, 413, 425, 429, 431, 500, 501, 502, 503, 504,
+];
+
+/// Largest errorfile body: it is sent from memory with every such response.
+const ERRORFILE_MAX: usize = 64 * 1024;
+
+fn errorfiles(errs: &mut Errors, field: &str, files: &[ErrorFile]) -> Vec<pb::ErrorFile> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(files.len());
+    for (i, e) in files.iter().enumerate() {
+        let efield = format!("{field}[{i}]");
+        if !ERRORFILE_STATUSES.contains(&e.status) {
+            errs.add(
+                format!("{efield}.status"),
+                format!(
+                    "{} is not a status the node generates (one of {ERRORFILE_STATUSES:?})",
+                    e.status
+                ),
+            );
+        } else if !seen.insert(e.status) {
+            errs.add(
+                format!("{efield}.status"),
+                format!("a second errorfile for {}", e.status),
+            );
+        }
+        if let Some(ct) = &e.content_type {
+            if ct.is_empty() || axum::http::HeaderValue::from_str(ct).is_err() {
+                errs.add(
+                    format!("{efield}.content_type"),
+                    format!("{ct:?} is not a valid header value"),
+                );
+            }
+        }
+        if e.body.len() > ERRORFILE_MAX {
+            errs.add(
+                format!("{efield}.body"),
+                format!(
+                    "{} bytes is over the {ERRORFILE_MAX}-byte limit",
+                    e.body.len()
+                ),
+            );
+        }
+        out.push(pb::ErrorFile {
+            status: u32::from(e.status),
+            content_type: e.content_type.clone().unwrap_or_default(),
+            body: e.body.clone(),
+        });
+    }
+    out
 }
 
 fn stick_table(errs: &mut Errors, field: &str, s: &StickTable) -> pb::StickTable {
@@ -609,6 +666,30 @@ fn request_action(
             return None;
         }
     })
+}
+
+/// Parses a rule's `if`/`unless` into a condition (the frontend's ACL names in scope).
+type CondParser<'a> =
+    dyn Fn(&mut Errors, &str, &Option<String>, &Option<String>) -> Option<pb::Condition> + 'a;
+
+fn response_rules(
+    errs: &mut Errors,
+    field: &str,
+    rules: &[HttpRule],
+    cond: &CondParser<'_>,
+) -> Vec<pb::HttpResponseRule> {
+    let mut out = Vec::with_capacity(rules.len());
+    for (j, r) in rules.iter().enumerate() {
+        let rfield = format!("{field}[{j}]");
+        let c = cond(errs, &rfield, &r.cond_if, &r.unless);
+        if let Some(action) = response_action(errs, &rfield, r) {
+            out.push(pb::HttpResponseRule {
+                cond: c,
+                action: Some(action),
+            });
+        }
+    }
+    out
 }
 
 fn response_action(
@@ -961,5 +1042,48 @@ mod tests {
             .iter()
             .any(|e| e.field == "frontends[1].binds[0].address"
                 && e.message.contains("already bound")));
+    }
+
+    #[test]
+    fn errorfiles_and_after_response_rules_are_checked() {
+        let mut doc = article();
+        let page = |status: u16, content_type: Option<&str>, body: String| ErrorFile {
+            status,
+            content_type: content_type.map(str::to_string),
+            body,
+        };
+        doc.defaults.errorfiles = vec![
+            page(503, None, "<p>down</p>".into()),
+            page(302, None, "x".into()),
+            page(503, None, "again".into()),
+        ];
+        doc.frontends[0].errorfiles = vec![
+            page(403, Some("text/plain\r\nX-Evil: 1"), "no".into()),
+            page(429, None, "x".repeat(ERRORFILE_MAX + 1)),
+        ];
+        doc.frontends[0].http_after_response = vec![serde_json::from_value(
+            serde_json::json!({ "action": "set-header", "name": "X-A", "value": "1", "if": "is_websockt" }),
+        )
+        .unwrap()];
+        let Invalid(errors) = compile(&doc).unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "defaults.errorfiles[1].status",
+                "defaults.errorfiles[2].status",
+                "frontends[0].http_after_response[0].if",
+                "frontends[0].errorfiles[0].content_type",
+                "frontends[0].errorfiles[1].body",
+            ],
+            "{errors:?}"
+        );
+
+        let mut doc = article();
+        doc.defaults.errorfiles = vec![page(503, None, "<p>down</p>".into())];
+        let snap = compile(&doc).unwrap();
+        let files = &snap.defaults.unwrap().errorfiles;
+        assert_eq!(files[0].status, 503);
+        assert_eq!(files[0].body, "<p>down</p>");
     }
 }

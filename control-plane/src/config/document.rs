@@ -39,6 +39,23 @@ pub struct Defaults {
     pub retries: Option<u32>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub redispatch: bool,
+    /// Bodies for the responses nodes generate themselves (HAProxy `errorfile`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errorfiles: Vec<ErrorFile>,
+}
+
+/// Replaces the body of a response a node generates itself — a denial, 408 on slow
+/// headers, 502/503/504 when servers fail — as HAProxy's `errorfile` does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorFile {
+    /// One of 200, 400, 401, 403, 404, 405, 407, 408, 410, 413, 425, 429, 431, 500, 501,
+    /// 502, 503, 504.
+    pub status: u16,
+    /// Default `text/html`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    pub body: String,
 }
 
 /// Timeouts by phase, as HAProxy durations (`"5s"`, `"1h"`, `"500ms"`).
@@ -82,6 +99,9 @@ pub struct Frontend {
     pub http_request: Vec<HttpRule>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_response: Vec<HttpRule>,
+    /// Header rules for every response sent to clients, the node's own included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_after_response: Vec<HttpRule>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub use_backend: Vec<UseBackend>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,6 +112,9 @@ pub struct Frontend {
     pub maxconn: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forwardfor: Option<bool>,
+    /// Overrides `defaults.errorfiles` status by status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errorfiles: Vec<ErrorFile>,
 }
 
 /// A listening address, optionally terminating TLS.

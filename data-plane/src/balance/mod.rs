@@ -75,6 +75,7 @@ mod tests {
             backup,
             state: ServerState::Ready,
             counters: Arc::new(ServerCounters::default()),
+            pool: None,
         }
     }
 

@@ -71,11 +71,26 @@ pub enum ResponseAction {
     DelHeader(http::HeaderName),
 }
 
+/// A body for a status the node generates itself (a configured errorfile).
+#[derive(Debug, Clone)]
+pub struct ErrorPage {
+    pub content_type: http::HeaderValue,
+    pub body: bytes::Bytes,
+}
+
+/// Errorfiles by status.
+pub type ErrorPages = HashMap<u16, ErrorPage>;
+
 #[derive(Debug)]
 pub struct FrontendPlan {
     pub name: Arc<str>,
     pub http_request: Vec<(Option<Condition>, RequestAction)>,
     pub http_response: Vec<(Option<Condition>, ResponseAction)>,
+    /// Applied to every response sent to a client, the node's own included.
+    pub http_after_response: Vec<(Option<Condition>, ResponseAction)>,
+    pub errorfiles: ErrorPages,
+    /// The complete 408 response for `timeout http-request`, rendered once.
+    pub timeout_page: bytes::Bytes,
     pub use_backend: Vec<(Option<Condition>, Arc<BackendPlan>)>,
     pub default_backend: Option<Arc<BackendPlan>>,
     /// Client inactivity before the upgrade and between keep-alive requests.
@@ -97,6 +112,8 @@ pub struct ServerPlan {
     pub backup: bool,
     pub state: pb::ServerState,
     pub counters: Arc<ServerCounters>,
+    /// Idle keep-alive connections; `None` with `http_server_close`.
+    pub pool: Option<Arc<crate::proxy::pool::Pool>>,
 }
 
 impl ServerPlan {
@@ -116,6 +133,8 @@ pub struct BackendPlan {
     pub tunnel_timeout: Duration,
     pub retries: u32,
     pub redispatch: bool,
+    /// `option http-server-close`: one request per server connection.
+    pub server_close: bool,
     pub rr: RoundRobin,
 }
 
@@ -142,7 +161,7 @@ impl Plan {
     /// Compiles a snapshot. Errors say which object could not be compiled; the caller
     /// nacks with that text and keeps the previous plan.
     pub fn compile(snap: &pb::Snapshot, stats: &StatsRegistry) -> Result<Self, String> {
-        let defaults = snap.defaults.unwrap_or_default();
+        let defaults = snap.defaults.clone().unwrap_or_default();
         let dt = defaults.timeouts.unwrap_or_default();
 
         let mut backends_by_name = HashMap::new();
@@ -151,6 +170,7 @@ impl Plan {
             let bt = b.timeouts.unwrap_or_default();
             let server_timeout = ms(bt.server_ms.or(dt.server_ms)).unwrap_or(DEFAULT_SERVER);
             let client_timeout = ms(dt.client_ms).unwrap_or(DEFAULT_CLIENT);
+            let server_close = b.http_server_close.unwrap_or(defaults.http_server_close);
             let servers = b
                 .servers
                 .iter()
@@ -162,6 +182,7 @@ impl Plan {
                     backup: s.backup,
                     state: s.state(),
                     counters: stats.server(&b.name, &s.name),
+                    pool: (!server_close).then(Arc::default),
                 })
                 .collect::<Vec<_>>();
             let plan = Arc::new(BackendPlan {
@@ -175,6 +196,7 @@ impl Plan {
                     .unwrap_or(server_timeout.max(client_timeout)),
                 retries: b.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
                 redispatch: b.redispatch.unwrap_or(defaults.redispatch),
+                server_close,
             });
             backends_by_name.insert(b.name.clone(), plan.clone());
             backends.push(plan);
@@ -240,24 +262,48 @@ impl Plan {
                 };
                 http_request.push((cond(&r.cond)?, action));
             }
-            let mut http_response = Vec::new();
-            for r in &f.http_response {
-                use pb::http_response_rule::Action as A;
-                let action = match r.action.as_ref().ok_or_else(|| ctx("empty rule".into()))? {
-                    A::SetHeader(h) => ResponseAction::SetHeader(
-                        header_name(&h.name).map_err(ctx)?,
-                        header_value(&h.value).map_err(ctx)?,
-                    ),
-                    A::AddHeader(h) => ResponseAction::AddHeader(
-                        header_name(&h.name).map_err(ctx)?,
-                        header_value(&h.value).map_err(ctx)?,
-                    ),
-                    A::DelHeader(h) => {
-                        ResponseAction::DelHeader(header_name(&h.name).map_err(ctx)?)
-                    }
+            let response_rules = |rules: &[pb::HttpResponseRule]| {
+                let mut out = Vec::with_capacity(rules.len());
+                for r in rules {
+                    use pb::http_response_rule::Action as A;
+                    let action = match r.action.as_ref().ok_or_else(|| ctx("empty rule".into()))? {
+                        A::SetHeader(h) => ResponseAction::SetHeader(
+                            header_name(&h.name).map_err(ctx)?,
+                            header_value(&h.value).map_err(ctx)?,
+                        ),
+                        A::AddHeader(h) => ResponseAction::AddHeader(
+                            header_name(&h.name).map_err(ctx)?,
+                            header_value(&h.value).map_err(ctx)?,
+                        ),
+                        A::DelHeader(h) => {
+                            ResponseAction::DelHeader(header_name(&h.name).map_err(ctx)?)
+                        }
+                    };
+                    out.push((cond(&r.cond)?, action));
+                }
+                Ok::<_, String>(out)
+            };
+            let http_response = response_rules(&f.http_response)?;
+            let http_after_response = response_rules(&f.http_after_response)?;
+            let mut errorfiles = ErrorPages::new();
+            // The frontend's own entries override the defaults'.
+            for e in defaults.errorfiles.iter().chain(&f.errorfiles) {
+                let code = status(e.status).map_err(ctx)?;
+                let content_type = if e.content_type.is_empty() {
+                    http::HeaderValue::from_static("text/html")
+                } else {
+                    header_value(&e.content_type).map_err(ctx)?
                 };
-                http_response.push((cond(&r.cond)?, action));
+                errorfiles.insert(
+                    code.as_u16(),
+                    ErrorPage {
+                        content_type,
+                        body: bytes::Bytes::from(e.body.clone()),
+                    },
+                );
             }
+            let timeout_page =
+                crate::proxy::error::raw_response(http::StatusCode::REQUEST_TIMEOUT, &errorfiles);
             let mut use_backend = Vec::new();
             for u in &f.use_backend {
                 use_backend.push((cond(&u.cond)?, backend(&u.backend, &f.name)?));
@@ -272,6 +318,9 @@ impl Plan {
                 name: f.name.as_str().into(),
                 http_request,
                 http_response,
+                http_after_response,
+                errorfiles,
+                timeout_page,
                 use_backend,
                 default_backend,
                 client_timeout: ms(ft.client_ms.or(dt.client_ms)).unwrap_or(DEFAULT_CLIENT),

@@ -5,6 +5,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use super::Body;
+use crate::config::ErrorPages;
 
 /// `backend/server`, formatted only when an error or a log line needs it.
 #[derive(Debug, Clone)]
@@ -74,22 +75,44 @@ fn explanation(status: StatusCode) -> &'static str {
     }
 }
 
-/// A response Sluice generates itself (errors, denials), HAProxy-style small HTML.
-pub fn local_response(status: StatusCode) -> Response<Body> {
+/// The body of a response the node generates itself: the frontend's errorfile for the
+/// status, else a small HAProxy-style HTML page.
+fn page(status: StatusCode, pages: &ErrorPages) -> (HeaderValue, Bytes) {
+    if let Some(p) = pages.get(&status.as_u16()) {
+        return (p.content_type.clone(), p.body.clone());
+    }
     let body = format!(
         "<html><body><h1>{} {}</h1>\n{}\n</body></html>\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         explanation(status)
     );
-    let mut resp = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    (HeaderValue::from_static("text/html"), Bytes::from(body))
+}
+
+/// A response the node generates itself (errors, denials).
+pub fn local_response(status: StatusCode, pages: &ErrorPages) -> Response<Body> {
+    let (content_type, body) = page(status, pages);
+    let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    h.insert(header::CONTENT_TYPE, content_type);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
+}
+
+/// A complete HTTP/1.1 response that closes the connection, for the moments no HTTP
+/// stack is in charge of the socket (the 408 on `timeout http-request`).
+pub fn raw_response(status: StatusCode, pages: &ErrorPages) -> Bytes {
+    let (content_type, body) = page(status, pages);
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncache-control: no-cache\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        content_type.to_str().unwrap_or("text/html"),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    Bytes::from(out)
 }

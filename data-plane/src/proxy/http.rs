@@ -12,9 +12,9 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -23,17 +23,20 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use sluice_proto::v1 as pb;
 use tokio::net::TcpStream;
 
 use super::error::{local_response, ProxyError, ServerRef};
-use super::io::ClientIo;
+use super::io::{ClientIo, ConnState};
 use super::log;
+use super::pool::{self, PooledBody};
 use super::tunnel::{self, TunnelEnd};
 use super::Body;
-use crate::config::acl::{holds, RequestCtx};
-use crate::config::{BackendPlan, BindPlan, FrontendPlan, RequestAction, ResponseAction};
+use crate::config::acl::{holds, Condition, RequestCtx};
+use crate::config::{
+    BackendPlan, BindPlan, FrontendPlan, RequestAction, ResponseAction, ServerPlan,
+};
 use crate::stats::{FrontendCounters, Held, ServerCounters};
 
 /// Largest request head accepted; beyond it the client gets 431.
@@ -44,11 +47,11 @@ struct Conn {
     bind: Arc<BindPlan>,
     src: SocketAddr,
     local: SocketAddr,
-    busy: Arc<AtomicUsize>,
+    /// Shared with the socket wrapper: requests in flight and received so far (the
+    /// first request's Tq counts from the accept).
+    state: Arc<ConnState>,
     accepted: Instant,
     accepted_at: SystemTime,
-    /// Requests served so far; the first one's Tq counts from the accept.
-    requests: AtomicUsize,
 }
 
 impl Conn {
@@ -72,6 +75,9 @@ struct Phases {
     response_ms: i64,
     retries: u32,
     server_counters: Option<Arc<ServerCounters>>,
+    /// The request as the response rules see it (after `http_request` rules), kept only
+    /// when the frontend has response rules.
+    view: Option<Parts>,
 }
 
 impl Default for Phases {
@@ -83,6 +89,7 @@ impl Default for Phases {
             response_ms: -1,
             retries: 0,
             server_counters: None,
+            view: None,
         }
     }
 }
@@ -95,6 +102,7 @@ pub async fn serve_connection(
     bind: Arc<BindPlan>,
     current: Held<FrontendCounters>,
 ) {
+    let started = Instant::now();
     let fe = bind.frontend.clone();
     fe.counters.total_connections.fetch_add(1, Relaxed);
     // TCP_NODELAY is inherited from the listener. The local address is the bind's,
@@ -104,56 +112,92 @@ pub async fn serve_connection(
     } else {
         bind.address
     };
-    let io = ClientIo::new(stream, fe.client_timeout);
+    let io = ClientIo::new(
+        stream,
+        fe.client_timeout,
+        fe.http_request_timeout,
+        fe.timeout_page.clone(),
+    );
+    let state = io.state.clone();
     let conn = Arc::new(Conn {
-        busy: io.busy.clone(),
+        state: state.clone(),
         bind,
         src,
         local,
         accepted: Instant::now(),
         accepted_at: SystemTime::now(),
-        requests: AtomicUsize::new(0),
     });
     let svc = service_fn(move |req| {
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(handle(req, conn).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(fe.http_request_timeout)
-        .max_header_size(MAX_HEAD);
-    if let Err(e) = builder
+    // `timeout http-request` is enforced by `ClientIo`, which answers 408 on it.
+    builder.header_read_timeout(None).max_header_size(MAX_HEAD);
+    let served = builder
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades()
-        .await
-    {
+        .await;
+    if let Err(e) = &served {
         tracing::debug!(client = %src, error = %e, "client connection ended with an error");
+    }
+    // Requests that never reached the service still count and get a log line. (A
+    // timeout before any byte ends the connection without an error from hyper.)
+    let refused = if state.head_timed_out.load(Relaxed) {
+        Some((StatusCode::REQUEST_TIMEOUT, "cR--"))
+    } else {
+        match &served {
+            Err(e) if e.is_parse_too_large() => {
+                Some((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "PR--"))
+            }
+            Err(e) if e.is_parse() => Some((StatusCode::BAD_REQUEST, "PR--")),
+            _ => None,
+        }
+    };
+    if let Some((status, termination)) = refused {
+        fe.counters.count_response(status);
+        fe.counters.bad_requests.fetch_add(1, Relaxed);
+        if log::enabled() {
+            log::Entry {
+                client: src.to_string(),
+                accepted: Some(SystemTime::now()),
+                frontend: fe.name.to_string(),
+                backend: "<NOSRV>".into(),
+                server: "<NOSRV>".into(),
+                timers: [-1, -1, -1, -1, started.elapsed().as_millis() as i64],
+                status: status.as_u16(),
+                termination,
+                fe_conn: fe.counters.open_connections(),
+                request: "<BADREQ>".into(),
+                ..log::Entry::default()
+            }
+            .emit();
+        }
     }
     drop(current);
     fe.counters.released.notify_waiters();
 }
 
-/// Marks a request in flight (suspends the client idle timeout) until dropped.
-struct Busy(Arc<AtomicUsize>);
+/// Marks a request in flight (suspends the client timeouts) until dropped.
+struct Busy<'a>(&'a ConnState);
 
-impl Busy {
-    fn new(c: &Arc<AtomicUsize>) -> Self {
-        c.fetch_add(1, Relaxed);
-        Self(c.clone())
+impl<'a> Busy<'a> {
+    fn new(state: &'a ConnState) -> Self {
+        state.busy.fetch_add(1, Relaxed);
+        Self(state)
     }
 }
 
-impl Drop for Busy {
+impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
+        self.0.busy.fetch_sub(1, Relaxed);
     }
 }
 
 async fn handle(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
-    let _busy = Busy::new(&conn.busy);
+    let _busy = Busy::new(&conn.state);
     let started = Instant::now();
-    let first = conn.requests.fetch_add(1, Relaxed) == 0;
+    let first = conn.state.requests.fetch_add(1, Relaxed) == 0;
     let fe = conn.bind.frontend.clone();
     fe.counters.total_requests.fetch_add(1, Relaxed);
     let upgrade = is_upgrade_request(req.headers());
@@ -201,9 +245,15 @@ async fn handle(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
             if let Some(en) = entry.as_mut() {
                 en.termination = e.termination();
             }
-            local_response(e.status())
+            local_response(e.status(), &fe.errorfiles)
         }
     };
+    let mut resp = resp;
+    if !fe.http_after_response.is_empty() {
+        if let Some(view) = &phases.view {
+            apply_response_rules(resp.headers_mut(), view, &conn, &fe.http_after_response);
+        }
+    }
     fe.counters.count_response(resp.status());
     // A tunnel is logged when it closes; everything else now.
     if let Some(mut en) = entry {
@@ -279,7 +329,7 @@ fn apply_request_rules(
             }
             RequestAction::Deny(status) => {
                 fe.counters.denied.fetch_add(1, Relaxed);
-                return Some(local_response(*status));
+                return Some(local_response(*status, &fe.errorfiles));
             }
             RequestAction::Return {
                 status,
@@ -356,9 +406,36 @@ fn choose_backend(parts: &Parts, conn: &Conn, fe: &FrontendPlan) -> Option<Arc<B
         .or_else(|| fe.default_backend.clone())
 }
 
-/// Connects to a server of `backend`, retrying `retries` times; with `redispatch`, the
-/// last retry goes to another server if there is one.
-async fn connect(backend: &BackendPlan) -> Result<(usize, TcpStream, u32), ProxyError> {
+/// A server connection for one request: a new socket, or an idle pooled connection.
+enum Upstream {
+    Fresh(TcpStream),
+    Pooled(pool::Sender),
+}
+
+async fn connect_server(server: &ServerPlan, timeout: Duration) -> Result<TcpStream, String> {
+    let connecting = async {
+        match server.socket_addr {
+            Some(addr) => TcpStream::connect(addr).await,
+            None => TcpStream::connect(server.address.as_str()).await,
+        }
+    };
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timeout connect".to_string()),
+    }
+}
+
+/// Picks a server of `backend` and gets a connection to it: an idle pooled one when
+/// `pooled`, else a new one, retrying `retries` times; with `redispatch`, the last retry
+/// goes to another server if there is one.
+async fn connect(
+    backend: &BackendPlan,
+    pooled: bool,
+) -> Result<(usize, Upstream, u32), ProxyError> {
     let mut idx = backend
         .rr
         .pick(&backend.servers, |_, s| s.accepts_new())
@@ -367,19 +444,14 @@ async fn connect(backend: &BackendPlan) -> Result<(usize, TcpStream, u32), Proxy
     loop {
         attempts += 1;
         let server = &backend.servers[idx];
-        let connecting = async {
-            match server.socket_addr {
-                Some(addr) => TcpStream::connect(addr).await,
-                None => TcpStream::connect(server.address.as_str()).await,
+        if pooled {
+            if let Some(sender) = server.pool.as_ref().and_then(|p| p.take()) {
+                return Ok((idx, Upstream::Pooled(sender), attempts - 1));
             }
-        };
-        let reason = match tokio::time::timeout(backend.connect_timeout, connecting).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                return Ok((idx, stream, attempts - 1));
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timeout connect".to_string(),
+        }
+        let reason = match connect_server(server, backend.connect_timeout).await {
+            Ok(stream) => return Ok((idx, Upstream::Fresh(stream), attempts - 1)),
+            Err(reason) => reason,
         };
         server.counters.connect_errors.fetch_add(1, Relaxed);
         tracing::debug!(backend = %backend.name, server = %server.name, %reason, attempts, "connect failed");
@@ -400,6 +472,81 @@ async fn connect(backend: &BackendPlan) -> Result<(usize, TcpStream, u32), Proxy
             }
         }
     }
+}
+
+/// Sends a plain (non-upgrade) request on a keep-alive server connection and relays the
+/// response; the connection returns to the server's pool once the body has been relayed.
+/// A pooled connection the server closed meanwhile is replaced by a new one, as long as
+/// the request has not been sent on it.
+async fn exchange_pooled(
+    mut request: Request<Incoming>,
+    mut upstream: Upstream,
+    server: &ServerPlan,
+    backend: &BackendPlan,
+    server_name: &ServerRef,
+    held: Held<ServerCounters>,
+) -> Result<Response<Body>, ProxyError> {
+    let pool = server.pool.clone().expect("a pooled exchange needs a pool");
+    let bad = |reason: String| ProxyError::BadResponse {
+        server: server_name.clone(),
+        reason,
+    };
+    let fresh = || async {
+        connect_server(server, backend.connect_timeout)
+            .await
+            .map(Upstream::Fresh)
+            .map_err(|reason| ProxyError::Connect {
+                server: server_name.to_string(),
+                attempts: 1,
+                reason,
+            })
+    };
+    let exchange = async {
+        loop {
+            let (mut sender, reused) = match upstream {
+                Upstream::Pooled(s) => (s, true),
+                Upstream::Fresh(stream) => {
+                    let (s, connection) = hyper::client::conn::http1::Builder::new()
+                        .handshake::<_, Incoming>(TokioIo::new(stream))
+                        .await
+                        .map_err(|e| bad(e.to_string()))?;
+                    tokio::spawn(async move {
+                        let _ = connection.await;
+                    });
+                    (s, false)
+                }
+            };
+            let result = match sender.ready().await {
+                Ok(()) => sender.try_send_request(request).await,
+                Err(e) if reused => {
+                    tracing::debug!(server = %server_name, error = %e, "pooled connection closed; reconnecting");
+                    upstream = fresh().await?;
+                    continue;
+                }
+                Err(e) => return Err(bad(e.to_string())),
+            };
+            match result {
+                Ok(resp) => return Ok((resp, sender)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => {
+                        tracing::debug!(server = %server_name, error = %e.error(), "pooled connection failed before sending; reconnecting");
+                        request = unsent;
+                        upstream = fresh().await?;
+                    }
+                    _ => return Err(bad(e.into_error().to_string())),
+                },
+            }
+        }
+    };
+    let (resp, sender) = match tokio::time::timeout(backend.server_timeout, exchange).await {
+        Err(_) => return Err(ProxyError::ServerTimeout(server_name.clone())),
+        Ok(r) => r?,
+    };
+    let (parts, body) = resp.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        PooledBody::new(body, sender, pool, held).boxed(),
+    ))
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) that must not be forwarded on plain requests.
@@ -427,12 +574,14 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-fn apply_response_rules(h: &mut HeaderMap, parts: &Parts, conn: &Conn, fe: &FrontendPlan) {
-    if fe.http_response.is_empty() {
-        return;
-    }
+fn apply_response_rules(
+    h: &mut HeaderMap,
+    parts: &Parts,
+    conn: &Conn,
+    rules: &[(Option<Condition>, ResponseAction)],
+) {
     let ctx = conn.ctx(parts);
-    for (cond, action) in &fe.http_response {
+    for (cond, action) in rules {
         if !holds(cond, &ctx) {
             continue;
         }
@@ -450,6 +599,18 @@ fn apply_response_rules(h: &mut HeaderMap, parts: &Parts, conn: &Conn, fe: &Fron
     }
 }
 
+/// What the headers of a plain server response go through before the client sees them.
+fn server_response_headers(h: &mut HeaderMap, phases: &Phases, conn: &Conn, fe: &FrontendPlan) {
+    strip_hop_by_hop(h);
+    if let Some(view) = phases
+        .view
+        .as_ref()
+        .filter(|_| !fe.http_response.is_empty())
+    {
+        apply_response_rules(h, view, conn, &fe.http_response);
+    }
+}
+
 async fn forward(
     mut parts: Parts,
     body: Incoming,
@@ -459,7 +620,16 @@ async fn forward(
     phases: &mut Phases,
     entry: &mut Option<log::Entry>,
 ) -> Result<Response<Body>, ProxyError> {
-    if let Some(resp) = apply_request_rules(&mut parts, conn, fe) {
+    let answered = apply_request_rules(&mut parts, conn, fe);
+    // Keep a copy of what the response rules may look at; the request itself moves on.
+    if !fe.http_response.is_empty() || !fe.http_after_response.is_empty() {
+        let mut p = Request::new(()).into_parts().0;
+        p.method = parts.method.clone();
+        p.uri = parts.uri.clone();
+        p.headers = parts.headers.clone();
+        phases.view = Some(p);
+    }
+    if let Some(resp) = answered {
         // Answered by a rule (redirect, deny, return): "locally processed".
         if let Some(en) = entry.as_mut() {
             en.termination = "LR--";
@@ -476,7 +646,9 @@ async fn forward(
     let backend = choose_backend(&parts, conn, fe).ok_or(ProxyError::NoBackend)?;
     phases.backend = Some(backend.name.clone());
     let connect_started = Instant::now();
-    let (idx, stream, retries) = connect(&backend).await?;
+    // Upgrades always get a connection of their own: it becomes the tunnel's.
+    let pooled = client_upgrade.is_none() && !backend.server_close;
+    let (idx, upstream, retries) = connect(&backend, pooled).await?;
     phases.connect_ms = connect_started.elapsed().as_millis() as i64;
     phases.retries = retries;
     let server = &backend.servers[idx];
@@ -491,22 +663,27 @@ async fn forward(
     });
     server.counters.total_connections.fetch_add(1, Relaxed);
 
-    // Keep a copy of what the response rules may look at; the request itself moves on.
-    let rule_view = (!fe.http_response.is_empty()).then(|| {
-        let mut p = Request::new(()).into_parts().0;
-        p.method = parts.method.clone();
-        p.uri = parts.uri.clone();
-        p.headers = parts.headers.clone();
-        p
-    });
     if client_upgrade.is_none() {
         strip_hop_by_hop(&mut parts.headers);
-        // One request per server connection (http-server-close); pooling comes later.
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if backend.server_close {
+            // One request per server connection (option http-server-close).
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
     }
     let request = Request::from_parts(parts, body);
+    if pooled {
+        let sent_at = Instant::now();
+        let resp = exchange_pooled(request, upstream, server, &backend, &server_name, held).await;
+        phases.response_ms = sent_at.elapsed().as_millis() as i64;
+        let (mut rparts, rbody) = resp?.into_parts();
+        server_response_headers(&mut rparts.headers, phases, conn, fe);
+        return Ok(Response::from_parts(rparts, rbody));
+    }
+    let Upstream::Fresh(stream) = upstream else {
+        unreachable!("only pooled exchanges take pooled connections");
+    };
 
     let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, Incoming>(TokioIo::new(stream))
@@ -591,8 +768,12 @@ async fn forward(
         );
         *out.status_mut() = status;
         *out.headers_mut() = std::mem::take(resp.headers_mut());
-        if let Some(view) = &rule_view {
-            apply_response_rules(out.headers_mut(), view, conn, fe);
+        if let Some(view) = phases
+            .view
+            .as_ref()
+            .filter(|_| !fe.http_response.is_empty())
+        {
+            apply_response_rules(out.headers_mut(), view, conn, &fe.http_response);
         }
         fe.counters.total_upgrades.fetch_add(1, Relaxed);
         // The tunnel writes the access-log line when it closes.
@@ -628,10 +809,7 @@ async fn forward(
     }
 
     let (mut rparts, rbody) = resp.into_parts();
-    strip_hop_by_hop(&mut rparts.headers);
-    if let Some(view) = &rule_view {
-        apply_response_rules(&mut rparts.headers, view, conn, fe);
-    }
+    server_response_headers(&mut rparts.headers, phases, conn, fe);
     // The server connection (and its count) lives until the body has been relayed.
     let body = rbody.map_frame(move |f| {
         let _ = &held;

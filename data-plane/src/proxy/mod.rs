@@ -8,6 +8,7 @@ pub mod error;
 pub mod http;
 pub mod io;
 pub mod log;
+pub mod pool;
 pub mod tunnel;
 
 use std::collections::HashMap;

@@ -24,6 +24,8 @@ pub struct FrontendCounters {
     /// Tunnel payload bytes to clients.
     pub bytes_out: AtomicU64,
     pub denied: AtomicU64,
+    /// Requests refused before routing: malformed, head too large, head too slow.
+    pub bad_requests: AtomicU64,
     pub responses_by_class: [AtomicU64; 5],
     /// Signalled when a client connection or tunnel ends, for accept loops waiting
     /// below `maxconn`.
