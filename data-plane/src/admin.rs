@@ -40,6 +40,26 @@ struct ServerLabels {
     server: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerClassLabels {
+    backend: String,
+    server: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerErrorLabels {
+    backend: String,
+    server: String,
+    /// `connect`, `timeout` (no response within timeout server) or `response` (invalid).
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: String,
+}
+
 /// The registry is built afresh for every scrape, so a counter is exposed by adding the
 /// cumulative value read from the node's atomics to a new zero counter.
 fn counter_family<L>() -> Family<L, Counter>
@@ -143,11 +163,26 @@ pub fn render(node: &Node) -> String {
         fe_responses,
     );
 
+    let be_requests = counter_family::<BackendLabels>();
+    let be_no_server = counter_family::<BackendLabels>();
     let srv_conns = Family::<ServerLabels, Gauge>::default();
     let srv_tunnels = Family::<ServerLabels, Gauge>::default();
     let srv_conns_total = counter_family::<ServerLabels>();
-    let srv_errors = counter_family::<ServerLabels>();
+    let srv_upgrades = counter_family::<ServerLabels>();
+    let srv_bytes_in = counter_family::<ServerLabels>();
+    let srv_bytes_out = counter_family::<ServerLabels>();
+    let srv_errors = counter_family::<ServerErrorLabels>();
+    let srv_responses = counter_family::<ServerClassLabels>();
     for b in &plan.backends {
+        let bl = BackendLabels {
+            backend: b.name.to_string(),
+        };
+        be_requests
+            .get_or_create(&bl)
+            .inc_by(b.counters.total_requests.load(Relaxed));
+        be_no_server
+            .get_or_create(&bl)
+            .inc_by(b.counters.no_server.load(Relaxed));
         for s in &b.servers {
             let l = ServerLabels {
                 backend: b.name.to_string(),
@@ -163,11 +198,49 @@ pub fn render(node: &Node) -> String {
             srv_conns_total
                 .get_or_create(&l)
                 .inc_by(c.total_connections.load(Relaxed));
-            srv_errors
+            srv_upgrades
                 .get_or_create(&l)
-                .inc_by(c.connect_errors.load(Relaxed));
+                .inc_by(c.total_upgrades.load(Relaxed));
+            srv_bytes_in
+                .get_or_create(&l)
+                .inc_by(c.bytes_in.load(Relaxed));
+            srv_bytes_out
+                .get_or_create(&l)
+                .inc_by(c.bytes_out.load(Relaxed));
+            for (kind, n) in [
+                ("connect", &c.connect_errors),
+                ("timeout", &c.timeouts),
+                ("response", &c.bad_responses),
+            ] {
+                srv_errors
+                    .get_or_create(&ServerErrorLabels {
+                        backend: l.backend.clone(),
+                        server: l.server.clone(),
+                        kind,
+                    })
+                    .inc_by(n.load(Relaxed));
+            }
+            for (i, n) in c.responses_by_class.iter().enumerate() {
+                srv_responses
+                    .get_or_create(&ServerClassLabels {
+                        backend: l.backend.clone(),
+                        server: l.server.clone(),
+                        code: format!("{}xx", i + 1),
+                    })
+                    .inc_by(n.load(Relaxed));
+            }
         }
     }
+    reg.register(
+        "backend_requests",
+        "Requests routed to the backend",
+        be_requests,
+    );
+    reg.register(
+        "backend_no_server",
+        "Requests that found no usable server (503)",
+        be_no_server,
+    );
     reg.register(
         "server_connections",
         "Open connections to the server",
@@ -176,13 +249,33 @@ pub fn render(node: &Node) -> String {
     reg.register("server_tunnels", "Open tunnels to the server", srv_tunnels);
     reg.register(
         "server_connections_opened",
-        "Connections opened to the server",
+        "Requests and upgrades sent to the server",
         srv_conns_total,
     );
     reg.register(
-        "server_connect_errors",
-        "Failed connection attempts",
+        "server_upgrades",
+        "Upgrades the server accepted",
+        srv_upgrades,
+    );
+    reg.register(
+        "server_tunnel_bytes_in",
+        "Tunnel bytes from clients to the server",
+        srv_bytes_in,
+    );
+    reg.register(
+        "server_tunnel_bytes_out",
+        "Tunnel bytes from the server to clients",
+        srv_bytes_out,
+    );
+    reg.register(
+        "server_errors",
+        "Server-side failures by kind: connect, timeout, response",
         srv_errors,
+    );
+    reg.register(
+        "server_responses",
+        "Server responses by status class",
+        srv_responses,
     );
 
     let mut out = String::new();

@@ -386,6 +386,23 @@ async fn failures_get_clear_statuses() {
     assert!(head.starts_with("HTTP/1.1 431"), "oversized head: {head}");
     // The node is unharmed.
     assert_eq!(http_get(f.bind, "/", &[]).await.0, 200);
+
+    // Each failure is counted by kind where it happened.
+    let metrics = metrics(&f).await;
+    for line in [
+        "sluice_server_errors_total{backend=\"down\",server=\"d1\",kind=\"connect\"} 2",
+        "sluice_server_errors_total{backend=\"slow\",server=\"s1\",kind=\"timeout\"} 1",
+        "sluice_backend_no_server_total{backend=\"empty\"} 1",
+        "sluice_server_responses_total{backend=\"app\",server=\"a1\",code=\"2xx\"} 1",
+        "sluice_frontend_invalid_requests_total{frontend=\"fe\"} 2",
+        "sluice_frontend_responses_total{frontend=\"fe\",code=\"4xx\"} 2",
+        "sluice_frontend_responses_total{frontend=\"fe\",code=\"5xx\"} 4",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -420,6 +437,12 @@ async fn maxconn_holds_new_connections_until_one_closes() {
         .unwrap();
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+}
+
+/// The node's Prometheus metrics, as text.
+async fn metrics(f: &Fixture) -> String {
+    let url = format!("{}/metrics", f.dp.admin);
+    reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
 /// Sends a raw request and returns everything the node sends until it closes.
@@ -709,12 +732,7 @@ async fn errorfiles_after_response_rules_and_slow_headers() {
     assert!(String::from_utf8_lossy(&chunk[..n]).starts_with("HTTP/1.1 200"));
 
     // The refused requests show in the node's metrics.
-    let metrics = reqwest::get(format!("{}/metrics", f.dp.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&f).await;
     let invalid = metrics
         .lines()
         .find(|l| l.starts_with("sluice_frontend_invalid_requests_total{frontend=\"fe\"}"))

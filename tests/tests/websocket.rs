@@ -234,4 +234,15 @@ async fn the_tunnel_is_raw_bytes_with_half_close() {
         bytes_in >= 200_007,
         "{bytes_in} tunnel bytes counted from the client"
     );
+    // The same tunnel, seen from the server it went to.
+    assert!(
+        text.contains("sluice_server_upgrades_total{backend=\"echo\",server=\"echo-0\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "sluice_server_tunnel_bytes_in_total{{backend=\"echo\",server=\"echo-0\"}} {bytes_in}"
+        )),
+        "{text}"
+    );
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use sluice_proto::v1 as pb;
 
 use crate::balance::RoundRobin;
-use crate::stats::{FrontendCounters, ServerCounters, StatsRegistry};
+use crate::stats::{BackendCounters, FrontendCounters, ServerCounters, StatsRegistry};
 use acl::{AclMatcher, Condition};
 
 /// Built-in defaults, as HAProxy's documentation recommends for WebSocket traffic.
@@ -136,6 +136,7 @@ pub struct BackendPlan {
     /// `option http-server-close`: one request per server connection.
     pub server_close: bool,
     pub rr: RoundRobin,
+    pub counters: Arc<BackendCounters>,
 }
 
 fn ms(v: Option<u64>) -> Option<Duration> {
@@ -197,6 +198,7 @@ impl Plan {
                 retries: b.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
                 redispatch: b.redispatch.unwrap_or(defaults.redispatch),
                 server_close,
+                counters: stats.backend(&b.name),
             });
             backends_by_name.insert(b.name.clone(), plan.clone());
             backends.push(plan);

@@ -37,7 +37,7 @@ use crate::config::acl::{holds, Condition, RequestCtx};
 use crate::config::{
     BackendPlan, BindPlan, FrontendPlan, RequestAction, ResponseAction, ServerPlan,
 };
-use crate::stats::{FrontendCounters, Held, ServerCounters};
+use crate::stats::{BackendCounters, FrontendCounters, Held, ServerCounters};
 
 /// Largest request head accepted; beyond it the client gets 431.
 const MAX_HEAD: usize = 64 * 1024;
@@ -75,6 +75,7 @@ struct Phases {
     response_ms: i64,
     retries: u32,
     server_counters: Option<Arc<ServerCounters>>,
+    backend_counters: Option<Arc<BackendCounters>>,
     /// The request as the response rules see it (after `http_request` rules), kept only
     /// when the frontend has response rules.
     view: Option<Parts>,
@@ -89,6 +90,7 @@ impl Default for Phases {
             response_ms: -1,
             retries: 0,
             server_counters: None,
+            backend_counters: None,
             view: None,
         }
     }
@@ -244,6 +246,18 @@ async fn handle(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
             tracing::debug!(client = %conn.src, frontend = %fe.name, error = %e, "request failed");
             if let Some(en) = entry.as_mut() {
                 en.termination = e.termination();
+            }
+            match (&e, &phases.server_counters, &phases.backend_counters) {
+                (ProxyError::ServerTimeout(_), Some(s), _) => {
+                    s.timeouts.fetch_add(1, Relaxed);
+                }
+                (ProxyError::BadResponse { .. }, Some(s), _) => {
+                    s.bad_responses.fetch_add(1, Relaxed);
+                }
+                (ProxyError::NoServer(_), _, Some(b)) => {
+                    b.no_server.fetch_add(1, Relaxed);
+                }
+                _ => {}
             }
             local_response(e.status(), &fe.errorfiles)
         }
@@ -645,6 +659,8 @@ async fn forward(
     }
     let backend = choose_backend(&parts, conn, fe).ok_or(ProxyError::NoBackend)?;
     phases.backend = Some(backend.name.clone());
+    backend.counters.total_requests.fetch_add(1, Relaxed);
+    phases.backend_counters = Some(backend.counters.clone());
     let connect_started = Instant::now();
     // Upgrades always get a connection of their own: it becomes the tunnel's.
     let pooled = client_upgrade.is_none() && !backend.server_close;
@@ -678,6 +694,7 @@ async fn forward(
         let resp = exchange_pooled(request, upstream, server, &backend, &server_name, held).await;
         phases.response_ms = sent_at.elapsed().as_millis() as i64;
         let (mut rparts, rbody) = resp?.into_parts();
+        server.counters.count_response(rparts.status);
         server_response_headers(&mut rparts.headers, phases, conn, fe);
         return Ok(Response::from_parts(rparts, rbody));
     }
@@ -776,6 +793,8 @@ async fn forward(
             apply_response_rules(out.headers_mut(), view, conn, &fe.http_response);
         }
         fe.counters.total_upgrades.fetch_add(1, Relaxed);
+        server.counters.total_upgrades.fetch_add(1, Relaxed);
+        server.counters.count_response(status);
         // The tunnel writes the access-log line when it closes.
         let log = entry.take().map(|mut en| {
             en.backend = backend.name.to_string();
@@ -809,6 +828,7 @@ async fn forward(
     }
 
     let (mut rparts, rbody) = resp.into_parts();
+    server.counters.count_response(rparts.status);
     server_response_headers(&mut rparts.headers, phases, conn, fe);
     // The server connection (and its count) lives until the body has been relayed.
     let body = rbody.map_frame(move |f| {
@@ -855,6 +875,8 @@ impl TunnelCtx {
         let report = tunnel::run(client.0, client.1, server.0, server.1, self.idle).await;
         self.frontend.bytes_in.fetch_add(report.up, Relaxed);
         self.frontend.bytes_out.fetch_add(report.down, Relaxed);
+        self.server.bytes_in.fetch_add(report.up, Relaxed);
+        self.server.bytes_out.fetch_add(report.down, Relaxed);
         if let Some(mut en) = self.log {
             en.timers[4] = en.timers[0].max(0) + started.elapsed().as_millis() as i64;
             en.bytes = report.down;

@@ -39,9 +39,13 @@ impl FrontendCounters {
     }
 
     pub fn count_response(&self, status: http::StatusCode) {
-        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        self.responses_by_class[class].fetch_add(1, Relaxed);
+        self.responses_by_class[class(status)].fetch_add(1, Relaxed);
     }
+}
+
+/// Index of a status in `responses_by_class` (1xx → 0 … 5xx → 4).
+fn class(status: http::StatusCode) -> usize {
+    (status.as_u16() / 100).clamp(1, 5) as usize - 1
 }
 
 #[derive(Debug, Default)]
@@ -49,7 +53,31 @@ pub struct ServerCounters {
     pub current_connections: AtomicU64,
     pub total_connections: AtomicU64,
     pub current_tunnels: AtomicU64,
+    pub total_upgrades: AtomicU64,
+    /// Tunnel payload bytes from clients to this server.
+    pub bytes_in: AtomicU64,
+    /// Tunnel payload bytes from this server to clients.
+    pub bytes_out: AtomicU64,
     pub connect_errors: AtomicU64,
+    /// No response headers within `timeout server` (504).
+    pub timeouts: AtomicU64,
+    /// Invalid or missing responses (502).
+    pub bad_responses: AtomicU64,
+    pub responses_by_class: [AtomicU64; 5],
+}
+
+impl ServerCounters {
+    pub fn count_response(&self, status: http::StatusCode) {
+        self.responses_by_class[class(status)].fetch_add(1, Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct BackendCounters {
+    /// Requests routed to this backend.
+    pub total_requests: AtomicU64,
+    /// Requests that found no usable server (503).
+    pub no_server: AtomicU64,
 }
 
 /// A gauge held up for as long as this value lives: incremented on creation,
@@ -75,12 +103,22 @@ impl<T: Send + Sync + 'static> Drop for Held<T> {
 #[derive(Debug, Default)]
 pub struct StatsRegistry {
     frontends: Mutex<HashMap<String, Arc<FrontendCounters>>>,
+    backends: Mutex<HashMap<String, Arc<BackendCounters>>>,
     servers: Mutex<HashMap<(String, String), Arc<ServerCounters>>>,
 }
 
 impl StatsRegistry {
     pub fn frontend(&self, name: &str) -> Arc<FrontendCounters> {
         self.frontends
+            .lock()
+            .expect("stats lock")
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub fn backend(&self, name: &str) -> Arc<BackendCounters> {
+        self.backends
             .lock()
             .expect("stats lock")
             .entry(name.to_string())
@@ -100,6 +138,10 @@ impl StatsRegistry {
     /// Drops counters of objects the plan no longer has and nothing else references.
     pub fn prune(&self) {
         self.frontends
+            .lock()
+            .expect("stats lock")
+            .retain(|_, c| Arc::strong_count(c) > 1);
+        self.backends
             .lock()
             .expect("stats lock")
             .retain(|_, c| Arc::strong_count(c) > 1);
