@@ -29,6 +29,8 @@ pub struct Node {
     listeners: Listeners,
     /// Applies are serialized; requests never take this lock.
     apply_lock: Mutex<()>,
+    /// Set by [`Node::stop_accepting`].
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Node {
@@ -45,7 +47,17 @@ impl Node {
             stats: StatsRegistry::default(),
             listeners: Listeners::new(reuse_port),
             apply_lock: Mutex::new(()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Closes every listener (a stopping node takes no new connections). Snapshots
+    /// applied afterwards open none.
+    pub fn stop_accepting(&self) {
+        let _guard = self.apply_lock.lock().expect("apply lock");
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.listeners.close_all();
     }
 
     pub fn applied_version(&self) -> u64 {
@@ -60,8 +72,13 @@ impl Node {
             return Ok(());
         }
         let plan = Plan::compile(snap, &self.stats)?;
-        let opened = self.listeners.prepare(&plan)?;
         let plan = Arc::new(plan);
+        if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            // Open connections keep their plan; nothing new is listened on.
+            self.plan.store(plan);
+            return Ok(());
+        }
+        let opened = self.listeners.prepare(&plan)?;
         self.plan.store(plan.clone());
         self.listeners.commit(&plan, opened, self.plan.clone());
         self.stats.prune();

@@ -51,6 +51,11 @@ struct Args {
     /// scheduler is used: it measured a lower latency tail than the current-thread one.
     #[arg(long, env = "SLUICE_WORKER_THREADS")]
     worker_threads: Option<usize>,
+    /// On SIGTERM/SIGINT: stop accepting, let open connections and tunnels finish for at
+    /// most this long, then close the tunnels still open and exit. A second signal exits
+    /// at once.
+    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime_ms)]
+    drain_timeout: Duration,
 }
 
 fn humantime_ms(s: &str) -> Result<Duration, String> {
@@ -107,9 +112,6 @@ fn main() -> anyhow::Result<()> {
         stats_interval: args.stats_interval,
     };
     let runtime = match args.worker_threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
         Some(n) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)
             .enable_all()
@@ -133,11 +135,47 @@ fn main() -> anyhow::Result<()> {
         );
         let control = tokio::spawn(control::run(cfg, node.clone(), shutdown_rx));
         shutdown_signal().await;
-        tracing::info!("shutting down");
+        drain(&node, args.drain_timeout).await;
         let _ = shutdown_tx.send(true);
         let _ = control.await;
         anyhow::Ok(())
     })
+}
+
+/// Stops accepting, waits for open requests and tunnels to finish (at most `timeout`, or
+/// until a second signal), then closes the tunnels still open.
+async fn drain(node: &Node, timeout: Duration) {
+    use sluice_data_plane::proxy::drain;
+    node.stop_accepting();
+    drain::start();
+    tracing::info!(
+        tunnels = drain::open_tunnels(),
+        ?timeout,
+        "stopping: no new connections; draining open ones"
+    );
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut again = std::pin::pin!(shutdown_signal());
+    loop {
+        if drain::open_tunnels() == 0 && drain::in_flight() == 0 {
+            tracing::info!("drained");
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = &mut again => break,
+        }
+    }
+    let closed = drain::close_tunnels();
+    tracing::info!(
+        tunnels = closed,
+        "drain ended: closing the tunnels still open"
+    );
+    // Give the aborted tunnels a moment to write their log lines.
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while drain::open_tunnels() > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -143,6 +143,26 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM (a graceful stop request).
+    pub fn terminate(&self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -287,7 +307,18 @@ impl DataPlane {
         node_id: &str,
         token: &str,
     ) -> DataPlane {
-        let args = vec![
+        Self::start_with_args(dir, cp, node_id, token, &[])
+    }
+
+    /// Starts a node with `extra` command-line arguments.
+    pub fn start_with_args(
+        dir: &Path,
+        cp: &ControlPlane,
+        node_id: &str,
+        token: &str,
+        extra: &[&str],
+    ) -> DataPlane {
+        let mut args: Vec<String> = vec![
             "--control-plane".into(),
             cp.node_url.clone(),
             "--token".into(),
@@ -301,6 +332,7 @@ impl DataPlane {
             "--admin-listen".into(),
             "127.0.0.1:0".into(),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let log = dir.join(format!("dp-{node_id}.log"));
         let (proc, line) = Proc::spawn(node_id, &bin("sluice-dp"), &args, log, "sluice-dp ready");
         DataPlane {

@@ -26,10 +26,16 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(&[]).await
+}
+
+/// A node started with `node_args`, in front of one echo backend.
+async fn setup_with(node_args: &[&str]) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let backend = Backend::start("echo-1", "127.0.0.1:0").await.unwrap();
     let cp = ControlPlane::start(dir.path());
-    let dp = DataPlane::start(dir.path(), &cp, "node-a");
+    let dp =
+        DataPlane::start_with_args(dir.path(), &cp, "node-a", &cp.node_token.clone(), node_args);
     let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let api = cp.api();
     let version = api
@@ -245,4 +251,80 @@ async fn the_tunnel_is_raw_bytes_with_half_close() {
         )),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_stopping_node_drains_tunnels_then_closes_the_rest() {
+    let mut s = setup_with(&["--drain-timeout", "2s"]).await;
+    let url = format!("ws://{}/ws", s.bind);
+    let (mut kept, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (mut leaving, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    kept.send(Message::text("before")).await.unwrap();
+    assert_eq!(kept.next().await.unwrap().unwrap(), Message::text("before"));
+
+    let stop_requested = std::time::Instant::now();
+    s.dp.proc.terminate();
+    // No new connections: the listener is closed.
+    eventually(WAIT, "the listener to close", || async {
+        TcpStream::connect(s.bind).await.is_err().then_some(())
+    })
+    .await;
+    // Open tunnels keep working while the node drains.
+    kept.send(Message::text("during drain")).await.unwrap();
+    assert_eq!(
+        kept.next().await.unwrap().unwrap(),
+        Message::text("during drain")
+    );
+    // A tunnel whose client leaves during the drain ends normally.
+    leaving.close(None).await.unwrap();
+    while let Some(Ok(_)) = leaving.next().await {}
+    drop(leaving);
+
+    // At the deadline the node closes what is still open and exits.
+    let end = tokio::time::timeout(WAIT, kept.next())
+        .await
+        .expect("closed by the node");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    let status = s.dp.proc.wait_exit(WAIT).await.expect("the node exits");
+    assert!(status.success(), "{status:?}");
+    let took = stop_requested.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "stopped after {took:?}"
+    );
+    let log = s.dp.proc.log_text();
+    let tunnels: Vec<&str> = log.lines().filter(|l| l.contains(" 101 ")).collect();
+    assert_eq!(tunnels.len(), 2, "{log}");
+    // The tunnel that ended during the drain: a normal close (the server closes first
+    // after the WebSocket close handshake).
+    assert!(tunnels.iter().any(|l| l.contains(" SD-- ")), "{log}");
+    assert!(tunnels.iter().any(|l| l.contains(" KD-- ")), "{log}");
+}
+
+#[tokio::test]
+async fn a_stopping_node_with_nothing_open_exits_at_once() {
+    let mut s = setup_with(&["--drain-timeout", "60s"]).await;
+    // One finished exchange, so the node has served something.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", s.bind))
+        .await
+        .unwrap();
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    drop(ws);
+    eventually(WAIT, "the tunnel to end", || {
+        let url = format!("{}/metrics", s.dp.admin);
+        async move {
+            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            text.contains("sluice_frontend_tunnels{frontend=\"web\"} 0")
+                .then_some(())
+        }
+    })
+    .await;
+    s.dp.proc.terminate();
+    let status =
+        s.dp.proc
+            .wait_exit(Duration::from_secs(5))
+            .await
+            .expect("exits well before the drain timeout");
+    assert!(status.success(), "{status:?}");
 }

@@ -27,6 +27,7 @@ use hyper_util::rt::TokioIo;
 use sluice_proto::v1 as pb;
 use tokio::net::TcpStream;
 
+use super::drain;
 use super::error::{local_response, ProxyError, ServerRef};
 use super::io::{ClientIo, ConnState};
 use super::log;
@@ -198,6 +199,7 @@ impl Drop for Busy<'_> {
 
 async fn handle(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
     let _busy = Busy::new(&conn.state);
+    let _in_flight = drain::InFlight::begin();
     let started = Instant::now();
     let first = conn.state.requests.fetch_add(1, Relaxed) == 0;
     let fe = conn.bind.frontend.clone();
@@ -267,6 +269,11 @@ async fn handle(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
         if let Some(view) = &phases.view {
             apply_response_rules(resp.headers_mut(), view, &conn, &fe.http_after_response);
         }
+    }
+    if drain::is_draining() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // A stopping node closes client connections after their current response.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     fe.counters.count_response(resp.status());
     // A tunnel is logged when it closes; everything else now.
@@ -819,7 +826,7 @@ async fn forward(
             held,
             log,
         };
-        tokio::spawn(ctx.run(client_upgrade, server_io));
+        drain::spawn_tunnel(ctx.run(client_upgrade, server_io));
         return Ok(out);
     }
     // A plain response: the connection must keep running while the body is relayed.
@@ -862,8 +869,6 @@ impl TunnelCtx {
                 return;
             }
         };
-        let _srv_tunnel = Held::new(self.server.clone(), |c: &ServerCounters| &c.current_tunnels);
-        let started = Instant::now();
         // Take the raw socket back from hyper: the tunnel works on the sockets themselves.
         let client = match client.downcast::<TokioIo<ClientIo>>() {
             Ok(c) => (c.io.into_inner().into_inner(), c.read_buf),
@@ -872,29 +877,59 @@ impl TunnelCtx {
                 return;
             }
         };
-        let report = tunnel::run(client.0, client.1, server.0, server.1, self.idle).await;
-        self.frontend.bytes_in.fetch_add(report.up, Relaxed);
-        self.frontend.bytes_out.fetch_add(report.down, Relaxed);
-        self.server.bytes_in.fetch_add(report.up, Relaxed);
-        self.server.bytes_out.fetch_add(report.down, Relaxed);
-        if let Some(mut en) = self.log {
-            en.timers[4] = en.timers[0].max(0) + started.elapsed().as_millis() as i64;
-            en.bytes = report.down;
-            en.termination = match report.end {
-                TunnelEnd::Closed { client_first: true } => "CD--",
-                TunnelEnd::Closed {
+        let mut ended = TunnelEnded {
+            _srv_tunnel: Held::new(self.server.clone(), |c: &ServerCounters| &c.current_tunnels),
+            started: Instant::now(),
+            meter: tunnel::Meter::default(),
+            end: None,
+            ctx: Some(self),
+        };
+        let idle = ended.ctx.as_ref().map_or(Duration::ZERO, |c| c.idle);
+        let report = tunnel::run(client.0, client.1, server.0, server.1, idle, &ended.meter).await;
+        ended.end = Some(report.end);
+    }
+}
+
+/// A tunnel's bookkeeping, done when the tunnel task ends however it ends: at the
+/// tunnel's own end, or when a draining node aborts the task (logged `KD--`).
+struct TunnelEnded {
+    ctx: Option<TunnelCtx>,
+    /// The server's tunnel count.
+    _srv_tunnel: Held<ServerCounters>,
+    started: Instant,
+    meter: tunnel::Meter,
+    end: Option<TunnelEnd>,
+}
+
+impl Drop for TunnelEnded {
+    fn drop(&mut self) {
+        let Some(ctx) = self.ctx.take() else { return };
+        let up = self.meter.up.load(Relaxed);
+        let down = self.meter.down.load(Relaxed);
+        ctx.frontend.bytes_in.fetch_add(up, Relaxed);
+        ctx.frontend.bytes_out.fetch_add(down, Relaxed);
+        ctx.server.bytes_in.fetch_add(up, Relaxed);
+        ctx.server.bytes_out.fetch_add(down, Relaxed);
+        if let Some(mut en) = ctx.log {
+            en.timers[4] = en.timers[0].max(0) + self.started.elapsed().as_millis() as i64;
+            en.bytes = down;
+            en.termination = match self.end {
+                Some(TunnelEnd::Closed { client_first: true }) => "CD--",
+                Some(TunnelEnd::Closed {
                     client_first: false,
-                } => "SD--",
-                TunnelEnd::Timeout => "cD--",
-                TunnelEnd::ClientError => "ED--",
-                TunnelEnd::ServerError => "eD--",
+                }) => "SD--",
+                Some(TunnelEnd::Timeout) => "cD--",
+                Some(TunnelEnd::ClientError) => "ED--",
+                Some(TunnelEnd::ServerError) => "eD--",
+                // Closed by the node itself: its drain deadline passed.
+                None => "KD--",
             };
-            en.fe_conn = self.frontend.open_connections();
-            en.srv_conn = self.server.current_connections.load(Relaxed);
+            en.fe_conn = ctx.frontend.open_connections();
+            en.srv_conn = ctx.server.current_connections.load(Relaxed);
             en.emit();
         }
-        drop(self.held);
-        drop(self.fe_tunnel);
-        self.frontend.released.notify_waiters();
+        drop(ctx.held);
+        drop(ctx.fe_tunnel);
+        ctx.frontend.released.notify_waiters();
     }
 }

@@ -4,6 +4,7 @@
 //! in (so a bind failure rejects the whole snapshot) and closes the binds it removes after
 //! — connections already accepted on a closed bind live on.
 
+pub mod drain;
 pub mod error;
 pub mod http;
 pub mod io;
@@ -86,6 +87,16 @@ impl Listeners {
             }
         }
         Ok(opened)
+    }
+
+    /// Stops every accept loop and closes the listening sockets; accepted connections
+    /// live on.
+    pub fn close_all(&self) {
+        let mut active = self.active.lock().expect("listeners lock");
+        for addr in active.keys() {
+            tracing::info!(%addr, "closing listener");
+        }
+        active.clear();
     }
 
     /// Starts accept loops for `opened` and stops the loops of binds `plan` no longer has.

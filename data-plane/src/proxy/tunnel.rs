@@ -18,6 +18,7 @@ use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -47,6 +48,15 @@ pub struct TunnelReport {
     pub up: u64,
     /// Bytes from the server to the client.
     pub down: u64,
+}
+
+/// Bytes moved so far, readable while the tunnel runs (and after it was aborted).
+#[derive(Debug, Default)]
+pub struct Meter {
+    /// Client to server.
+    pub up: AtomicU64,
+    /// Server to client.
+    pub down: AtomicU64,
 }
 
 /// Scratch space for moving bytes; one per thread, never held across an `.await`.
@@ -195,6 +205,7 @@ pub async fn run(
     server: TcpStream,
     server_early: Bytes,
     idle: Duration,
+    meter: &Meter,
 ) -> TunnelReport {
     let mut up = Flow::with_early(client_early);
     let mut down = Flow::with_early(server_early);
@@ -206,70 +217,78 @@ pub async fn run(
     let mut client = client;
     let mut server = server;
     let end = std::future::poll_fn(|cx| {
-        for _ in 0..PASSES_PER_POLL {
-            let mut ready = false;
-            let mut moved = false;
-            // Client → server, then server → client.
-            for upstream in [true, false] {
-                let (flow, from, to) = if upstream {
-                    (&mut up, &mut client, &server)
-                } else {
-                    (&mut down, &mut server, &client)
-                };
-                if flow.has_pending() {
-                    match to.poll_write_ready(cx) {
-                        Poll::Ready(Ok(())) => {
-                            ready = true;
-                            match flow.flush(to) {
-                                Ok(m) => moved |= m,
-                                Err(f) => return Poll::Ready(side(f, upstream)),
+        let r = 'poll: {
+            for _ in 0..PASSES_PER_POLL {
+                let mut ready = false;
+                let mut moved = false;
+                // Client → server, then server → client.
+                for upstream in [true, false] {
+                    let (flow, from, to) = if upstream {
+                        (&mut up, &mut client, &server)
+                    } else {
+                        (&mut down, &mut server, &client)
+                    };
+                    if flow.has_pending() {
+                        match to.poll_write_ready(cx) {
+                            Poll::Ready(Ok(())) => {
+                                ready = true;
+                                match flow.flush(to) {
+                                    Ok(m) => moved |= m,
+                                    Err(f) => break 'poll Poll::Ready(side(f, upstream)),
+                                }
+                            }
+                            Poll::Ready(Err(_)) => {
+                                break 'poll Poll::Ready(side(Fail::Write, upstream))
+                            }
+                            Poll::Pending => {}
+                        }
+                    }
+                    if flow.can_read() {
+                        match flow.pump(cx, from, to) {
+                            Poll::Ready(Ok(m)) => {
+                                ready = true;
+                                moved |= m;
+                            }
+                            Poll::Ready(Err(f)) => break 'poll Poll::Ready(side(f, upstream)),
+                            Poll::Pending => {}
+                        }
+                    }
+                    if flow.eof && client_first.is_none() {
+                        client_first = Some(upstream);
+                    }
+                }
+                if moved {
+                    last_activity = Instant::now();
+                }
+                if up.done() && down.done() {
+                    break 'poll Poll::Ready(TunnelEnd::Closed {
+                        client_first: client_first.unwrap_or(true),
+                    });
+                }
+                if !ready {
+                    // Every socket we care about has registered this task's waker.
+                    loop {
+                        match timer.as_mut().poll(cx) {
+                            Poll::Pending => break 'poll Poll::Pending,
+                            Poll::Ready(()) => {
+                                let deadline = last_activity + idle;
+                                if Instant::now() >= deadline {
+                                    break 'poll Poll::Ready(TunnelEnd::Timeout);
+                                }
+                                timer.as_mut().reset(deadline);
                             }
                         }
-                        Poll::Ready(Err(_)) => return Poll::Ready(side(Fail::Write, upstream)),
-                        Poll::Pending => {}
-                    }
-                }
-                if flow.can_read() {
-                    match flow.pump(cx, from, to) {
-                        Poll::Ready(Ok(m)) => {
-                            ready = true;
-                            moved |= m;
-                        }
-                        Poll::Ready(Err(f)) => return Poll::Ready(side(f, upstream)),
-                        Poll::Pending => {}
-                    }
-                }
-                if flow.eof && client_first.is_none() {
-                    client_first = Some(upstream);
-                }
-            }
-            if moved {
-                last_activity = Instant::now();
-            }
-            if up.done() && down.done() {
-                return Poll::Ready(TunnelEnd::Closed {
-                    client_first: client_first.unwrap_or(true),
-                });
-            }
-            if !ready {
-                // Every socket we care about has registered this task's waker.
-                loop {
-                    match timer.as_mut().poll(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(()) => {
-                            let deadline = last_activity + idle;
-                            if Instant::now() >= deadline {
-                                return Poll::Ready(TunnelEnd::Timeout);
-                            }
-                            timer.as_mut().reset(deadline);
-                        }
                     }
                 }
             }
-        }
-        // Still busy after several passes: let other tasks run, then continue.
-        cx.waker().wake_by_ref();
-        Poll::Pending
+            // Still busy after several passes: let other tasks run, then continue.
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        };
+        // One plain store per wake-up keeps the meter current.
+        meter.up.store(up.bytes, Relaxed);
+        meter.down.store(down.bytes, Relaxed);
+        r
     })
     .await;
     TunnelReport {
@@ -294,6 +313,21 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
+    /// Runs a tunnel and checks that its meter agrees with its report.
+    async fn metered(
+        client: TcpStream,
+        client_early: Bytes,
+        server: TcpStream,
+        server_early: Bytes,
+        idle: Duration,
+    ) -> TunnelReport {
+        let meter = Meter::default();
+        let report = run(client, client_early, server, server_early, idle, &meter).await;
+        assert_eq!(meter.up.load(Relaxed), report.up);
+        assert_eq!(meter.down.load(Relaxed), report.down);
+        report
+    }
+
     /// Two connected socket pairs: (client end, proxy's client side), (proxy's server
     /// side, server end).
     async fn pairs() -> (TcpStream, TcpStream, TcpStream, TcpStream) {
@@ -308,7 +342,7 @@ mod tests {
     #[tokio::test]
     async fn early_bytes_first_then_both_ways_and_half_close() {
         let (mut client, proxy_c, proxy_s, mut server) = pairs().await;
-        let task = tokio::spawn(run(
+        let task = tokio::spawn(metered(
             proxy_c,
             Bytes::from_static(b"early-up"),
             proxy_s,
@@ -343,7 +377,7 @@ mod tests {
     #[tokio::test]
     async fn large_transfers_with_a_slow_reader_lose_nothing() {
         let (mut client, proxy_c, proxy_s, mut server) = pairs().await;
-        let task = tokio::spawn(run(
+        let task = tokio::spawn(metered(
             proxy_c,
             Bytes::new(),
             proxy_s,
@@ -382,7 +416,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn idle_tunnel_times_out_but_activity_resets_the_clock() {
         let (mut client, proxy_c, proxy_s, mut server) = pairs().await;
-        let task = tokio::spawn(run(
+        let task = tokio::spawn(metered(
             proxy_c,
             Bytes::new(),
             proxy_s,
