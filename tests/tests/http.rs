@@ -975,3 +975,64 @@ async fn acl_fetches_matchers_and_conditions_table() {
         );
     }
 }
+
+#[tokio::test]
+async fn request_and_response_rewrites() {
+    let f = fixture(&["app-01"], |bind, addr| {
+        json!({
+            "frontends": [{
+                "name": "fe",
+                "binds": [{ "address": bind.to_string() }],
+                "http_request": [
+                    { "action": "redirect", "prefix": "https://new.example", "code": 302, "if": "{ path_beg /moved }" },
+                    { "action": "redirect", "location": "/login", "code": 303, "if": "{ path /account } !{ cookie(SESSION) -m found }" },
+                    { "action": "set-path", "path": "/v2/items", "if": "{ path /v1/items }" },
+                    { "action": "replace-header", "name": "X-Tenant", "regex": "^acme-(.*)$", "replacement": "tenant-$1" },
+                    { "action": "add-header", "name": "X-Trace", "value": "node" },
+                    // Later rules see the rewritten request.
+                    { "action": "set-header", "name": "X-Saw-V2", "value": "yes", "if": "{ path_beg /v2 }" }
+                ],
+                "http_response": [
+                    { "action": "del-header", "name": "X-Served-By", "if": "{ path_beg /v2 }" },
+                    { "action": "add-header", "name": "X-Resp", "value": "1" }
+                ],
+                "default_backend": "app"
+            }],
+            "backends": [{ "name": "app", "servers": [{ "name": "a1", "address": addr("app-01") }] }]
+        })
+    })
+    .await;
+    let head = raw_head(f.bind, &get("/moved/x?y=1", "")).await;
+    assert!(head.starts_with("HTTP/1.1 302"), "{head}");
+    assert!(
+        head.contains("location: https://new.example/moved/x?y=1"),
+        "{head}"
+    );
+    let head = raw_head(f.bind, &get("/account", "")).await;
+    assert!(
+        head.starts_with("HTTP/1.1 303") && head.contains("location: /login"),
+        "{head}"
+    );
+    let head = raw_head(f.bind, &get("/account", "Cookie: SESSION=1\r\n")).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    let head = raw_head(
+        f.bind,
+        &get(
+            "/v1/items?page=2",
+            "X-Tenant: acme-blue\r\nX-Trace: client\r\n",
+        ),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("x-resp: 1") && !lower.contains("x-served-by"),
+        "{head}"
+    );
+    let seen = f.backend("app-01").requests().pop().unwrap();
+    assert_eq!(seen.uri, "/v2/items?page=2", "the query survives set-path");
+    assert_eq!(seen.header_values("x-tenant"), ["tenant-blue"]);
+    assert_eq!(seen.header_values("x-trace"), ["client", "node"]);
+    assert_eq!(seen.header_values("x-saw-v2"), ["yes"]);
+}
