@@ -551,4 +551,18 @@ mod tests {
         .unwrap();
         assert!(p.matches(&ctx));
     }
+
+    #[test]
+    fn ip_matching_covers_v4_v6_and_mapped_clients() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(ip_in(ip("10.1.2.3"), ip("10.0.0.0"), 8));
+        assert!(!ip_in(ip("11.1.2.3"), ip("10.0.0.0"), 8));
+        assert!(ip_in(ip("192.0.2.7"), ip("0.0.0.0"), 0));
+        assert!(ip_in(ip("2001:db8::1"), ip("2001:db8::"), 32));
+        assert!(!ip_in(ip("2001:db9::1"), ip("2001:db8::"), 32));
+        assert!(ip_in(ip("::1"), ip("::1"), 128));
+        // A client on a dual-stack listener arrives as ::ffff:a.b.c.d.
+        assert!(ip_in(ip("::ffff:10.9.8.7"), ip("10.0.0.0"), 8));
+        assert!(!ip_in(ip("10.9.8.7"), ip("2001:db8::"), 32));
+    }
 }
