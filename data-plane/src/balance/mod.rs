@@ -1,10 +1,268 @@
-//! Server selection. `roundrobin` is smooth weighted round robin (as NGINX does it): over
-//! any window of Σweights picks, each server gets its weight's share, interleaved rather
-//! than in bursts. Backup servers are used only when no regular server can take traffic.
+//! Server selection for one backend.
+//!
+//! - `roundrobin`: smooth weighted round robin (as NGINX does it): over any window of
+//!   Σweights picks each server gets its weight's share, interleaved rather than in bursts.
+//! - `leastconn`: the server with the fewest open connections relative to its weight; the
+//!   counts include tunnels and requests in flight and live outside the plan, so they
+//!   survive config swaps. Ties rotate.
+//! - `random`: power of two choices — two servers drawn by weight, the less loaded wins.
+//! - `source`, `uri`, `hdr(name)`, `url_param(name)`: a hash of the client address, the
+//!   path, a header or a query parameter picks the server, so the same key keeps reaching
+//!   the same server (on every node: the hash is xxh3, unseeded). `map-based` spreads keys
+//!   over the available servers by weight; `consistent` places servers on a ring by name,
+//!   so adding or removing one of N servers moves only about 1/N of the keys. A request
+//!   without the key (no such header or parameter) is balanced round robin, as HAProxy
+//!   does.
+//!
+//! Backup servers are used only when no regular server can take traffic.
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use http::request::Parts;
+use sluice_proto::v1 as pb;
+use xxhash_rust::xxh3::xxh3_64;
+
 use crate::config::ServerPlan;
+
+/// Points per unit of weight on the consistent-hash ring.
+const RING_POINTS_PER_WEIGHT: u32 = 40;
+
+/// What the hashing algorithms may look at in a request.
+pub struct PickInput<'a> {
+    pub src: IpAddr,
+    pub parts: &'a Parts,
+}
+
+#[derive(Debug)]
+enum HashKey {
+    Source,
+    Uri,
+    Header(http::HeaderName),
+    UrlParam(String),
+}
+
+impl HashKey {
+    fn hash(&self, input: &PickInput<'_>) -> Option<u64> {
+        match self {
+            HashKey::Source => Some(match input.src.to_canonical() {
+                IpAddr::V4(v4) => xxh3_64(&v4.octets()),
+                IpAddr::V6(v6) => xxh3_64(&v6.octets()),
+            }),
+            HashKey::Uri => Some(xxh3_64(input.parts.uri.path().as_bytes())),
+            HashKey::Header(name) => input
+                .parts
+                .headers
+                .get(name)
+                .map(|v| xxh3_64(v.as_bytes())),
+            HashKey::UrlParam(name) => input.parts.uri.query().and_then(|q| {
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| xxh3_64(v.as_bytes()))
+            }),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Algorithm {
+    RoundRobin,
+    LeastConn,
+    Random,
+    Hash { key: HashKey, consistent: bool },
+}
+
+/// The balancing state of one backend (part of the plan).
+#[derive(Debug)]
+pub struct Balancer {
+    algorithm: Algorithm,
+    rr: RoundRobin,
+    /// Consistent-hash ring: (point, server index), sorted by point.
+    ring: Vec<(u64, usize)>,
+    /// Rotates where `leastconn` starts looking, so ties spread.
+    turn: AtomicUsize,
+}
+
+impl Balancer {
+    pub fn new(balance: Option<&pb::Balance>, servers: &[ServerPlan]) -> Result<Self, String> {
+        use pb::BalanceAlgorithm as A;
+        let algo = balance.map_or(A::Roundrobin, |b| b.algorithm());
+        let consistent = balance.is_some_and(|b| b.hash_type() == pb::HashType::Consistent);
+        let arg = balance.map_or("", |b| b.arg.as_str());
+        let hashed = |key| Algorithm::Hash { key, consistent };
+        let algorithm = match algo {
+            A::Unspecified | A::Roundrobin => Algorithm::RoundRobin,
+            A::Leastconn => Algorithm::LeastConn,
+            A::Random => Algorithm::Random,
+            A::Source => hashed(HashKey::Source),
+            A::Uri => hashed(HashKey::Uri),
+            A::Hdr => hashed(HashKey::Header(
+                http::HeaderName::from_bytes(arg.as_bytes())
+                    .map_err(|_| format!("balance hdr({arg}): bad header name"))?,
+            )),
+            A::UrlParam => hashed(HashKey::UrlParam(arg.to_string())),
+        };
+        let ring = match &algorithm {
+            Algorithm::Hash {
+                consistent: true, ..
+            } => build_ring(servers),
+            _ => Vec::new(),
+        };
+        Ok(Self {
+            algorithm,
+            rr: RoundRobin::new(servers.len()),
+            ring,
+            turn: AtomicUsize::new(0),
+        })
+    }
+
+    /// Picks a server index among those `eligible` accepts, regular servers first, or
+    /// None when there is none.
+    pub fn pick(
+        &self,
+        servers: &[ServerPlan],
+        input: &PickInput<'_>,
+        eligible: impl Fn(usize, &ServerPlan) -> bool,
+    ) -> Option<usize> {
+        [false, true].into_iter().find_map(|backup| {
+            self.pick_tier(servers, input, |i, s| s.backup == backup && eligible(i, s))
+        })
+    }
+
+    fn pick_tier(
+        &self,
+        servers: &[ServerPlan],
+        input: &PickInput<'_>,
+        eligible: impl Fn(usize, &ServerPlan) -> bool,
+    ) -> Option<usize> {
+        match &self.algorithm {
+            Algorithm::RoundRobin => self.rr.pick_among(servers, eligible),
+            Algorithm::LeastConn => {
+                let start = self.turn.fetch_add(1, Relaxed);
+                least_loaded(servers, start, &eligible)
+            }
+            Algorithm::Random => power_of_two(servers, &eligible),
+            Algorithm::Hash { key, consistent } => match key.hash(input) {
+                None => self.rr.pick_among(servers, eligible),
+                Some(h) if *consistent => self.on_ring(h, servers, &eligible),
+                Some(h) => map_based(h, servers, &eligible),
+            },
+        }
+    }
+
+    /// The first eligible server clockwise from `h` on the ring.
+    fn on_ring(
+        &self,
+        h: u64,
+        servers: &[ServerPlan],
+        eligible: &impl Fn(usize, &ServerPlan) -> bool,
+    ) -> Option<usize> {
+        if self.ring.is_empty() {
+            return None;
+        }
+        let start = self.ring.partition_point(|(p, _)| *p < h);
+        (0..self.ring.len())
+            .map(|k| self.ring[(start + k) % self.ring.len()].1)
+            .find(|&i| eligible(i, &servers[i]))
+    }
+}
+
+/// Ring points for every server with weight, placed by the server's name (not its
+/// position), so a server keeps its points when others come and go.
+fn build_ring(servers: &[ServerPlan]) -> Vec<(u64, usize)> {
+    let mut ring = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        for k in 0..s.weight.saturating_mul(RING_POINTS_PER_WEIGHT) {
+            let point = xxh3_64(format!("{}#{k}", s.name).as_bytes());
+            ring.push((point, i));
+        }
+    }
+    ring.sort_unstable();
+    ring
+}
+
+/// `h` modulo the eligible servers' total weight, walked over their weights.
+fn map_based(
+    h: u64,
+    servers: &[ServerPlan],
+    eligible: &impl Fn(usize, &ServerPlan) -> bool,
+) -> Option<usize> {
+    let total: u64 = servers
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| eligible(*i, s))
+        .map(|(_, s)| u64::from(s.weight))
+        .sum();
+    if total == 0 {
+        return None;
+    }
+    let mut slot = h % total;
+    for (i, s) in servers.iter().enumerate() {
+        if !eligible(i, s) {
+            continue;
+        }
+        let w = u64::from(s.weight);
+        if slot < w {
+            return Some(i);
+        }
+        slot -= w;
+    }
+    None
+}
+
+fn load(s: &ServerPlan) -> u64 {
+    s.counters.current_connections.load(Relaxed)
+}
+
+/// `a` is less loaded than `b` relative to their weights (load/weight, compared exactly).
+fn lighter(a: &ServerPlan, b: &ServerPlan) -> bool {
+    u128::from(load(a)) * u128::from(b.weight) < u128::from(load(b)) * u128::from(a.weight)
+}
+
+fn least_loaded(
+    servers: &[ServerPlan],
+    start: usize,
+    eligible: &impl Fn(usize, &ServerPlan) -> bool,
+) -> Option<usize> {
+    let n = servers.len();
+    let mut best: Option<usize> = None;
+    for k in 0..n {
+        let i = (start + k) % n;
+        let s = &servers[i];
+        if s.weight == 0 || !eligible(i, s) {
+            continue;
+        }
+        if best.is_none_or(|b| lighter(s, &servers[b])) {
+            best = Some(i);
+        }
+    }
+    best
+}
+
+/// Two servers drawn at random by weight; the less loaded one.
+fn power_of_two(
+    servers: &[ServerPlan],
+    eligible: &impl Fn(usize, &ServerPlan) -> bool,
+) -> Option<usize> {
+    let total: u64 = servers
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| eligible(*i, s))
+        .map(|(_, s)| u64::from(s.weight))
+        .sum();
+    if total == 0 {
+        return None;
+    }
+    let a = map_based(rand::random_range(0..total), servers, eligible)?;
+    let b = map_based(rand::random_range(0..total), servers, eligible)?;
+    Some(if lighter(&servers[b], &servers[a]) {
+        b
+    } else {
+        a
+    })
+}
 
 /// Smooth weighted round-robin state of one backend.
 #[derive(Debug)]
@@ -17,20 +275,6 @@ impl RoundRobin {
         Self {
             current: Mutex::new(vec![0; servers]),
         }
-    }
-
-    /// Picks a server index among those `eligible` accepts, or None.
-    pub fn pick(
-        &self,
-        servers: &[ServerPlan],
-        eligible: impl Fn(usize, &ServerPlan) -> bool,
-    ) -> Option<usize> {
-        for backup in [false, true] {
-            if let Some(i) = self.pick_among(servers, |i, s| s.backup == backup && eligible(i, s)) {
-                return Some(i);
-            }
-        }
-        None
     }
 
     fn pick_among(
@@ -73,10 +317,43 @@ mod tests {
             socket_addr: None,
             weight,
             backup,
+            maxconn: 0,
+            cookie: None,
             state: ServerState::Ready,
             counters: Arc::new(ServerCounters::default()),
             pool: None,
         }
+    }
+
+    fn balancer(algo: pb::BalanceAlgorithm, consistent: bool, servers: &[ServerPlan]) -> Balancer {
+        let b = pb::Balance {
+            algorithm: algo as i32,
+            arg: "x-user".into(),
+            hash_type: if consistent {
+                pb::HashType::Consistent
+            } else {
+                pb::HashType::MapBased
+            } as i32,
+        };
+        Balancer::new(Some(&b), servers).unwrap()
+    }
+
+    fn request(user: &str) -> Parts {
+        http::Request::builder()
+            .uri("/x")
+            .header("x-user", user)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    fn pick(b: &Balancer, servers: &[ServerPlan], parts: &Parts) -> Option<usize> {
+        let input = PickInput {
+            src: "127.0.0.1".parse().unwrap(),
+            parts,
+        };
+        b.pick(servers, &input, |_, s| s.accepts_new())
     }
 
     #[test]
@@ -86,12 +363,9 @@ mod tests {
             server("b", 1, false),
             server("c", 1, false),
         ];
-        let rr = RoundRobin::new(3);
-        let picks: Vec<usize> = (0..7)
-            .map(|_| rr.pick(&servers, |_, s| s.accepts_new()).unwrap())
-            .collect();
-        assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 5);
-        assert_eq!(picks.iter().filter(|&&i| i == 1).count(), 1);
+        let b = balancer(pb::BalanceAlgorithm::Roundrobin, false, &servers);
+        let parts = request("u");
+        let picks: Vec<usize> = (0..7).map(|_| pick(&b, &servers, &parts).unwrap()).collect();
         assert_eq!(
             picks,
             vec![0, 0, 1, 0, 2, 0, 0],
@@ -102,11 +376,71 @@ mod tests {
     #[test]
     fn backups_only_when_no_regular_server() {
         let servers = vec![server("a", 1, false), server("bk", 1, true)];
-        let rr = RoundRobin::new(2);
+        let b = balancer(pb::BalanceAlgorithm::Roundrobin, false, &servers);
+        let parts = request("u");
+        let input = PickInput {
+            src: "127.0.0.1".parse().unwrap(),
+            parts: &parts,
+        };
         for _ in 0..4 {
-            assert_eq!(rr.pick(&servers, |_, s| s.accepts_new()), Some(0));
+            assert_eq!(b.pick(&servers, &input, |_, s| s.accepts_new()), Some(0));
         }
-        assert_eq!(rr.pick(&servers, |i, _| i != 0), Some(1));
-        assert_eq!(rr.pick(&servers, |_, _| false), None);
+        assert_eq!(b.pick(&servers, &input, |i, _| i != 0), Some(1));
+        assert_eq!(b.pick(&servers, &input, |_, _| false), None);
+    }
+
+    #[test]
+    fn leastconn_prefers_the_lightest_by_weight() {
+        let servers = vec![server("a", 1, false), server("b", 2, false)];
+        servers[0].counters.current_connections.store(3, Relaxed);
+        servers[1].counters.current_connections.store(5, Relaxed);
+        let b = balancer(pb::BalanceAlgorithm::Leastconn, false, &servers);
+        // 3/1 against 5/2: b is lighter.
+        assert_eq!(pick(&b, &servers, &request("u")), Some(1));
+        servers[1].counters.current_connections.store(7, Relaxed);
+        assert_eq!(pick(&b, &servers, &request("u")), Some(0));
+    }
+
+    #[test]
+    fn consistent_hashing_moves_only_the_removed_servers_keys() {
+        let names = ["s1", "s2", "s3", "s4", "s5"];
+        let all: Vec<_> = names.iter().map(|n| server(n, 1, false)).collect();
+        let four: Vec<_> = names[..4].iter().map(|n| server(n, 1, false)).collect();
+        let b5 = balancer(pb::BalanceAlgorithm::Hdr, true, &all);
+        let b4 = balancer(pb::BalanceAlgorithm::Hdr, true, &four);
+        let mut moved = 0;
+        let mut per_server = [0usize; 5];
+        for k in 0..5000 {
+            let parts = request(&format!("user-{k}"));
+            let before = pick(&b5, &all, &parts).unwrap();
+            let after = pick(&b4, &four, &parts).unwrap();
+            per_server[before] += 1;
+            if before != 4 {
+                assert_eq!(all[before].name, four[after].name, "key {k} moved");
+            } else {
+                moved += 1;
+            }
+        }
+        // About 1/5 of the keys lived on the removed server.
+        assert!((700..1300).contains(&moved), "{moved} of 5000 moved");
+        assert!(per_server.iter().all(|&n| n > 600), "{per_server:?}");
+    }
+
+    #[test]
+    fn a_missing_hash_key_falls_back_to_round_robin() {
+        let servers = vec![server("a", 1, false), server("b", 1, false)];
+        let b = balancer(pb::BalanceAlgorithm::Hdr, false, &servers);
+        let parts = http::Request::builder()
+            .uri("/")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let picks: Vec<_> = (0..4).map(|_| pick(&b, &servers, &parts).unwrap()).collect();
+        assert_eq!(picks, vec![0, 1, 0, 1]);
+        // With the key: always the same server.
+        let keyed = request("alice");
+        let first = pick(&b, &servers, &keyed);
+        assert!((0..10).all(|_| pick(&b, &servers, &keyed) == first));
     }
 }

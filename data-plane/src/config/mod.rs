@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use sluice_proto::v1 as pb;
 
-use crate::balance::RoundRobin;
+use crate::balance::Balancer;
 use crate::stats::{BackendCounters, FrontendCounters, ServerCounters, StatsRegistry};
 use acl::{AclMatcher, Condition};
 
@@ -110,6 +110,10 @@ pub struct ServerPlan {
     pub socket_addr: Option<SocketAddr>,
     pub weight: u32,
     pub backup: bool,
+    /// Concurrent connections (requests in flight and tunnels) allowed; 0: unlimited.
+    pub maxconn: u32,
+    /// The persistence cookie value designating this server, when set.
+    pub cookie: Option<Arc<str>>,
     pub state: pb::ServerState,
     pub counters: Arc<ServerCounters>,
     /// Idle keep-alive connections; `None` with `http_server_close`.
@@ -117,9 +121,27 @@ pub struct ServerPlan {
 }
 
 impl ServerPlan {
-    /// Whether new, non-sticky traffic may go here.
+    /// Whether new, non-sticky traffic may go here: ready, weighted, not down by health
+    /// checks, and below its `maxconn`.
     pub fn accepts_new(&self) -> bool {
-        self.state == pb::ServerState::Ready && self.weight > 0
+        self.state == pb::ServerState::Ready && self.weight > 0 && self.usable()
+    }
+
+    /// Whether a sticky request may still go here: not in maintenance (draining servers
+    /// keep their sticky clients, as HAProxy does), not down, below `maxconn`.
+    pub fn accepts_sticky(&self) -> bool {
+        self.state != pb::ServerState::Maint && self.usable()
+    }
+
+    fn usable(&self) -> bool {
+        !self.counters.health.is_down() && !self.full()
+    }
+
+    /// At its `maxconn`.
+    pub fn full(&self) -> bool {
+        self.maxconn > 0
+            && self.counters.current_connections.load(std::sync::atomic::Ordering::Relaxed)
+                >= u64::from(self.maxconn)
     }
 }
 
@@ -135,7 +157,7 @@ pub struct BackendPlan {
     pub redispatch: bool,
     /// `option http-server-close`: one request per server connection.
     pub server_close: bool,
-    pub rr: RoundRobin,
+    pub balancer: Balancer,
     pub counters: Arc<BackendCounters>,
 }
 
@@ -181,6 +203,8 @@ impl Plan {
                     socket_addr: s.address.parse().ok(),
                     weight: s.weight,
                     backup: s.backup,
+                    maxconn: s.maxconn,
+                    cookie: (!s.cookie.is_empty()).then(|| s.cookie.as_str().into()),
                     state: s.state(),
                     counters: stats.server(&b.name, &s.name),
                     pool: (!server_close).then(Arc::default),
@@ -188,7 +212,8 @@ impl Plan {
                 .collect::<Vec<_>>();
             let plan = Arc::new(BackendPlan {
                 name: b.name.as_str().into(),
-                rr: RoundRobin::new(servers.len()),
+                balancer: Balancer::new(b.balance.as_ref(), &servers)
+                    .map_err(|e| format!("backend {}: {e}", b.name))?,
                 servers,
                 connect_timeout: ms(bt.connect_ms.or(dt.connect_ms)).unwrap_or(DEFAULT_CONNECT),
                 server_timeout,

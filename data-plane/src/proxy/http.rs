@@ -34,6 +34,7 @@ use super::log;
 use super::pool::{self, PooledBody};
 use super::tunnel::{self, TunnelEnd};
 use super::Body;
+use crate::balance::PickInput;
 use crate::config::acl::{holds, Condition, RequestCtx};
 use crate::config::{
     BackendPlan, BindPlan, FrontendPlan, RequestAction, ResponseAction, ServerPlan,
@@ -455,11 +456,12 @@ async fn connect_server(server: &ServerPlan, timeout: Duration) -> Result<TcpStr
 /// goes to another server if there is one.
 async fn connect(
     backend: &BackendPlan,
+    input: &PickInput<'_>,
     pooled: bool,
 ) -> Result<(usize, Upstream, u32), ProxyError> {
     let mut idx = backend
-        .rr
-        .pick(&backend.servers, |_, s| s.accepts_new())
+        .balancer
+        .pick(&backend.servers, input, |_, s| s.accepts_new())
         .ok_or_else(|| ProxyError::NoServer(backend.name.to_string()))?;
     let mut attempts = 0;
     loop {
@@ -486,8 +488,8 @@ async fn connect(
         if backend.redispatch && attempts == backend.retries {
             let failed = idx;
             if let Some(other) = backend
-                .rr
-                .pick(&backend.servers, |i, s| i != failed && s.accepts_new())
+                .balancer
+                .pick(&backend.servers, input, |i, s| i != failed && s.accepts_new())
             {
                 idx = other;
             }
@@ -671,7 +673,11 @@ async fn forward(
     let connect_started = Instant::now();
     // Upgrades always get a connection of their own: it becomes the tunnel's.
     let pooled = client_upgrade.is_none() && !backend.server_close;
-    let (idx, upstream, retries) = connect(&backend, pooled).await?;
+    let input = PickInput {
+        src: conn.src.ip(),
+        parts: &parts,
+    };
+    let (idx, upstream, retries) = connect(&backend, &input, pooled).await?;
     phases.connect_ms = connect_started.elapsed().as_millis() as i64;
     phases.retries = retries;
     let server = &backend.servers[idx];

@@ -48,8 +48,54 @@ fn class(status: http::StatusCode) -> usize {
     (status.as_u16() / 100).clamp(1, 5) as usize - 1
 }
 
+/// A server's health as this node's checks see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// No health check configured (or none finished yet): treated as up.
+    Unchecked,
+    Up,
+    Down,
+}
+
+#[derive(Debug, Default)]
+pub struct HealthCell {
+    state: std::sync::atomic::AtomicU8,
+    /// When it last changed (Unix ms); 0: never.
+    pub changed_unix_ms: std::sync::atomic::AtomicI64,
+}
+
+impl HealthCell {
+    pub fn get(&self) -> Health {
+        match self.state.load(Relaxed) {
+            1 => Health::Up,
+            2 => Health::Down,
+            _ => Health::Unchecked,
+        }
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.state.load(Relaxed) == 2
+    }
+
+    pub fn set(&self, h: Health) {
+        let v = match h {
+            Health::Unchecked => 0,
+            Health::Up => 1,
+            Health::Down => 2,
+        };
+        if self.state.swap(v, Relaxed) != v {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            self.changed_unix_ms.store(now, Relaxed);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ServerCounters {
+    /// Health-check state, kept here so it survives config swaps.
+    pub health: HealthCell,
     pub current_connections: AtomicU64,
     pub total_connections: AtomicU64,
     pub current_tunnels: AtomicU64,
@@ -190,8 +236,12 @@ impl StatsRegistry {
                         total_connections: s.counters.total_connections.load(Relaxed),
                         current_tunnels: s.counters.current_tunnels.load(Relaxed),
                         connect_errors: s.counters.connect_errors.load(Relaxed),
-                        health: pb::Health::Unchecked as i32,
-                        health_changed_unix_ms: 0,
+                        health: match s.counters.health.get() {
+                            Health::Unchecked => pb::Health::Unchecked,
+                            Health::Up => pb::Health::Up,
+                            Health::Down => pb::Health::Down,
+                        } as i32,
+                        health_changed_unix_ms: s.counters.health.changed_unix_ms.load(Relaxed),
                     })
                     .collect(),
             })
