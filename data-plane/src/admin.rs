@@ -69,6 +69,21 @@ where
     Family::default()
 }
 
+/// Adds a cumulative value to a fresh counter.
+fn count<L>(family: &Family<L, Counter>, labels: &L, value: u64)
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    family.get_or_create(labels).inc_by(value);
+}
+
+fn gauge<L>(family: &Family<L, Gauge>, labels: &L, value: i64)
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    family.get_or_create(labels).set(value);
+}
+
 /// Renders the node's metrics in the Prometheus text format.
 pub fn render(node: &Node) -> String {
     let plan = node.plan.load();
@@ -97,28 +112,14 @@ pub fn render(node: &Node) -> String {
         };
         let c = &f.counters;
         fe_conns.get_or_create(&l).set(c.open_connections() as i64);
-        fe_tunnels
-            .get_or_create(&l)
-            .set(c.current_tunnels.load(Relaxed) as i64);
-        fe_conns_total
-            .get_or_create(&l)
-            .inc_by(c.total_connections.load(Relaxed));
-        fe_upgrades
-            .get_or_create(&l)
-            .inc_by(c.total_upgrades.load(Relaxed));
-        fe_requests
-            .get_or_create(&l)
-            .inc_by(c.total_requests.load(Relaxed));
-        fe_bytes_in
-            .get_or_create(&l)
-            .inc_by(c.bytes_in.load(Relaxed));
-        fe_bytes_out
-            .get_or_create(&l)
-            .inc_by(c.bytes_out.load(Relaxed));
-        fe_denied.get_or_create(&l).inc_by(c.denied.load(Relaxed));
-        fe_bad
-            .get_or_create(&l)
-            .inc_by(c.bad_requests.load(Relaxed));
+        gauge(&fe_tunnels, &l, c.current_tunnels.load(Relaxed) as i64);
+        count(&fe_conns_total, &l, c.total_connections.load(Relaxed));
+        count(&fe_upgrades, &l, c.total_upgrades.load(Relaxed));
+        count(&fe_requests, &l, c.total_requests.load(Relaxed));
+        count(&fe_bytes_in, &l, c.bytes_in.load(Relaxed));
+        count(&fe_bytes_out, &l, c.bytes_out.load(Relaxed));
+        count(&fe_denied, &l, c.denied.load(Relaxed));
+        count(&fe_bad, &l, c.bad_requests.load(Relaxed));
         for (i, n) in c.responses_by_class.iter().enumerate() {
             fe_responses
                 .get_or_create(&ClassLabels {
@@ -173,40 +174,30 @@ pub fn render(node: &Node) -> String {
     let srv_bytes_out = counter_family::<ServerLabels>();
     let srv_errors = counter_family::<ServerErrorLabels>();
     let srv_responses = counter_family::<ServerClassLabels>();
+    let srv_up = Family::<ServerLabels, Gauge>::default();
+    let srv_check_failures = counter_family::<ServerLabels>();
+    let srv_transitions = counter_family::<ServerLabels>();
     for b in &plan.backends {
         let bl = BackendLabels {
             backend: b.name.to_string(),
         };
-        be_requests
-            .get_or_create(&bl)
-            .inc_by(b.counters.total_requests.load(Relaxed));
-        be_no_server
-            .get_or_create(&bl)
-            .inc_by(b.counters.no_server.load(Relaxed));
+        count(&be_requests, &bl, b.counters.total_requests.load(Relaxed));
+        count(&be_no_server, &bl, b.counters.no_server.load(Relaxed));
         for s in &b.servers {
             let l = ServerLabels {
                 backend: b.name.to_string(),
                 server: s.name.to_string(),
             };
             let c = &s.counters;
-            srv_conns
-                .get_or_create(&l)
-                .set(c.current_connections.load(Relaxed) as i64);
-            srv_tunnels
-                .get_or_create(&l)
-                .set(c.current_tunnels.load(Relaxed) as i64);
-            srv_conns_total
-                .get_or_create(&l)
-                .inc_by(c.total_connections.load(Relaxed));
-            srv_upgrades
-                .get_or_create(&l)
-                .inc_by(c.total_upgrades.load(Relaxed));
-            srv_bytes_in
-                .get_or_create(&l)
-                .inc_by(c.bytes_in.load(Relaxed));
-            srv_bytes_out
-                .get_or_create(&l)
-                .inc_by(c.bytes_out.load(Relaxed));
+            srv_up.get_or_create(&l).set(i64::from(!c.health.is_down()));
+            count(&srv_check_failures, &l, c.check_failures.load(Relaxed));
+            count(&srv_transitions, &l, c.health_transitions.load(Relaxed));
+            gauge(&srv_conns, &l, c.current_connections.load(Relaxed) as i64);
+            gauge(&srv_tunnels, &l, c.current_tunnels.load(Relaxed) as i64);
+            count(&srv_conns_total, &l, c.total_connections.load(Relaxed));
+            count(&srv_upgrades, &l, c.total_upgrades.load(Relaxed));
+            count(&srv_bytes_in, &l, c.bytes_in.load(Relaxed));
+            count(&srv_bytes_out, &l, c.bytes_out.load(Relaxed));
             for (kind, n) in [
                 ("connect", &c.connect_errors),
                 ("timeout", &c.timeouts),
@@ -240,6 +231,21 @@ pub fn render(node: &Node) -> String {
         "backend_no_server",
         "Requests that found no usable server (503)",
         be_no_server,
+    );
+    reg.register(
+        "server_up",
+        "1 unless health checks from this node mark the server down",
+        srv_up,
+    );
+    reg.register(
+        "server_check_failures",
+        "Failed health checks",
+        srv_check_failures,
+    );
+    reg.register(
+        "server_health_transitions",
+        "Up/down changes decided by health checks",
+        srv_transitions,
     );
     reg.register(
         "server_connections",

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod control;
+pub mod health;
 pub mod proxy;
 pub mod stats;
 
@@ -27,6 +28,7 @@ pub struct Node {
     pub plan: Arc<ArcSwap<Plan>>,
     pub stats: StatsRegistry,
     listeners: Listeners,
+    checks: health::Checks,
     /// Applies are serialized; requests never take this lock.
     apply_lock: Mutex<()>,
     /// Set by [`Node::stop_accepting`].
@@ -46,6 +48,7 @@ impl Node {
             plan: Arc::new(ArcSwap::from_pointee(Plan::empty())),
             stats: StatsRegistry::default(),
             listeners: Listeners::new(reuse_port),
+            checks: health::Checks::default(),
             apply_lock: Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),
         }
@@ -75,10 +78,12 @@ impl Node {
         let plan = Arc::new(plan);
         if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
             // Open connections keep their plan; nothing new is listened on.
+            self.checks.reconcile(snap, &plan);
             self.plan.store(plan);
             return Ok(());
         }
         let opened = self.listeners.prepare(&plan)?;
+        self.checks.reconcile(snap, &plan);
         self.plan.store(plan.clone());
         self.listeners.commit(&plan, opened, self.plan.clone());
         self.stats.prune();

@@ -53,6 +53,9 @@ pub struct Shared {
     pub open_tunnels: AtomicUsize,
     /// Connections accepted so far.
     pub connections: AtomicUsize,
+    /// Answer upgrade requests with a plain 200, like a server that lost its WebSocket
+    /// endpoint.
+    pub refuse_upgrades: std::sync::atomic::AtomicBool,
 }
 
 /// A running backend; stops when dropped.
@@ -249,7 +252,10 @@ async fn connection(
         // A handshake without a key is not one (RFC 6455 §4.2.1): answered as plain HTTP.
         let wants_ws = header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
             && header("sec-websocket-key").is_some();
-        if wants_ws && !rec.uri.starts_with("/no101") {
+        if wants_ws
+            && !rec.uri.starts_with("/no101")
+            && !shared.refuse_upgrades.load(Ordering::SeqCst)
+        {
             let key = header("sec-websocket-key").unwrap_or_default();
             let mut resp = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nX-Served-By: {name}\r\n",

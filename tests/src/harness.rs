@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::backend::Backend;
+
 /// Where the workspace's binaries are.
 pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("SLUICE_BIN_DIR") {
@@ -519,4 +521,53 @@ pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
+}
+
+/// Backends, a control plane and one node (`node-a`) with a config applied.
+pub struct Fixture {
+    pub cp: ControlPlane,
+    pub dp: DataPlane,
+    pub backends: Vec<Backend>,
+    pub bind: SocketAddr,
+    /// Dropped last, so logs can still be dumped when a test fails.
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn backend(&self, name: &str) -> &Backend {
+        self.backends.iter().find(|b| b.name == name).unwrap()
+    }
+}
+
+/// Starts backends named in `servers` (backend name → server names), the control plane
+/// and a node, and applies `make(bind, addresses)`.
+pub async fn fixture(
+    servers: &[&str],
+    make: impl Fn(SocketAddr, &dyn Fn(&str) -> String) -> Value,
+) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backends = Vec::new();
+    for name in servers {
+        backends.push(Backend::start(name, "127.0.0.1:0").await.unwrap());
+    }
+    let cp = ControlPlane::start(dir.path());
+    let dp = DataPlane::start(dir.path(), &cp, "node-a");
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr_of = |n: &str| {
+        backends
+            .iter()
+            .find(|b| b.name == n)
+            .map(|b| b.addr.to_string())
+            .unwrap_or_else(|| format!("127.0.0.1:{}", free_port()))
+    };
+    let api = cp.api();
+    let v = api.put_config(&make(bind, &addr_of)).await;
+    api.wait_applied("node-a", v, Duration::from_secs(10)).await;
+    Fixture {
+        _dir: dir,
+        cp,
+        dp,
+        backends,
+        bind,
+    }
 }

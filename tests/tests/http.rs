@@ -6,60 +6,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice_tests::backend::Backend;
-use sluice_tests::harness::{free_port, http_get, ws_whoami, ControlPlane, DataPlane};
+use sluice_tests::harness::{fixture, http_get, ws_whoami, Fixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-struct Fixture {
-    _cp: ControlPlane,
-    dp: DataPlane,
-    backends: Vec<Backend>,
-    bind: SocketAddr,
-    /// Dropped last, so logs can still be dumped when a test fails.
-    _dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn backend(&self, name: &str) -> &Backend {
-        self.backends.iter().find(|b| b.name == name).unwrap()
-    }
-}
-
-/// Starts backends named in `servers` (backend name → server names), the control plane
-/// and a node, and applies `make(bind, addresses)`.
-async fn fixture(
-    servers: &[&str],
-    make: impl Fn(SocketAddr, &dyn Fn(&str) -> String) -> Value,
-) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let mut backends = Vec::new();
-    for name in servers {
-        backends.push(Backend::start(name, "127.0.0.1:0").await.unwrap());
-    }
-    let cp = ControlPlane::start(dir.path());
-    let dp = DataPlane::start(dir.path(), &cp, "node-a");
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let addr_of = |n: &str| {
-        backends
-            .iter()
-            .find(|b| b.name == n)
-            .map(|b| b.addr.to_string())
-            .unwrap_or_else(|| format!("127.0.0.1:{}", free_port()))
-    };
-    let api = cp.api();
-    let v = api.put_config(&make(bind, &addr_of)).await;
-    api.wait_applied("node-a", v, WAIT).await;
-    Fixture {
-        _dir: dir,
-        _cp: cp,
-        dp,
-        backends,
-        bind,
-    }
-}
 
 /// The article's frontend (without TLS) in front of echo backends.
 fn article_like(bind: SocketAddr, addr: &dyn Fn(&str) -> String) -> Value {

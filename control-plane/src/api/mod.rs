@@ -18,7 +18,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use serde::de::DeserializeOwned;
 
@@ -60,6 +60,10 @@ pub fn router(state: AppState) -> Router {
             get(objects::get_backend)
                 .put(objects::put_backend)
                 .delete(objects::delete_backend),
+        )
+        .route(
+            "/backends/{name}/servers/{server}/state",
+            put(objects::put_server_state),
         )
         .route("/snapshots", get(snapshots::list_snapshots))
         .route("/snapshots/{version}", get(snapshots::get_snapshot))

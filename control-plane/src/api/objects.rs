@@ -8,9 +8,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sluice_proto::v1 as pb;
+use utoipa::ToSchema;
 
 use super::config::write_response;
+use super::snapshots::rfc3339;
 use super::{etag, if_match, parse_json, ApiError, AppState};
 use crate::config::{Backend, ConfigDocument, Frontend};
 use crate::snapshot::ChangeError;
@@ -205,15 +208,140 @@ pub async fn list_backends(State(s): State<AppState>) -> Result<impl IntoRespons
     list::<Backend>(s).await
 }
 
-/// One backend.
+/// A backend as configured, with what every connected node sees of its servers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackendView {
+    #[serde(flatten)]
+    pub backend: Backend,
+    /// Read-only, per server and node; ignored when the object is sent back with PUT.
+    pub live: Vec<ServerLive>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerLive {
+    pub server: String,
+    pub nodes: Vec<ServerOnNode>,
+}
+
+/// One server as one node last reported it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerOnNode {
+    pub node: String,
+    /// `up`, `down` (by this node's health checks) or `unchecked` (no check configured).
+    pub health: String,
+    /// When this node last saw the health change (RFC 3339), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_changed: Option<String>,
+    /// Requests in flight and tunnels open to the server through this node.
+    pub current_connections: u64,
+    pub current_tunnels: u64,
+    pub total_connections: u64,
+    pub connect_errors: u64,
+    /// When the node sent these figures (RFC 3339).
+    pub reported: String,
+}
+
+/// One backend, with its servers' live state on every connected node (health as each
+/// node's checks see it, open connections and tunnels — e.g. to watch a drain finish).
 #[utoipa::path(get, path = "/api/v1/backends/{name}", tag = "backends",
     params(("name" = String, Path)),
-    responses((status = 200, body = Backend), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = BackendView), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get_backend(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    get_one::<Backend>(s, name).await
+    let (version, doc) = s.config.document().await?;
+    let backend = doc
+        .backends
+        .into_iter()
+        .find(|b| b.name == name)
+        .ok_or_else(|| ApiError::from(not_found::<Backend>(&name)))?;
+    let nodes = s.registry.all();
+    let live = backend
+        .servers
+        .iter()
+        .map(|server| ServerLive {
+            server: server.name.clone(),
+            nodes: nodes
+                .iter()
+                .filter_map(|(id, n)| {
+                    let stats = n.stats.as_ref()?;
+                    let st = stats
+                        .backends
+                        .iter()
+                        .find(|b| b.name == backend.name)?
+                        .servers
+                        .iter()
+                        .find(|x| x.name == server.name)?;
+                    Some(ServerOnNode {
+                        node: id.clone(),
+                        health: match st.health() {
+                            pb::Health::Up => "up",
+                            pb::Health::Down => "down",
+                            _ => "unchecked",
+                        }
+                        .to_string(),
+                        health_changed: (st.health_changed_unix_ms > 0)
+                            .then(|| rfc3339(st.health_changed_unix_ms)),
+                        current_connections: st.current_connections,
+                        current_tunnels: st.current_tunnels,
+                        total_connections: st.total_connections,
+                        connect_errors: st.connect_errors,
+                        reported: rfc3339(stats.unix_ms),
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(([etag(version)], Json(BackendView { backend, live })))
+}
+
+/// The body of a server state change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateChange {
+    /// `ready`, `drain` (no new connections except sticky ones) or `maint` (none at all).
+    /// Open tunnels are left alone either way.
+    pub state: String,
+}
+
+/// Sets one server's administrative state — a versioned config change, pushed to every
+/// node (HAProxy's `set server <backend>/<server> state`).
+#[utoipa::path(put, path = "/api/v1/backends/{name}/servers/{server}/state", tag = "backends",
+    request_body = StateChange,
+    params(("name" = String, Path), ("server" = String, Path)),
+    responses((status = 200, body = super::config::WriteResult),
+              (status = 404, body = super::error::ErrorBody),
+              (status = 422, body = super::error::ErrorBody)))]
+pub async fn put_server_state(
+    State(s): State<AppState>,
+    Path((name, server)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let expected = if_match(&headers)?;
+    let change: StateChange = parse_json(&body)?;
+    let what = format!("set server {name}/{server} state {}", change.state);
+    let applied = s
+        .config
+        .apply(expected, &what, move |doc| {
+            let backend = doc
+                .backends
+                .iter_mut()
+                .find(|b| b.name == name)
+                .ok_or_else(|| not_found::<Backend>(&name))?;
+            let slot = backend
+                .servers
+                .iter_mut()
+                .find(|x| x.name == server)
+                .ok_or_else(|| {
+                    ChangeError::NotFound(format!("backend {name:?} has no server {server:?}"))
+                })?;
+            slot.state = Some(change.state);
+            Ok(())
+        })
+        .await?;
+    Ok(write_response(StatusCode::OK, applied))
 }
 
 /// Adds a backend (409 if the name exists).
@@ -240,6 +368,14 @@ pub async fn put_backend(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
+    // What GET returns may be sent back as is: its read-only `live` part is dropped.
+    let body = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(mut o)) if o.contains_key("live") => {
+            o.remove("live");
+            Bytes::from(serde_json::to_vec(&o).unwrap_or_default())
+        }
+        _ => body,
+    };
     replace::<Backend>(s, name, headers, body).await
 }
 

@@ -98,6 +98,14 @@ impl Registry {
             .cloned()
     }
 
+    /// Every node with an open stream, by id.
+    pub fn all(&self) -> Vec<(String, LiveNode)> {
+        let live = self.live.lock().expect("registry lock");
+        let mut nodes: Vec<_> = live.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        nodes.sort_by(|a, b| a.0.cmp(&b.0));
+        nodes
+    }
+
     pub fn connected_count(&self) -> usize {
         self.live.lock().expect("registry lock").len()
     }

@@ -51,11 +51,7 @@ impl HashKey {
                 IpAddr::V6(v6) => xxh3_64(&v6.octets()),
             }),
             HashKey::Uri => Some(xxh3_64(input.parts.uri.path().as_bytes())),
-            HashKey::Header(name) => input
-                .parts
-                .headers
-                .get(name)
-                .map(|v| xxh3_64(v.as_bytes())),
+            HashKey::Header(name) => input.parts.headers.get(name).map(|v| xxh3_64(v.as_bytes())),
             HashKey::UrlParam(name) => input.parts.uri.query().and_then(|q| {
                 q.split('&')
                     .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
@@ -365,7 +361,9 @@ mod tests {
         ];
         let b = balancer(pb::BalanceAlgorithm::Roundrobin, false, &servers);
         let parts = request("u");
-        let picks: Vec<usize> = (0..7).map(|_| pick(&b, &servers, &parts).unwrap()).collect();
+        let picks: Vec<usize> = (0..7)
+            .map(|_| pick(&b, &servers, &parts).unwrap())
+            .collect();
         assert_eq!(
             picks,
             vec![0, 0, 1, 0, 2, 0, 0],
@@ -436,7 +434,9 @@ mod tests {
             .unwrap()
             .into_parts()
             .0;
-        let picks: Vec<_> = (0..4).map(|_| pick(&b, &servers, &parts).unwrap()).collect();
+        let picks: Vec<_> = (0..4)
+            .map(|_| pick(&b, &servers, &parts).unwrap())
+            .collect();
         assert_eq!(picks, vec![0, 1, 0, 1]);
         // With the key: always the same server.
         let keyed = request("alice");

@@ -140,7 +140,10 @@ impl ServerPlan {
     /// At its `maxconn`.
     pub fn full(&self) -> bool {
         self.maxconn > 0
-            && self.counters.current_connections.load(std::sync::atomic::Ordering::Relaxed)
+            && self
+                .counters
+                .current_connections
+                .load(std::sync::atomic::Ordering::Relaxed)
                 >= u64::from(self.maxconn)
     }
 }

@@ -487,10 +487,9 @@ async fn connect(
         }
         if backend.redispatch && attempts == backend.retries {
             let failed = idx;
-            if let Some(other) = backend
-                .balancer
-                .pick(&backend.servers, input, |i, s| i != failed && s.accepts_new())
-            {
+            if let Some(other) = backend.balancer.pick(&backend.servers, input, |i, s| {
+                i != failed && s.accepts_new()
+            }) {
                 idx = other;
             }
         }

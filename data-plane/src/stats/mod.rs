@@ -110,6 +110,10 @@ pub struct ServerCounters {
     /// Invalid or missing responses (502).
     pub bad_responses: AtomicU64,
     pub responses_by_class: [AtomicU64; 5],
+    /// Failed health checks.
+    pub check_failures: AtomicU64,
+    /// Up↔down changes decided by health checks.
+    pub health_transitions: AtomicU64,
 }
 
 impl ServerCounters {

@@ -1,0 +1,302 @@
+//! Active health checks, run by every node on its own.
+//!
+//! One task per checked server probes it every `inter`: `tcp` (a connect), `http` (a
+//! request; healthy when the status is in the expected ranges, 200–399 by default) or
+//! `websocket` (a real upgrade with a fresh `Sec-WebSocket-Key`; healthy on a 101 whose
+//! `Sec-WebSocket-Accept` is right, after which the check closes cleanly with a close
+//! frame). `fall` consecutive failures mark a server down, `rise` consecutive successes
+//! bring it back; a server is up until its checks say otherwise. The state lives in the
+//! server's counters (outside the plan), so it survives config swaps; [`Checks::reconcile`]
+//! keeps the tasks of unchanged checks running across swaps.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use sha1::{Digest, Sha1};
+use sluice_proto::v1 as pb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
+
+use crate::config::Plan;
+use crate::stats::{Health, ServerCounters};
+
+/// The check of one server, as configured: a change restarts it.
+#[derive(Debug, Clone, PartialEq)]
+struct Spec {
+    backend: String,
+    server: String,
+    /// Where to connect: the server's address, with the check port if set.
+    target: String,
+    check: pb::HealthCheck,
+    inter: Duration,
+    timeout: Duration,
+    fall: u32,
+    rise: u32,
+}
+
+/// The running checks of a node.
+#[derive(Default)]
+pub struct Checks {
+    running: Mutex<HashMap<(String, String), (Spec, AbortHandle)>>,
+}
+
+impl Checks {
+    /// Starts the checks `plan` adds or changes and stops the ones it drops. Servers
+    /// without a check go back to `Unchecked`.
+    pub fn reconcile(&self, snap: &pb::Snapshot, plan: &Plan) {
+        let mut wanted = HashMap::new();
+        let default_check = snap
+            .defaults
+            .as_ref()
+            .and_then(|d| d.timeouts)
+            .and_then(|t| t.check_ms);
+        for b in &snap.backends {
+            let Some(bp) = plan.backends.iter().find(|p| *p.name == *b.name) else {
+                continue;
+            };
+            for (s, sp) in b.servers.iter().zip(&bp.servers) {
+                let (Some(check), Some(sc)) = (&b.health_check, &s.check) else {
+                    sp.counters.health.set(Health::Unchecked);
+                    continue;
+                };
+                let inter = Duration::from_millis(sc.inter_ms.max(100));
+                let timeout = b
+                    .timeouts
+                    .and_then(|t| t.check_ms)
+                    .or(default_check)
+                    .map(Duration::from_millis)
+                    .unwrap_or(
+                        bp.connect_timeout
+                            .min(inter)
+                            .max(Duration::from_millis(100)),
+                    );
+                let target = match sc.port {
+                    Some(port) => match s.address.rsplit_once(':') {
+                        Some((host, _)) => format!("{host}:{port}"),
+                        None => s.address.clone(),
+                    },
+                    None => s.address.clone(),
+                };
+                let spec = Spec {
+                    backend: b.name.clone(),
+                    server: s.name.clone(),
+                    target,
+                    check: check.clone(),
+                    inter,
+                    timeout,
+                    fall: sc.fall.max(1),
+                    rise: sc.rise.max(1),
+                };
+                wanted.insert(
+                    (b.name.clone(), s.name.clone()),
+                    (spec, sp.counters.clone()),
+                );
+            }
+        }
+        let mut running = self.running.lock().expect("checks lock");
+        running.retain(|key, (spec, handle)| {
+            let keep = wanted.get(key).is_some_and(|(w, _)| w == spec);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        for (key, (spec, counters)) in wanted {
+            if running.contains_key(&key) {
+                continue;
+            }
+            let handle = tokio::spawn(run(spec.clone(), counters)).abort_handle();
+            running.insert(key, (spec, handle));
+        }
+    }
+}
+
+async fn run(spec: Spec, counters: Arc<ServerCounters>) {
+    // Spread the first checks of many servers over the interval.
+    let jitter = rand::random_range(0..spec.inter.as_millis().max(1) as u64);
+    tokio::time::sleep(Duration::from_millis(jitter)).await;
+    let (mut failures, mut successes) = (0u32, 0u32);
+    loop {
+        let started = tokio::time::Instant::now();
+        let result = tokio::time::timeout(spec.timeout, probe(&spec))
+            .await
+            .unwrap_or_else(|_| Err("timeout".to_string()));
+        let was = counters.health.get();
+        match result {
+            Ok(()) => {
+                failures = 0;
+                successes = successes.saturating_add(1);
+                let up = match was {
+                    Health::Down => successes >= spec.rise,
+                    _ => true,
+                };
+                if up && was != Health::Up {
+                    counters.health.set(Health::Up);
+                    if was == Health::Down {
+                        counters.health_transitions.fetch_add(1, Relaxed);
+                        tracing::warn!(backend = %spec.backend, server = %spec.server, checks = successes, "server is UP");
+                    }
+                }
+            }
+            Err(reason) => {
+                successes = 0;
+                failures = failures.saturating_add(1);
+                counters.check_failures.fetch_add(1, Relaxed);
+                if was != Health::Down && failures >= spec.fall {
+                    counters.health.set(Health::Down);
+                    counters.health_transitions.fetch_add(1, Relaxed);
+                    tracing::warn!(backend = %spec.backend, server = %spec.server, %reason, checks = failures, "server is DOWN");
+                } else {
+                    tracing::debug!(backend = %spec.backend, server = %spec.server, %reason, "health check failed");
+                }
+            }
+        }
+        tokio::time::sleep_until(started + spec.inter).await;
+    }
+}
+
+/// One check; the error says why it failed.
+async fn probe(spec: &Spec) -> Result<(), String> {
+    let mut stream = match spec.target.parse::<SocketAddr>() {
+        Ok(addr) => TcpStream::connect(addr).await,
+        Err(_) => TcpStream::connect(spec.target.as_str()).await,
+    }
+    .map_err(|e| format!("connect: {e}"))?;
+    let check = &spec.check;
+    let websocket = check.check_type() == pb::CheckType::Websocket;
+    if check.check_type() == pb::CheckType::Tcp || check.check_type() == pb::CheckType::Unspecified
+    {
+        return Ok(());
+    }
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+    let mut req = format!("{} {} {}\r\n", check.method, check.uri, check.version);
+    let has = |name: &str| {
+        check
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(name))
+    };
+    if !has("host") {
+        req.push_str(&format!("Host: {}\r\n", spec.target));
+    }
+    // A check that performs a WebSocket handshake always sends a fresh key (a configured
+    // one, like the article's sample nonce, is replaced).
+    let sends_key = websocket || has("sec-websocket-key");
+    for h in &check.headers {
+        if sends_key && h.name.eq_ignore_ascii_case("sec-websocket-key") {
+            continue;
+        }
+        req.push_str(&format!("{}: {}\r\n", h.name, h.value));
+    }
+    let upgrade = websocket || has("upgrade");
+    if websocket {
+        for (name, value) in [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+        ] {
+            if !has(name) {
+                req.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+    }
+    if sends_key {
+        req.push_str(&format!("Sec-WebSocket-Key: {key}\r\n"));
+    }
+    if !upgrade {
+        req.push_str("Connection: close\r\n");
+    }
+    req.push_str("\r\n");
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+
+    let mut buf = Vec::with_capacity(1024);
+    let (status, accept) = loop {
+        let mut chunk = [0u8; 2048];
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("connection closed before a response".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                let accept = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+                    .map(|h| String::from_utf8_lossy(h.value).trim().to_string());
+                break (resp.code.unwrap_or(0), accept);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < 16 * 1024 => {}
+            Ok(httparse::Status::Partial) => return Err("response head too large".into()),
+            Err(e) => return Err(format!("invalid response: {e}")),
+        }
+    };
+    let expected = if check.expect_status.is_empty() {
+        if websocket {
+            vec![(101, 101)]
+        } else {
+            vec![(200, 399)]
+        }
+    } else {
+        check
+            .expect_status
+            .iter()
+            .map(|r| (r.min as u16, r.max as u16))
+            .collect()
+    };
+    if !expected
+        .iter()
+        .any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    {
+        return Err(format!("status {status}"));
+    }
+    if status == 101 && sends_key {
+        if accept.as_deref() != Some(accept_key(&key).as_str()) {
+            return Err(format!("wrong Sec-WebSocket-Accept {accept:?}"));
+        }
+        // Close cleanly: a masked close frame (1000), then wait briefly for the reply.
+        let mask = rand::random::<[u8; 4]>();
+        let payload = 1000u16.to_be_bytes();
+        let mut frame = vec![0x88, 0x80 | 2];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let _ = stream.write_all(&frame).await;
+        let mut sink = [0u8; 256];
+        let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut sink)).await;
+    }
+    Ok(())
+}
+
+/// RFC 6455 §4.2.2.
+fn accept_key(key: &str) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_rfc_6455_example() {
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+}

@@ -1,0 +1,348 @@
+//! Backend selection and server health through a real node: leastconn, hashing (and the
+//! consistent-hash remap bound), backup servers, drain and maint through the REST API with
+//! open tunnels left alone, and WebSocket health checks with fall/rise.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sluice_tests::harness::{
+    eventually, fixture, http_get, ws_connect, ws_roundtrip, ws_whoami, Fixture,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn one_backend(bind: SocketAddr, backend: Value) -> Value {
+    json!({
+        "frontends": [{ "name": "fe", "binds": [{ "address": bind.to_string() }], "default_backend": "be" }],
+        "backends": [backend]
+    })
+}
+
+/// Waits until the node serves the latest config version.
+async fn put_and_wait(f: &Fixture, doc: &Value) {
+    let api = f.cp.api();
+    let v = api.put_config(doc).await;
+    api.wait_applied("node-a", v, WAIT).await;
+}
+
+/// The node's view of one server in `GET /api/v1/backends/{name}`.
+async fn live_server(f: &Fixture, backend: &str, server: &str) -> Option<Value> {
+    let r = f.cp.api().get(&format!("/api/v1/backends/{backend}")).await;
+    r.json["live"]
+        .as_array()?
+        .iter()
+        .find(|s| s["server"] == server)?["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["node"] == "node-a")
+        .cloned()
+}
+
+#[tokio::test]
+async fn leastconn_steers_new_tunnels_to_the_idle_server() {
+    let f = fixture(&["a", "b"], |bind, addr| {
+        one_backend(
+            bind,
+            json!({ "name": "be", "balance": "leastconn", "servers": [
+                { "name": "a", "address": addr("a") }, { "name": "b", "address": addr("b") }
+            ]}),
+        )
+    })
+    .await;
+    // Four tunnels: two on each server.
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut ws = ws_connect(f.bind, "/t").await;
+        let who = ws_roundtrip(&mut ws, "whoami").await;
+        open.push((who, ws));
+    }
+    let on = |n: &str, open: &[(String, _)]| open.iter().filter(|(w, _)| w == n).count();
+    assert_eq!((on("a", &open), on("b", &open)), (2, 2));
+    // Close both tunnels on b: the next two go to b, which is now idle.
+    open.retain(|(w, _)| w != "b");
+    eventually(WAIT, "b's tunnels to close", || async {
+        (f.backend("b").open_tunnels() == 0).then_some(())
+    })
+    .await;
+    for _ in 0..2 {
+        let mut ws = ws_connect(f.bind, "/t").await;
+        assert_eq!(ws_roundtrip(&mut ws, "whoami").await, "b");
+        open.push(("b".into(), ws));
+    }
+}
+
+#[tokio::test]
+async fn consistent_hashing_remaps_about_one_in_n_keys() {
+    let names = ["s1", "s2", "s3", "s4", "s5"];
+    let backend = |count: usize, addr: &dyn Fn(&str) -> String| {
+        json!({ "name": "be", "balance": "hdr(X-User)", "hash_type": "consistent",
+                "servers": names[..count].iter().map(|n| json!({ "name": n, "address": addr(n) })).collect::<Vec<_>>() })
+    };
+    let f = fixture(&names, |bind, addr| one_backend(bind, backend(5, addr))).await;
+    let keys: Vec<String> = (0..300).map(|k| format!("user-{k}")).collect();
+    let mut before = HashMap::new();
+    for k in &keys {
+        let (status, body) = http_get(f.bind, "/", &[("X-User", k)]).await;
+        assert_eq!(status, 200);
+        before.insert(k.clone(), body["server"].as_str().unwrap().to_string());
+    }
+    let used: HashSet<_> = before.values().collect();
+    assert_eq!(used.len(), 5, "every server gets keys");
+    // The same key keeps its server.
+    for k in keys.iter().take(20) {
+        assert_eq!(
+            http_get(f.bind, "/", &[("X-User", k)]).await.1["server"],
+            before[k].as_str()
+        );
+    }
+
+    // One server of five leaves.
+    let addrs: HashMap<String, String> = f
+        .backends
+        .iter()
+        .map(|b| (b.name.clone(), b.addr.to_string()))
+        .collect();
+    let doc = one_backend(f.bind, backend(4, &|n| addrs[n].clone()));
+    put_and_wait(&f, &doc).await;
+    let mut moved = 0;
+    for k in &keys {
+        let now = http_get(f.bind, "/", &[("X-User", k)]).await.1["server"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if before[k] == "s5" {
+            moved += 1;
+            assert_ne!(now, "s5");
+        } else {
+            assert_eq!(now, before[k], "key {k} moved though its server stayed");
+        }
+    }
+    assert!(
+        (30..=90).contains(&moved),
+        "{moved} of 300 keys moved; about 60 expected"
+    );
+}
+
+#[tokio::test]
+async fn source_hashing_keeps_each_client_address_on_one_server() {
+    let f = fixture(&["a", "b", "c"], |bind, addr| {
+        one_backend(
+            bind,
+            json!({ "name": "be", "balance": "source", "servers": [
+                { "name": "a", "address": addr("a") }, { "name": "b", "address": addr("b") },
+                { "name": "c", "address": addr("c") }
+            ]}),
+        )
+    })
+    .await;
+    let mut seen = HashSet::new();
+    for host in 2..14u8 {
+        let src: SocketAddr = format!("127.0.0.{host}:0").parse().unwrap();
+        let mut servers = HashSet::new();
+        for _ in 0..3 {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(src).unwrap();
+            let tcp = sock.connect(f.bind).await.unwrap();
+            let (mut ws, _) = tokio_tungstenite::client_async(
+                format!("ws://{}/s", f.bind),
+                tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+            )
+            .await
+            .unwrap();
+            servers.insert(ws_roundtrip(&mut ws, "whoami").await);
+        }
+        assert_eq!(servers.len(), 1, "client {src} went to {servers:?}");
+        seen.extend(servers);
+    }
+    assert!(
+        seen.len() >= 2,
+        "12 client addresses all hashed to {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn drain_and_maint_leave_open_tunnels_alone_and_backups_take_over() {
+    let f = fixture(&["a", "b", "spare"], |bind, addr| {
+        one_backend(
+            bind,
+            json!({ "name": "be", "servers": [
+                { "name": "a", "address": addr("a") }, { "name": "b", "address": addr("b") },
+                { "name": "spare", "address": addr("spare"), "backup": true }
+            ]}),
+        )
+    })
+    .await;
+    // A tunnel on a.
+    let mut on_a = loop {
+        let mut ws = ws_connect(f.bind, "/t").await;
+        if ws_roundtrip(&mut ws, "whoami").await == "a" {
+            break ws;
+        }
+    };
+    let api = f.cp.api();
+    let set_state = |server: &'static str, state: &'static str| {
+        let api = api.clone();
+        async move {
+            let r = api
+                .request(
+                    "PUT",
+                    &format!("/api/v1/backends/be/servers/{server}/state"),
+                    Some(&json!({ "state": state })),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, 200, "{:?}", r.json);
+            api.wait_applied("node-a", r.json["version"].as_u64().unwrap(), WAIT)
+                .await;
+        }
+    };
+
+    set_state("a", "drain").await;
+    for _ in 0..4 {
+        assert_eq!(
+            ws_whoami(f.bind, "/t").await,
+            "b",
+            "no new tunnels on a draining server"
+        );
+    }
+    assert_eq!(ws_roundtrip(&mut on_a, "still here").await, "still here");
+    // The operator watches the drain: a still has its tunnel.
+    let live = eventually(WAIT, "a's tunnel in the live view", || async {
+        live_server(&f, "be", "a")
+            .await
+            .filter(|n| n["current_tunnels"] == 1)
+    })
+    .await;
+    assert_eq!(live["health"], "unchecked");
+
+    set_state("a", "maint").await;
+    assert_eq!(ws_roundtrip(&mut on_a, "and now").await, "and now");
+    // With b in maintenance too, the backup server takes new traffic.
+    set_state("b", "maint").await;
+    for _ in 0..2 {
+        assert_eq!(ws_whoami(f.bind, "/t").await, "spare");
+    }
+    set_state("b", "ready").await;
+    assert_eq!(
+        ws_whoami(f.bind, "/t").await,
+        "b",
+        "backups only while no regular server"
+    );
+    assert_eq!(ws_roundtrip(&mut on_a, "bye").await, "bye");
+
+    let r = api
+        .request(
+            "PUT",
+            "/api/v1/backends/be/servers/nope/state",
+            Some(&json!({ "state": "drain" })),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = api
+        .request(
+            "PUT",
+            "/api/v1/backends/be/servers/a/state",
+            Some(&json!({ "state": "sleepy" })),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.json);
+}
+
+#[tokio::test]
+async fn websocket_health_check_marks_a_server_without_101_down_then_up() {
+    let f = fixture(&["good", "flaky"], |bind, addr| {
+        one_backend(
+            bind,
+            json!({ "name": "be",
+                "health_check": { "type": "websocket", "uri": "/health" },
+                "servers": [
+                    { "name": "good", "address": addr("good"), "check": { "inter": "150ms", "fall": 3, "rise": 2 } },
+                    { "name": "flaky", "address": addr("flaky"), "check": { "inter": "150ms", "fall": 3, "rise": 2 } }
+                ]}),
+        )
+    })
+    .await;
+    let metrics_url = format!("{}/metrics", f.dp.admin);
+    let metric = |name: &'static str, server: &'static str| {
+        let url = metrics_url.clone();
+        async move {
+            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            let prefix = format!("{name}{{backend=\"be\",server=\"{server}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        }
+    };
+    eventually(WAIT, "both servers checked up", || async {
+        let live = live_server(&f, "be", "flaky").await?;
+        (live["health"] == "up").then_some(())
+    })
+    .await;
+
+    // flaky answers upgrades with 200 from now on.
+    f.backend("flaky")
+        .shared
+        .refuse_upgrades
+        .store(true, Ordering::SeqCst);
+    eventually(WAIT, "flaky to be marked down", || async {
+        (metric("sluice_server_up", "flaky").await? == 0).then_some(())
+    })
+    .await;
+    // `fall` consecutive failures were needed.
+    assert!(
+        metric("sluice_server_check_failures_total", "flaky")
+            .await
+            .unwrap()
+            >= 3
+    );
+    assert_eq!(
+        metric("sluice_server_health_transitions_total", "flaky").await,
+        Some(1)
+    );
+    for _ in 0..4 {
+        assert_eq!(ws_whoami(f.bind, "/t").await, "good");
+    }
+    eventually(
+        WAIT,
+        "the control plane to show flaky down on node-a",
+        || async {
+            let live = live_server(&f, "be", "flaky").await?;
+            (live["health"] == "down" && live["health_changed"].is_string()).then_some(live)
+        },
+    )
+    .await;
+
+    f.backend("flaky")
+        .shared
+        .refuse_upgrades
+        .store(false, Ordering::SeqCst);
+    eventually(WAIT, "flaky to come back up", || async {
+        (metric("sluice_server_up", "flaky").await? == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        metric("sluice_server_health_transitions_total", "flaky").await,
+        Some(2)
+    );
+    let mut seen = HashSet::new();
+    for _ in 0..4 {
+        seen.insert(ws_whoami(f.bind, "/t").await);
+    }
+    assert!(seen.contains("flaky"), "{seen:?}");
+
+    // Every check was a real handshake with a fresh key.
+    let keys: Vec<String> = f
+        .backend("good")
+        .requests()
+        .iter()
+        .filter(|r| r.uri == "/health")
+        .flat_map(|r| r.header_values("sec-websocket-key"))
+        .collect();
+    let distinct: HashSet<_> = keys.iter().collect();
+    assert!(keys.len() >= 3 && distinct.len() == keys.len(), "{keys:?}");
+}
