@@ -28,6 +28,22 @@ async fn put_and_wait(f: &Fixture, doc: &Value) {
     api.wait_applied("node-a", v, WAIT).await;
 }
 
+/// Sets a server's state through the REST API and waits until node-a serves it.
+async fn set_state(f: &Fixture, backend: &str, server: &str, state: &str) {
+    let api = f.cp.api();
+    let r = api
+        .request(
+            "PUT",
+            &format!("/api/v1/backends/{backend}/servers/{server}/state"),
+            Some(&json!({ "state": state })),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    api.wait_applied("node-a", r.json["version"].as_u64().unwrap(), WAIT)
+        .await;
+}
+
 /// The node's view of one server in `GET /api/v1/backends/{name}`.
 async fn live_server(f: &Fixture, backend: &str, server: &str) -> Option<Value> {
     let r = f.cp.api().get(&format!("/api/v1/backends/{backend}")).await;
@@ -183,24 +199,8 @@ async fn drain_and_maint_leave_open_tunnels_alone_and_backups_take_over() {
         }
     };
     let api = f.cp.api();
-    let set_state = |server: &'static str, state: &'static str| {
-        let api = api.clone();
-        async move {
-            let r = api
-                .request(
-                    "PUT",
-                    &format!("/api/v1/backends/be/servers/{server}/state"),
-                    Some(&json!({ "state": state })),
-                    None,
-                )
-                .await;
-            assert_eq!(r.status, 200, "{:?}", r.json);
-            api.wait_applied("node-a", r.json["version"].as_u64().unwrap(), WAIT)
-                .await;
-        }
-    };
 
-    set_state("a", "drain").await;
+    set_state(&f, "be", "a", "drain").await;
     for _ in 0..4 {
         assert_eq!(
             ws_whoami(f.bind, "/t").await,
@@ -218,14 +218,14 @@ async fn drain_and_maint_leave_open_tunnels_alone_and_backups_take_over() {
     .await;
     assert_eq!(live["health"], "unchecked");
 
-    set_state("a", "maint").await;
+    set_state(&f, "be", "a", "maint").await;
     assert_eq!(ws_roundtrip(&mut on_a, "and now").await, "and now");
     // With b in maintenance too, the backup server takes new traffic.
-    set_state("b", "maint").await;
+    set_state(&f, "be", "b", "maint").await;
     for _ in 0..2 {
         assert_eq!(ws_whoami(f.bind, "/t").await, "spare");
     }
-    set_state("b", "ready").await;
+    set_state(&f, "be", "b", "ready").await;
     assert_eq!(
         ws_whoami(f.bind, "/t").await,
         "b",
@@ -345,4 +345,120 @@ async fn websocket_health_check_marks_a_server_without_101_down_then_up() {
         .collect();
     let distinct: HashSet<_> = keys.iter().collect();
     assert!(keys.len() >= 3 && distinct.len() == keys.len(), "{keys:?}");
+}
+
+/// A WebSocket handshake with `extra` headers; the response head.
+async fn upgrade_head(bind: SocketAddr, extra: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(bind).await.unwrap();
+    let req = format!(
+        "GET /chat HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 2048];
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before a response");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("a response head");
+    String::from_utf8_lossy(&buf).to_ascii_lowercase()
+}
+
+fn served_by(head: &str) -> String {
+    head.lines()
+        .find_map(|l| l.strip_prefix("x-served-by: "))
+        .unwrap_or_else(|| panic!("no x-served-by in {head}"))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn cookie_persistence_as_the_article_configures_it() {
+    let mut f = fixture(&["ws-01", "ws-02"], |bind, addr| {
+        json!({
+            "frontends": [{ "name": "fe", "binds": [{ "address": bind.to_string() }], "default_backend": "ws" }],
+            "backends": [{
+                "name": "ws", "balance": "leastconn", "retries": 1, "redispatch": true,
+                "timeouts": { "connect": "1s" },
+                "cookie": { "name": "WSID", "mode": "insert", "indirect": true, "nocache": true,
+                            "httponly": true, "samesite": "strict" },
+                "servers": [
+                    { "name": "ws-01", "address": addr("ws-01"), "cookie": "ws01" },
+                    { "name": "ws-02", "address": addr("ws-02"), "cookie": "ws02" }
+                ]
+            }]
+        })
+    })
+    .await;
+
+    // First visit: the 101 carries the cookie with its attributes, non-cacheable.
+    let head = upgrade_head(f.bind, "").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let first = served_by(&head);
+    let value = first.replace('-', "");
+    assert!(
+        head.contains(&format!(
+            "set-cookie: wsid={value}; path=/; httponly; samesite=strict"
+        )),
+        "{head}"
+    );
+    assert!(head.contains("cache-control: private"), "{head}");
+
+    // Returning with it: the same server every time, bypassing leastconn, and no cookie
+    // is set again; the server never sees WSID (indirect) but keeps the other cookies.
+    for _ in 0..4 {
+        let head = upgrade_head(f.bind, &format!("Cookie: theme=dark; WSID={value}\r\n")).await;
+        assert_eq!(served_by(&head), first, "{head}");
+        assert!(!head.contains("set-cookie"), "{head}");
+    }
+    let last = f.backend(&first).requests().pop().unwrap();
+    assert_eq!(last.header_values("cookie"), ["theme=dark"]);
+
+    // A cookie for a server in maintenance: redispatched, and the cookie rewritten.
+    set_state(&f, "ws", &first, "maint").await;
+    let other = if first == "ws-01" { "ws-02" } else { "ws-01" };
+    let head = upgrade_head(f.bind, &format!("Cookie: WSID={value}\r\n")).await;
+    assert_eq!(served_by(&head), other);
+    let other_value = other.replace('-', "");
+    assert!(
+        head.contains(&format!("set-cookie: wsid={other_value};")),
+        "{head}"
+    );
+
+    // Draining keeps sticky clients (as HAProxy does) but takes no new ones.
+    set_state(&f, "ws", &first, "drain").await;
+    let head = upgrade_head(f.bind, &format!("Cookie: WSID={value}\r\n")).await;
+    assert_eq!(
+        served_by(&head),
+        first,
+        "sticky client of a draining server"
+    );
+    assert_eq!(served_by(&upgrade_head(f.bind, "").await), other);
+
+    // The sticky server dies: after the retry, redispatch sends the client to the other
+    // server and the cookie follows.
+    set_state(&f, "ws", &first, "ready").await;
+    let dead = f.backends.iter().position(|b| b.name == first).unwrap();
+    let gone = f.backends.remove(dead);
+    let dead_addr = gone.addr;
+    drop(gone);
+    eventually(WAIT, "the dead server to refuse connections", || async {
+        tokio::net::TcpStream::connect(dead_addr)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    let head = upgrade_head(f.bind, &format!("Cookie: WSID={value}\r\n")).await;
+    assert_eq!(served_by(&head), other);
+    assert!(
+        head.contains(&format!("set-cookie: wsid={other_value};")),
+        "{head}"
+    );
 }

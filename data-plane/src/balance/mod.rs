@@ -16,6 +16,8 @@
 //!
 //! Backup servers are used only when no regular server can take traffic.
 
+pub mod cookie;
+
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;

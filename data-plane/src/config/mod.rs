@@ -161,6 +161,8 @@ pub struct BackendPlan {
     /// `option http-server-close`: one request per server connection.
     pub server_close: bool,
     pub balancer: Balancer,
+    /// Cookie persistence, when configured.
+    pub cookie: Option<crate::balance::cookie::CookiePlan>,
     pub counters: Arc<BackendCounters>,
 }
 
@@ -226,6 +228,10 @@ impl Plan {
                 retries: b.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
                 redispatch: b.redispatch.unwrap_or(defaults.redispatch),
                 server_close,
+                cookie: b
+                    .cookie
+                    .as_ref()
+                    .map(crate::balance::cookie::CookiePlan::new),
                 counters: stats.backend(&b.name),
             });
             backends_by_name.insert(b.name.clone(), plan.clone());

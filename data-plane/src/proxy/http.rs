@@ -457,12 +457,16 @@ async fn connect_server(server: &ServerPlan, timeout: Duration) -> Result<TcpStr
 async fn connect(
     backend: &BackendPlan,
     input: &PickInput<'_>,
+    sticky: Option<usize>,
     pooled: bool,
 ) -> Result<(usize, Upstream, u32), ProxyError> {
-    let mut idx = backend
-        .balancer
-        .pick(&backend.servers, input, |_, s| s.accepts_new())
-        .ok_or_else(|| ProxyError::NoServer(backend.name.to_string()))?;
+    let mut idx = match sticky {
+        Some(i) => i,
+        None => backend
+            .balancer
+            .pick(&backend.servers, input, |_, s| s.accepts_new())
+            .ok_or_else(|| ProxyError::NoServer(backend.name.to_string()))?,
+    };
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -672,14 +676,33 @@ async fn forward(
     let connect_started = Instant::now();
     // Upgrades always get a connection of their own: it becomes the tunnel's.
     let pooled = client_upgrade.is_none() && !backend.server_close;
+    // Persistence: a valid cookie naming a server that can take the request wins.
+    let presented = backend
+        .cookie
+        .as_ref()
+        .and_then(|c| c.presented(&parts.headers));
+    let sticky = presented.as_ref().filter(|p| p.fresh).and_then(|p| {
+        backend
+            .servers
+            .iter()
+            .position(|s| s.cookie.as_deref() == Some(p.server.as_str()) && s.accepts_sticky())
+    });
+    if let Some(c) = &backend.cookie {
+        c.strip_request(&mut parts.headers);
+    }
     let input = PickInput {
         src: conn.src.ip(),
         parts: &parts,
     };
-    let (idx, upstream, retries) = connect(&backend, &input, pooled).await?;
+    let (idx, upstream, retries) = connect(&backend, &input, sticky, pooled).await?;
     phases.connect_ms = connect_started.elapsed().as_millis() as i64;
     phases.retries = retries;
     let server = &backend.servers[idx];
+    let persist = |h: &mut HeaderMap| {
+        if let (Some(c), Some(value)) = (&backend.cookie, &server.cookie) {
+            c.on_response(h, value, presented.as_ref());
+        }
+    };
     phases.server = Some(server.name.clone());
     phases.server_counters = Some(server.counters.clone());
     let server_name = ServerRef {
@@ -708,6 +731,7 @@ async fn forward(
         let (mut rparts, rbody) = resp?.into_parts();
         server.counters.count_response(rparts.status);
         server_response_headers(&mut rparts.headers, phases, conn, fe);
+        persist(&mut rparts.headers);
         return Ok(Response::from_parts(rparts, rbody));
     }
     let Upstream::Fresh(stream) = upstream else {
@@ -797,6 +821,7 @@ async fn forward(
         );
         *out.status_mut() = status;
         *out.headers_mut() = std::mem::take(resp.headers_mut());
+        persist(out.headers_mut());
         if let Some(view) = phases
             .view
             .as_ref()
@@ -842,6 +867,7 @@ async fn forward(
     let (mut rparts, rbody) = resp.into_parts();
     server.counters.count_response(rparts.status);
     server_response_headers(&mut rparts.headers, phases, conn, fe);
+    persist(&mut rparts.headers);
     // The server connection (and its count) lives until the body has been relayed.
     let body = rbody.map_frame(move |f| {
         let _ = &held;
