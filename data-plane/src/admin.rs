@@ -166,6 +166,8 @@ pub fn render(node: &Node) -> String {
 
     let be_requests = counter_family::<BackendLabels>();
     let be_no_server = counter_family::<BackendLabels>();
+    let be_queue = Family::<BackendLabels, Gauge>::default();
+    let be_queue_timeouts = counter_family::<BackendLabels>();
     let srv_conns = Family::<ServerLabels, Gauge>::default();
     let srv_tunnels = Family::<ServerLabels, Gauge>::default();
     let srv_conns_total = counter_family::<ServerLabels>();
@@ -183,6 +185,12 @@ pub fn render(node: &Node) -> String {
         };
         count(&be_requests, &bl, b.counters.total_requests.load(Relaxed));
         count(&be_no_server, &bl, b.counters.no_server.load(Relaxed));
+        gauge(&be_queue, &bl, b.counters.queued.load(Relaxed) as i64);
+        count(
+            &be_queue_timeouts,
+            &bl,
+            b.counters.queue_timeouts.load(Relaxed),
+        );
         for s in &b.servers {
             let l = ServerLabels {
                 backend: b.name.to_string(),
@@ -231,6 +239,16 @@ pub fn render(node: &Node) -> String {
         "backend_no_server",
         "Requests that found no usable server (503)",
         be_no_server,
+    );
+    reg.register(
+        "backend_queue",
+        "Requests waiting for a server slot (maxconn)",
+        be_queue,
+    );
+    reg.register(
+        "backend_queue_timeouts",
+        "Requests that waited past timeout queue (503)",
+        be_queue_timeouts,
     );
     reg.register(
         "server_up",

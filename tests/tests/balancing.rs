@@ -462,3 +462,61 @@ async fn cookie_persistence_as_the_article_configures_it() {
         "{head}"
     );
 }
+
+#[tokio::test]
+async fn maxconn_queues_requests_until_a_slot_frees_or_timeout_queue() {
+    let f = fixture(&["only"], |bind, addr| {
+        one_backend(
+            bind,
+            json!({ "name": "be", "timeouts": { "queue": "1s" },
+                    "servers": [{ "name": "only", "address": addr("only"), "maxconn": 1 }] }),
+        )
+    })
+    .await;
+    let metrics_url = format!("{}/metrics", f.dp.admin);
+    let metric = |line: &'static str| {
+        let url = metrics_url.clone();
+        async move {
+            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            text.lines().any(|l| l == line).then_some(())
+        }
+    };
+    let mut first = ws_connect(f.bind, "/one").await;
+    assert_eq!(ws_roundtrip(&mut first, "whoami").await, "only");
+
+    // The second tunnel waits in the queue while the only slot is taken...
+    let bind = f.bind;
+    let second = tokio::spawn(async move {
+        let mut ws = ws_connect(bind, "/two").await;
+        let who = ws_roundtrip(&mut ws, "whoami").await;
+        (who, ws)
+    });
+    eventually(WAIT, "one request in the queue", || {
+        metric("sluice_backend_queue{backend=\"be\"} 1")
+    })
+    .await;
+    assert!(!second.is_finished());
+    assert_eq!(f.backend("only").open_tunnels(), 1, "maxconn 1 holds");
+    // ...and gets the slot as soon as the first tunnel ends.
+    drop(first);
+    let (who, mut second) = tokio::time::timeout(WAIT, second)
+        .await
+        .expect("served once the slot freed")
+        .unwrap();
+    assert_eq!(who, "only");
+
+    // With the slot taken again, a request waits `timeout queue`, then gets 503.
+    let started = std::time::Instant::now();
+    let (status, _) = http_get(f.bind, "/", &[]).await;
+    assert_eq!(status, 503);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "503 after {waited:?}"
+    );
+    eventually(WAIT, "the queue timeout counted", || {
+        metric("sluice_backend_queue_timeouts_total{backend=\"be\"} 1")
+    })
+    .await;
+    assert_eq!(ws_roundtrip(&mut second, "still fine").await, "still fine");
+}

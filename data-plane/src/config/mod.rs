@@ -124,7 +124,12 @@ impl ServerPlan {
     /// Whether new, non-sticky traffic may go here: ready, weighted, not down by health
     /// checks, and below its `maxconn`.
     pub fn accepts_new(&self) -> bool {
-        self.state == pb::ServerState::Ready && self.weight > 0 && self.usable()
+        self.up_for_new() && !self.full()
+    }
+
+    /// Ready, weighted and not down — whether or not it has a free slot right now.
+    pub fn up_for_new(&self) -> bool {
+        self.state == pb::ServerState::Ready && self.weight > 0 && !self.counters.health.is_down()
     }
 
     /// Whether a sticky request may still go here: not in maintenance (draining servers
@@ -135,6 +140,31 @@ impl ServerPlan {
 
     fn usable(&self) -> bool {
         !self.counters.health.is_down() && !self.full()
+    }
+
+    /// Takes a connection slot, unless the server is at its `maxconn`; the slot is given
+    /// back when the returned guard drops.
+    pub fn try_slot(&self) -> Option<crate::stats::Held<ServerCounters>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.maxconn > 0 {
+            let max = u64::from(self.maxconn);
+            let current = &self.counters.current_connections;
+            let mut seen = current.load(Relaxed);
+            loop {
+                if seen >= max {
+                    return None;
+                }
+                // Reserve the slot; the guard below then owns it.
+                match current.compare_exchange_weak(seen, seen + 1, Relaxed, Relaxed) {
+                    Ok(_) => break,
+                    Err(now) => seen = now,
+                }
+            }
+            return Some(crate::stats::Held::server_slot_reserved(
+                self.counters.clone(),
+            ));
+        }
+        Some(crate::stats::Held::server_slot(self.counters.clone()))
     }
 
     /// At its `maxconn`.
@@ -158,6 +188,8 @@ pub struct BackendPlan {
     pub tunnel_timeout: Duration,
     pub retries: u32,
     pub redispatch: bool,
+    /// How long a request may wait for a server slot when every server is at `maxconn`.
+    pub queue_timeout: Duration,
     /// `option http-server-close`: one request per server connection.
     pub server_close: bool,
     pub balancer: Balancer,
@@ -227,6 +259,10 @@ impl Plan {
                     .unwrap_or(server_timeout.max(client_timeout)),
                 retries: b.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
                 redispatch: b.redispatch.unwrap_or(defaults.redispatch),
+                // HAProxy: without `timeout queue`, `timeout connect` applies.
+                queue_timeout: ms(bt.queue_ms.or(dt.queue_ms))
+                    .or(ms(bt.connect_ms.or(dt.connect_ms)))
+                    .unwrap_or(DEFAULT_CONNECT),
                 server_close,
                 cookie: b
                     .cookie

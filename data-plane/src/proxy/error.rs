@@ -32,6 +32,8 @@ pub enum ProxyError {
         attempts: u32,
         reason: String,
     },
+    #[error("backend {0}: no server slot within timeout queue")]
+    QueueTimeout(String),
     #[error("server {0}: no response within timeout server")]
     ServerTimeout(ServerRef),
     #[error("server {server}: invalid or missing response: {reason}")]
@@ -45,6 +47,7 @@ impl ProxyError {
         match self {
             ProxyError::NoBackend | ProxyError::NoServer(_) => "SC--",
             ProxyError::Connect { .. } => "SC--",
+            ProxyError::QueueTimeout(_) => "sQ--",
             ProxyError::ServerTimeout(_) => "sH--",
             ProxyError::BadResponse { .. } => "SH--",
         }
@@ -52,9 +55,10 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoBackend | ProxyError::NoServer(_) | ProxyError::Connect { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoBackend
+            | ProxyError::NoServer(_)
+            | ProxyError::Connect { .. }
+            | ProxyError::QueueTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ServerTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadResponse { .. } => StatusCode::BAD_GATEWAY,
         }

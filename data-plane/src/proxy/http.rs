@@ -459,13 +459,12 @@ async fn connect(
     input: &PickInput<'_>,
     sticky: Option<usize>,
     pooled: bool,
-) -> Result<(usize, Upstream, u32), ProxyError> {
-    let mut idx = match sticky {
-        Some(i) => i,
-        None => backend
-            .balancer
-            .pick(&backend.servers, input, |_, s| s.accepts_new())
-            .ok_or_else(|| ProxyError::NoServer(backend.name.to_string()))?,
+) -> Result<(usize, Upstream, u32, Held<ServerCounters>), ProxyError> {
+    // A sticky request whose server has no free slot is balanced like any other.
+    let sticky = sticky.and_then(|i| backend.servers[i].try_slot().map(|slot| (i, slot)));
+    let (mut idx, mut slot) = match sticky {
+        Some(taken) => taken,
+        None => pick_or_queue(backend, input).await?,
     };
     let mut attempts = 0;
     loop {
@@ -473,11 +472,11 @@ async fn connect(
         let server = &backend.servers[idx];
         if pooled {
             if let Some(sender) = server.pool.as_ref().and_then(|p| p.take()) {
-                return Ok((idx, Upstream::Pooled(sender), attempts - 1));
+                return Ok((idx, Upstream::Pooled(sender), attempts - 1, slot));
             }
         }
         let reason = match connect_server(server, backend.connect_timeout).await {
-            Ok(stream) => return Ok((idx, Upstream::Fresh(stream), attempts - 1)),
+            Ok(stream) => return Ok((idx, Upstream::Fresh(stream), attempts - 1, slot)),
             Err(reason) => reason,
         };
         server.counters.connect_errors.fetch_add(1, Relaxed);
@@ -491,11 +490,55 @@ async fn connect(
         }
         if backend.redispatch && attempts == backend.retries {
             let failed = idx;
-            if let Some(other) = backend.balancer.pick(&backend.servers, input, |i, s| {
+            let other = backend.balancer.pick(&backend.servers, input, |i, s| {
                 i != failed && s.accepts_new()
-            }) {
+            });
+            if let Some((other, other_slot)) =
+                other.and_then(|o| Some((o, backend.servers[o].try_slot()?)))
+            {
                 idx = other;
+                slot = other_slot;
             }
+        }
+    }
+}
+
+/// Picks a server with a free slot. When every available server is at its `maxconn`, the
+/// request waits in the backend's queue (first come, first served) for a slot, at most
+/// `timeout queue`. Backup servers are used only while no regular server is up — not
+/// because regular ones are busy.
+async fn pick_or_queue(
+    backend: &BackendPlan,
+    input: &PickInput<'_>,
+) -> Result<(usize, Held<ServerCounters>), ProxyError> {
+    let regular_up = backend.servers.iter().any(|s| !s.backup && s.up_for_new());
+    let tier = |s: &ServerPlan| !regular_up || !s.backup;
+    let deadline = tokio::time::Instant::now() + backend.queue_timeout;
+    let mut queued = None;
+    loop {
+        // Registered before looking, so a slot freed in between is not missed.
+        let freed = backend.counters.slot_freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if let Some(i) = backend
+            .balancer
+            .pick(&backend.servers, input, |_, s| tier(s) && s.accepts_new())
+        {
+            // Another request may have taken the last slot since the pick looked.
+            match backend.servers[i].try_slot() {
+                Some(slot) => return Ok((i, slot)),
+                None => continue,
+            }
+        }
+        if !backend.servers.iter().any(|s| tier(s) && s.up_for_new()) {
+            return Err(ProxyError::NoServer(backend.name.to_string()));
+        }
+        queued.get_or_insert_with(|| {
+            Held::new(backend.counters.clone(), |c: &BackendCounters| &c.queued)
+        });
+        if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            backend.counters.queue_timeouts.fetch_add(1, Relaxed);
+            return Err(ProxyError::QueueTimeout(backend.name.to_string()));
         }
     }
 }
@@ -694,7 +737,7 @@ async fn forward(
         src: conn.src.ip(),
         parts: &parts,
     };
-    let (idx, upstream, retries) = connect(&backend, &input, sticky, pooled).await?;
+    let (idx, upstream, retries, held) = connect(&backend, &input, sticky, pooled).await?;
     phases.connect_ms = connect_started.elapsed().as_millis() as i64;
     phases.retries = retries;
     let server = &backend.servers[idx];
@@ -709,9 +752,6 @@ async fn forward(
         backend: backend.name.clone(),
         server: server.name.clone(),
     };
-    let held = Held::new(server.counters.clone(), |c: &ServerCounters| {
-        &c.current_connections
-    });
     server.counters.total_connections.fetch_add(1, Relaxed);
 
     if client_upgrade.is_none() {

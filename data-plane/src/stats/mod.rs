@@ -114,6 +114,8 @@ pub struct ServerCounters {
     pub check_failures: AtomicU64,
     /// Up↔down changes decided by health checks.
     pub health_transitions: AtomicU64,
+    /// The counters of the backend this server belongs to.
+    pub backend: Arc<BackendCounters>,
 }
 
 impl ServerCounters {
@@ -128,6 +130,12 @@ pub struct BackendCounters {
     pub total_requests: AtomicU64,
     /// Requests that found no usable server (503).
     pub no_server: AtomicU64,
+    /// Requests waiting for a server slot (`maxconn`) right now.
+    pub queued: AtomicU64,
+    /// Requests that waited past `timeout queue` (503).
+    pub queue_timeouts: AtomicU64,
+    /// Signalled when a server of this backend frees a connection slot.
+    pub slot_freed: tokio::sync::Notify,
 }
 
 /// A gauge held up for as long as this value lives: incremented on creation,
@@ -135,18 +143,44 @@ pub struct BackendCounters {
 pub struct Held<T: Send + Sync + 'static> {
     owner: Arc<T>,
     gauge: fn(&T) -> &AtomicU64,
+    /// Runs after the gauge went down.
+    on_release: Option<fn(&T)>,
 }
 
 impl<T: Send + Sync + 'static> Held<T> {
     pub fn new(owner: Arc<T>, gauge: fn(&T) -> &AtomicU64) -> Self {
         gauge(&owner).fetch_add(1, Relaxed);
-        Self { owner, gauge }
+        Self {
+            owner,
+            gauge,
+            on_release: None,
+        }
+    }
+}
+
+impl Held<ServerCounters> {
+    /// A connection slot of a server (`maxconn`): its release wakes the backend's queue.
+    pub fn server_slot(owner: Arc<ServerCounters>) -> Self {
+        owner.current_connections.fetch_add(1, Relaxed);
+        Self::server_slot_reserved(owner)
+    }
+
+    /// The guard of a slot already counted in `current_connections`.
+    pub fn server_slot_reserved(owner: Arc<ServerCounters>) -> Self {
+        Self {
+            owner,
+            gauge: |c| &c.current_connections,
+            on_release: Some(|c| c.backend.slot_freed.notify_one()),
+        }
     }
 }
 
 impl<T: Send + Sync + 'static> Drop for Held<T> {
     fn drop(&mut self) {
         (self.gauge)(&self.owner).fetch_sub(1, Relaxed);
+        if let Some(hook) = self.on_release {
+            hook(&self.owner);
+        }
     }
 }
 
@@ -177,11 +211,17 @@ impl StatsRegistry {
     }
 
     pub fn server(&self, backend: &str, server: &str) -> Arc<ServerCounters> {
+        let backend_counters = self.backend(backend);
         self.servers
             .lock()
             .expect("stats lock")
             .entry((backend.to_string(), server.to_string()))
-            .or_default()
+            .or_insert_with(|| {
+                Arc::new(ServerCounters {
+                    backend: backend_counters,
+                    ..ServerCounters::default()
+                })
+            })
             .clone()
     }
 
