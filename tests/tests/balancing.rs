@@ -83,6 +83,11 @@ async fn leastconn_steers_new_tunnels_to_the_idle_server() {
         (f.backend("b").open_tunnels() == 0).then_some(())
     })
     .await;
+    // A config push in between: the counts live outside the plan and carry over, so the
+    // idle server still gets the next tunnels.
+    let mut doc = f.cp.api().get("/api/v1/config").await.json;
+    doc["defaults"]["timeouts"] = json!({ "client": "31s" });
+    put_and_wait(&f, &doc).await;
     for _ in 0..2 {
         let mut ws = ws_connect(f.bind, "/t").await;
         assert_eq!(ws_roundtrip(&mut ws, "whoami").await, "b");
@@ -519,4 +524,50 @@ async fn maxconn_queues_requests_until_a_slot_frees_or_timeout_queue() {
     })
     .await;
     assert_eq!(ws_roundtrip(&mut second, "still fine").await, "still fine");
+}
+
+#[tokio::test]
+async fn tcp_and_http_checks_with_a_check_port_and_expected_statuses() {
+    let f = fixture(&["a", "b"], |bind, addr| {
+        let dead_port = addr("nobody").rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
+        json!({
+            "frontends": [{ "name": "fe", "binds": [{ "address": bind.to_string() }], "default_backend": "tcp" }],
+            "backends": [
+                { "name": "tcp", "health_check": { "type": "tcp" }, "servers": [
+                    // Serves on its address, but its check port has nobody listening.
+                    { "name": "a", "address": addr("a"), "check": { "inter": "100ms", "fall": 2, "port": dead_port } },
+                    { "name": "b", "address": addr("b"), "check": { "inter": "100ms", "fall": 2 } }
+                ]},
+                { "name": "ok", "health_check": { "type": "http", "uri": "/status/204", "expect_status": "200-299" },
+                  "servers": [{ "name": "a", "address": addr("a"), "check": { "inter": "100ms" } }] },
+                { "name": "bad", "health_check": { "type": "http", "uri": "/status/503" },
+                  "servers": [{ "name": "a", "address": addr("a"), "check": { "inter": "100ms", "fall": 2 } }] }
+            ]
+        })
+    })
+    .await;
+    for (backend, server, health) in [
+        ("tcp", "a", "down"),
+        ("tcp", "b", "up"),
+        ("ok", "a", "up"),
+        ("bad", "a", "down"),
+    ] {
+        eventually(WAIT, &format!("{backend}/{server} {health}"), || async {
+            let live = live_server(&f, backend, server).await?;
+            (live["health"] == health).then_some(())
+        })
+        .await;
+    }
+    for _ in 0..3 {
+        assert_eq!(ws_whoami(f.bind, "/t").await, "b", "a is down by its check");
+    }
+    let checks: Vec<_> = f
+        .backend("a")
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.starts_with("/status/"))
+        .collect();
+    assert!(checks
+        .iter()
+        .any(|r| r.method == "GET" && r.uri == "/status/204"));
 }

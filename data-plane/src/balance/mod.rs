@@ -306,6 +306,7 @@ mod tests {
     use super::*;
     use crate::stats::ServerCounters;
     use sluice_proto::v1::ServerState;
+    use std::collections::HashSet;
     use std::sync::Arc;
 
     fn server(name: &str, weight: u32, backup: bool) -> ServerPlan {
@@ -444,5 +445,48 @@ mod tests {
         let keyed = request("alice");
         let first = pick(&b, &servers, &keyed);
         assert!((0..10).all(|_| pick(&b, &servers, &keyed) == first));
+    }
+
+    #[test]
+    fn uri_and_url_param_hash_their_part_of_the_request() {
+        let servers: Vec<_> = (0..8).map(|i| server(&format!("s{i}"), 1, false)).collect();
+        let req = |uri: &str| {
+            http::Request::builder()
+                .uri(uri)
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        let by_uri = balancer(pb::BalanceAlgorithm::Uri, false, &servers);
+        // The path decides; the query does not.
+        let a = pick(&by_uri, &servers, &req("/room/42?x=1"));
+        assert_eq!(a, pick(&by_uri, &servers, &req("/room/42?x=2")));
+        let spread: HashSet<_> = (0..40)
+            .map(|i| pick(&by_uri, &servers, &req(&format!("/room/{i}"))))
+            .collect();
+        assert!(spread.len() >= 4, "{spread:?}");
+
+        let b = pb::Balance {
+            algorithm: pb::BalanceAlgorithm::UrlParam as i32,
+            arg: "room".into(),
+            hash_type: pb::HashType::MapBased as i32,
+        };
+        let by_param = Balancer::new(Some(&b), &servers).unwrap();
+        let one = pick(&by_param, &servers, &req("/a?user=1&room=7"));
+        assert_eq!(one, pick(&by_param, &servers, &req("/b?room=7")));
+    }
+
+    #[test]
+    fn random_two_choices_avoid_the_loaded_server() {
+        let servers = vec![server("busy", 1, false), server("idle", 1, false)];
+        servers[0].counters.current_connections.store(50, Relaxed);
+        let b = balancer(pb::BalanceAlgorithm::Random, false, &servers);
+        let parts = request("u");
+        let idle = (0..200)
+            .filter(|_| pick(&b, &servers, &parts) == Some(1))
+            .count();
+        // The busy server wins only when both draws land on it (about 1 in 4).
+        assert!(idle > 120, "{idle} of 200 went to the idle server");
     }
 }
