@@ -73,6 +73,8 @@ impl Conn {
 struct Phases {
     backend: Option<Arc<str>>,
     server: Option<Arc<str>>,
+    /// Time spent in the backend queue (Tw).
+    queue_ms: i64,
     connect_ms: i64,
     response_ms: i64,
     retries: u32,
@@ -88,6 +90,7 @@ impl Default for Phases {
         Phases {
             backend: None,
             server: None,
+            queue_ms: -1,
             connect_ms: -1,
             response_ms: -1,
             retries: 0,
@@ -281,6 +284,7 @@ async fn handle(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
     if let Some(mut en) = entry {
         en.backend = phases.backend.as_deref().unwrap_or("<NOSRV>").to_string();
         en.server = phases.server.as_deref().unwrap_or("<NOSRV>").to_string();
+        en.timers[1] = phases.queue_ms;
         en.timers[2] = phases.connect_ms;
         en.timers[3] = phases.response_ms;
         en.timers[4] = started.elapsed().as_millis() as i64;
@@ -459,12 +463,16 @@ async fn connect(
     input: &PickInput<'_>,
     sticky: Option<usize>,
     pooled: bool,
+    queue_ms: &mut i64,
 ) -> Result<(usize, Upstream, u32, Held<ServerCounters>), ProxyError> {
     // A sticky request whose server has no free slot is balanced like any other.
     let sticky = sticky.and_then(|i| backend.servers[i].try_slot().map(|slot| (i, slot)));
     let (mut idx, mut slot) = match sticky {
-        Some(taken) => taken,
-        None => pick_or_queue(backend, input).await?,
+        Some(taken) => {
+            *queue_ms = 0;
+            taken
+        }
+        None => pick_or_queue(backend, input, queue_ms).await?,
     };
     let mut attempts = 0;
     loop {
@@ -510,7 +518,9 @@ async fn connect(
 async fn pick_or_queue(
     backend: &BackendPlan,
     input: &PickInput<'_>,
+    queue_ms: &mut i64,
 ) -> Result<(usize, Held<ServerCounters>), ProxyError> {
+    let started = tokio::time::Instant::now();
     let regular_up = backend.servers.iter().any(|s| !s.backup && s.up_for_new());
     let tier = |s: &ServerPlan| !regular_up || !s.backup;
     let deadline = tokio::time::Instant::now() + backend.queue_timeout;
@@ -526,7 +536,10 @@ async fn pick_or_queue(
         {
             // Another request may have taken the last slot since the pick looked.
             match backend.servers[i].try_slot() {
-                Some(slot) => return Ok((i, slot)),
+                Some(slot) => {
+                    *queue_ms = started.elapsed().as_millis() as i64;
+                    return Ok((i, slot));
+                }
                 None => continue,
             }
         }
@@ -537,6 +550,7 @@ async fn pick_or_queue(
             Held::new(backend.counters.clone(), |c: &BackendCounters| &c.queued)
         });
         if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            *queue_ms = started.elapsed().as_millis() as i64;
             backend.counters.queue_timeouts.fetch_add(1, Relaxed);
             return Err(ProxyError::QueueTimeout(backend.name.to_string()));
         }
@@ -737,7 +751,8 @@ async fn forward(
         src: conn.src.ip(),
         parts: &parts,
     };
-    let (idx, upstream, retries, held) = connect(&backend, &input, sticky, pooled).await?;
+    let (idx, upstream, retries, held) =
+        connect(&backend, &input, sticky, pooled, &mut phases.queue_ms).await?;
     phases.connect_ms = connect_started.elapsed().as_millis() as i64;
     phases.retries = retries;
     let server = &backend.servers[idx];
@@ -876,7 +891,8 @@ async fn forward(
         let log = entry.take().map(|mut en| {
             en.backend = backend.name.to_string();
             en.server = server.name.to_string();
-            en.timers[2] = phases.connect_ms;
+            en.timers[1] = phases.queue_ms;
+        en.timers[2] = phases.connect_ms;
             en.timers[3] = phases.response_ms;
             en.status = 101;
             en.retries = phases.retries;
