@@ -105,6 +105,7 @@ pub fn render(node: &Node) -> String {
     let fe_bytes_out = counter_family::<FrontendLabels>();
     let fe_denied = counter_family::<FrontendLabels>();
     let fe_bad = counter_family::<FrontendLabels>();
+    let fe_stick = Family::<FrontendLabels, Gauge>::default();
     let fe_responses = counter_family::<ClassLabels>();
     for f in &plan.frontends {
         let l = FrontendLabels {
@@ -120,6 +121,9 @@ pub fn render(node: &Node) -> String {
         count(&fe_bytes_out, &l, c.bytes_out.load(Relaxed));
         count(&fe_denied, &l, c.denied.load(Relaxed));
         count(&fe_bad, &l, c.bad_requests.load(Relaxed));
+        if let Some(t) = &f.stick {
+            gauge(&fe_stick, &l, t.len() as i64);
+        }
         for (i, n) in c.responses_by_class.iter().enumerate() {
             fe_responses
                 .get_or_create(&ClassLabels {
@@ -153,6 +157,11 @@ pub fn render(node: &Node) -> String {
         fe_bytes_out,
     );
     reg.register("frontend_denied", "Requests denied by rules", fe_denied);
+    reg.register(
+        "stick_table_entries",
+        "Entries in the frontend's stick table",
+        fe_stick,
+    );
     reg.register(
         "frontend_invalid_requests",
         "Requests refused before routing (malformed, head too large, timeout http-request)",

@@ -13,6 +13,7 @@ pub mod control;
 pub mod health;
 pub mod proxy;
 pub mod stats;
+pub mod stick;
 
 use std::sync::{Arc, Mutex};
 

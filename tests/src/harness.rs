@@ -476,6 +476,25 @@ pub async fn ws_connect(addr: SocketAddr, path: &str) -> Ws {
     ws
 }
 
+/// Opens a WebSocket to `ws://{addr}{path}` from the local address `src` (any of
+/// 127.0.0.0/8 works on loopback); the HTTP status when the upgrade is refused.
+pub async fn ws_connect_from(addr: SocketAddr, src: &str, path: &str) -> Result<Ws, u16> {
+    let sock = tokio::net::TcpSocket::new_v4().expect("a socket");
+    sock.bind(format!("{src}:0").parse().expect("an IPv4 address"))
+        .expect("binding the source address");
+    let tcp = sock.connect(addr).await.expect("connecting");
+    match tokio_tungstenite::client_async(
+        format!("ws://{addr}{path}"),
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+    )
+    .await
+    {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("WebSocket upgrade to {addr}{path} from {src} failed: {e}"),
+    }
+}
+
 /// Sends `text` and returns the next text message (5 s limit).
 pub async fn ws_roundtrip(ws: &mut Ws, text: &str) -> String {
     use futures_util::{SinkExt, StreamExt};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_tests::harness::{
-    eventually, fixture, http_get, ws_connect, ws_roundtrip, ws_whoami, Fixture,
+    eventually, fixture, http_get, ws_connect, ws_connect_from, ws_roundtrip, ws_whoami, Fixture,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -161,21 +161,18 @@ async fn source_hashing_keeps_each_client_address_on_one_server() {
     .await;
     let mut seen = HashSet::new();
     for host in 2..14u8 {
-        let src: SocketAddr = format!("127.0.0.{host}:0").parse().unwrap();
         let mut servers = HashSet::new();
         for _ in 0..3 {
-            let sock = tokio::net::TcpSocket::new_v4().unwrap();
-            sock.bind(src).unwrap();
-            let tcp = sock.connect(f.bind).await.unwrap();
-            let (mut ws, _) = tokio_tungstenite::client_async(
-                format!("ws://{}/s", f.bind),
-                tokio_tungstenite::MaybeTlsStream::Plain(tcp),
-            )
-            .await
-            .unwrap();
+            let mut ws = ws_connect_from(f.bind, &format!("127.0.0.{host}"), "/s")
+                .await
+                .unwrap();
             servers.insert(ws_roundtrip(&mut ws, "whoami").await);
         }
-        assert_eq!(servers.len(), 1, "client {src} went to {servers:?}");
+        assert_eq!(
+            servers.len(),
+            1,
+            "client 127.0.0.{host} went to {servers:?}"
+        );
         seen.extend(servers);
     }
     assert!(

@@ -18,6 +18,21 @@ pub struct RequestCtx<'a> {
     pub local: SocketAddr,
     pub tls: bool,
     pub alpn: Option<&'a [u8]>,
+    /// The stick counters the connection tracks (`track-sc0/1/2`).
+    pub sc: &'a Tracked,
+}
+
+/// Stick counters 0, 1 and 2 of a connection.
+pub type Tracked = [Option<std::sync::Arc<crate::stick::Track>>; 3];
+
+/// No stick counter tracked.
+pub static UNTRACKED: Tracked = [const { None }; 3];
+
+#[derive(Debug, Clone, Copy)]
+enum ScKind {
+    ConnCur,
+    ConnRate,
+    HttpReqRate,
 }
 
 #[derive(Debug)]
@@ -35,9 +50,8 @@ enum FetchSpec {
     SslFc,
     SslFcAlpn,
     Cookie(String),
-    /// Stick counters: provided once stick tables are tracked; until then they yield no
-    /// sample, so an ACL on them never matches.
-    StickCounter,
+    /// A counter of stick counter 0-2; untracked, it yields no sample.
+    StickCounter(usize, ScKind),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -154,8 +168,19 @@ impl AclMatcher {
             pb::FetchKind::SslFc => FetchSpec::SslFc,
             pb::FetchKind::SslFcAlpn => FetchSpec::SslFcAlpn,
             pb::FetchKind::Cookie => FetchSpec::Cookie(fetch.arg.clone()),
-            pb::FetchKind::ScConnCur | pb::FetchKind::ScConnRate | pb::FetchKind::ScHttpReqRate => {
-                FetchSpec::StickCounter
+            kind @ (pb::FetchKind::ScConnCur
+            | pb::FetchKind::ScConnRate
+            | pb::FetchKind::ScHttpReqRate) => {
+                let n: usize = fetch.arg.parse().unwrap_or(0);
+                if n > 2 {
+                    return Err(format!("{:?}: stick counter {n} (0-2)", expr.source));
+                }
+                let which = match kind {
+                    pb::FetchKind::ScConnCur => ScKind::ConnCur,
+                    pb::FetchKind::ScConnRate => ScKind::ConnRate,
+                    _ => ScKind::HttpReqRate,
+                };
+                FetchSpec::StickCounter(n, which)
             }
             pb::FetchKind::Unspecified => return Err(format!("{:?}: unknown fetch", expr.source)),
         };
@@ -318,7 +343,18 @@ impl AclMatcher {
                     }
                 }
             }
-            FetchSpec::StickCounter => {}
+            FetchSpec::StickCounter(n, which) => {
+                // An untracked counter gives no sample: the ACL does not match.
+                if let Some(t) = &ctx.sc[*n] {
+                    let e = &t.entry;
+                    let v = match which {
+                        ScKind::ConnCur => e.conn_cur.load(std::sync::atomic::Ordering::Relaxed),
+                        ScKind::ConnRate => e.conn_rate(),
+                        ScKind::HttpReqRate => e.http_req_rate(),
+                    };
+                    f(Sample::Int(v as i64))
+                }
+            }
         }
     }
 
@@ -495,6 +531,7 @@ mod tests {
             local: src,
             tls: false,
             alpn: None,
+            sc: &UNTRACKED,
         };
         let up = AclMatcher::compile(&expr(
             pb::FetchKind::Hdr,

@@ -99,6 +99,8 @@ pub struct FrontendPlan {
     pub http_request_timeout: Duration,
     pub forwardfor: bool,
     pub maxconn: Option<u32>,
+    /// The frontend's stick table, when it has one.
+    pub stick: Option<Arc<crate::stick::StickTable>>,
     pub counters: Arc<FrontendCounters>,
 }
 
@@ -400,6 +402,10 @@ impl Plan {
                     .unwrap_or(DEFAULT_HTTP_REQUEST),
                 forwardfor: f.forwardfor.unwrap_or(defaults.forwardfor),
                 maxconn: f.maxconn.or(defaults.maxconn),
+                stick: f
+                    .stick_table
+                    .as_ref()
+                    .map(|t| stats.sticks.table(&f.name, crate::stick::Spec::from_pb(t))),
                 counters: stats.frontend(&f.name),
             });
             for b in &f.binds {

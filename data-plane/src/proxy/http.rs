@@ -35,7 +35,7 @@ use super::pool::{self, PooledBody};
 use super::tunnel::{self, TunnelEnd};
 use super::Body;
 use crate::balance::PickInput;
-use crate::config::acl::{holds, Condition, RequestCtx};
+use crate::config::acl::{holds, Condition, RequestCtx, Tracked};
 use crate::config::{
     BackendPlan, BindPlan, FrontendPlan, RequestAction, ResponseAction, ServerPlan,
 };
@@ -54,17 +54,31 @@ struct Conn {
     state: Arc<ConnState>,
     accepted: Instant,
     accepted_at: SystemTime,
+    /// Stick counters this connection tracks (`track-sc0/1/2`), held until it closes — or,
+    /// once it is a tunnel, until the tunnel does.
+    tracked: std::sync::Mutex<Tracked>,
 }
 
 impl Conn {
     /// What ACLs see of a request on this connection.
-    fn ctx<'a>(&self, parts: &'a Parts) -> RequestCtx<'a> {
+    fn ctx<'a>(&self, parts: &'a Parts, sc: &'a Tracked) -> RequestCtx<'a> {
         RequestCtx {
             parts,
             src: self.src,
             local: self.local,
             tls: false,
             alpn: None,
+            sc,
+        }
+    }
+
+    /// The tracked stick counters, copied (cheap: three optional `Arc`s) when the
+    /// frontend has a stick table, else none.
+    fn sc(&self, fe: &FrontendPlan) -> Tracked {
+        if fe.stick.is_some() {
+            self.tracked.lock().expect("tracked lock").clone()
+        } else {
+            Tracked::default()
         }
     }
 }
@@ -133,6 +147,7 @@ pub async fn serve_connection(
         local,
         accepted: Instant::now(),
         accepted_at: SystemTime::now(),
+        tracked: std::sync::Mutex::default(),
     });
     let svc = service_fn(move |req| {
         let conn = conn.clone();
@@ -271,7 +286,13 @@ async fn handle(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
     let mut resp = resp;
     if !fe.http_after_response.is_empty() {
         if let Some(view) = &phases.view {
-            apply_response_rules(resp.headers_mut(), view, &conn, &fe.http_after_response);
+            apply_response_rules(
+                resp.headers_mut(),
+                view,
+                &conn,
+                &fe.http_after_response,
+                &conn.sc(&fe),
+            );
         }
     }
     if drain::is_draining() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -322,8 +343,9 @@ fn apply_request_rules(
     conn: &Conn,
     fe: &FrontendPlan,
 ) -> Option<Response<Body>> {
+    let mut sc = conn.sc(fe);
     for (cond, action) in &fe.http_request {
-        let ctx = conn.ctx(parts);
+        let ctx = conn.ctx(parts, &sc);
         if !holds(cond, &ctx) {
             continue;
         }
@@ -406,8 +428,20 @@ fn apply_request_rules(
                     parts.uri = uri;
                 }
             }
-            // Stick counters are tracked by the stick-table module; nothing to do here yet.
-            RequestAction::TrackSc(_) => {}
+            RequestAction::TrackSc(n) => {
+                let Some(table) = &fe.stick else { continue };
+                let slot = &mut sc[(*n as usize).min(2)];
+                match slot {
+                    // Already tracked by this connection: one more request.
+                    Some(t) => t.entry.count_request(),
+                    None => {
+                        let t = table.track(conn.src.ip());
+                        t.entry.count_request();
+                        *slot = Some(t);
+                        *conn.tracked.lock().expect("tracked lock") = sc.clone();
+                    }
+                }
+            }
         }
     }
     None
@@ -424,7 +458,8 @@ fn empty_response(status: StatusCode) -> Response<Body> {
 }
 
 fn choose_backend(parts: &Parts, conn: &Conn, fe: &FrontendPlan) -> Option<Arc<BackendPlan>> {
-    let ctx = conn.ctx(parts);
+    let sc = conn.sc(fe);
+    let ctx = conn.ctx(parts, &sc);
     fe.use_backend
         .iter()
         .find(|(cond, _)| holds(cond, &ctx))
@@ -662,8 +697,9 @@ fn apply_response_rules(
     parts: &Parts,
     conn: &Conn,
     rules: &[(Option<Condition>, ResponseAction)],
+    sc: &Tracked,
 ) {
-    let ctx = conn.ctx(parts);
+    let ctx = conn.ctx(parts, sc);
     for (cond, action) in rules {
         if !holds(cond, &ctx) {
             continue;
@@ -690,7 +726,7 @@ fn server_response_headers(h: &mut HeaderMap, phases: &Phases, conn: &Conn, fe: 
         .as_ref()
         .filter(|_| !fe.http_response.is_empty())
     {
-        apply_response_rules(h, view, conn, &fe.http_response);
+        apply_response_rules(h, view, conn, &fe.http_response, &conn.sc(fe));
     }
 }
 
@@ -882,7 +918,13 @@ async fn forward(
             .as_ref()
             .filter(|_| !fe.http_response.is_empty())
         {
-            apply_response_rules(out.headers_mut(), view, conn, &fe.http_response);
+            apply_response_rules(
+                out.headers_mut(),
+                view,
+                conn,
+                &fe.http_response,
+                &conn.sc(fe),
+            );
         }
         fe.counters.total_upgrades.fetch_add(1, Relaxed);
         server.counters.total_upgrades.fetch_add(1, Relaxed);
@@ -892,7 +934,7 @@ async fn forward(
             en.backend = backend.name.to_string();
             en.server = server.name.to_string();
             en.timers[1] = phases.queue_ms;
-        en.timers[2] = phases.connect_ms;
+            en.timers[2] = phases.connect_ms;
             en.timers[3] = phases.response_ms;
             en.status = 101;
             en.retries = phases.retries;
@@ -911,6 +953,7 @@ async fn forward(
             idle: backend.tunnel_timeout,
             held,
             log,
+            _tracked: conn.sc(fe),
         };
         drain::spawn_tunnel(ctx.run(client_upgrade, server_io));
         return Ok(out);
@@ -945,6 +988,8 @@ struct TunnelCtx {
     held: Held<ServerCounters>,
     /// The access-log entry to complete and write at close (None when logging is off).
     log: Option<log::Entry>,
+    /// Stick counters the connection tracked: its `conn_cur` lasts as long as the tunnel.
+    _tracked: Tracked,
 }
 
 impl TunnelCtx {
@@ -1015,8 +1060,17 @@ impl Drop for TunnelEnded {
             en.srv_conn = ctx.server.current_connections.load(Relaxed);
             en.emit();
         }
-        drop(ctx.held);
-        drop(ctx.fe_tunnel);
-        ctx.frontend.released.notify_waiters();
+        // Stick counters first: once the tunnel no longer counts, neither does its source.
+        let TunnelCtx {
+            _tracked,
+            held,
+            fe_tunnel,
+            frontend,
+            ..
+        } = ctx;
+        drop(_tracked);
+        drop(held);
+        drop(fe_tunnel);
+        frontend.released.notify_waiters();
     }
 }

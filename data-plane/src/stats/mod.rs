@@ -189,6 +189,8 @@ pub struct StatsRegistry {
     frontends: Mutex<HashMap<String, Arc<FrontendCounters>>>,
     backends: Mutex<HashMap<String, Arc<BackendCounters>>>,
     servers: Mutex<HashMap<(String, String), Arc<ServerCounters>>>,
+    /// Stick tables by frontend.
+    pub sticks: crate::stick::StickRegistry,
 }
 
 impl StatsRegistry {
@@ -227,6 +229,7 @@ impl StatsRegistry {
 
     /// Drops counters of objects the plan no longer has and nothing else references.
     pub fn prune(&self) {
+        self.sticks.prune();
         self.frontends
             .lock()
             .expect("stats lock")
