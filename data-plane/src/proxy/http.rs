@@ -938,7 +938,7 @@ async fn forward(
             en.timers[3] = phases.response_ms;
             en.status = 101;
             en.retries = phases.retries;
-            en
+            Box::new(en)
         });
         // Counted as a tunnel from now on, before the HTTP connection stops counting, so
         // `maxconn` never sees a gap.
@@ -987,38 +987,55 @@ struct TunnelCtx {
     /// The server's connection count, held until the tunnel ends.
     held: Held<ServerCounters>,
     /// The access-log entry to complete and write at close (None when logging is off).
-    log: Option<log::Entry>,
+    /// Boxed: it is big, and absent unless logging is on.
+    log: Option<Box<log::Entry>>,
     /// Stick counters the connection tracked: its `conn_cur` lasts as long as the tunnel.
     _tracked: Tracked,
 }
 
 impl TunnelCtx {
-    async fn run(self, client: hyper::upgrade::OnUpgrade, server: (TcpStream, Bytes)) {
-        let client = match client.await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(client = %self.client, error = %e, "client upgrade did not complete");
-                return;
-            }
-        };
-        // Take the raw socket back from hyper: the tunnel works on the sockets themselves.
-        let client = match client.downcast::<TokioIo<ClientIo>>() {
-            Ok(c) => (c.io.into_inner().into_inner(), c.read_buf),
-            Err(_) => {
-                tracing::error!(client = %self.client, "upgraded client connection is not a TCP stream; closing");
-                return;
-            }
-        };
+    /// The tunnel task. Its state is kept small (an idle tunnel is mostly this future):
+    /// the context moves into the bookkeeping guard before the first await, so it is held
+    /// once, not twice.
+    fn run(
+        self,
+        client: hyper::upgrade::OnUpgrade,
+        server: (TcpStream, Bytes),
+    ) -> impl std::future::Future<Output = ()> + Send {
+        let idle = self.idle;
         let mut ended = TunnelEnded {
-            _srv_tunnel: Held::new(self.server.clone(), |c: &ServerCounters| &c.current_tunnels),
+            _srv_tunnel: Held::new(self.server.clone(), |c: &ServerCounters| {
+                &c.current_tunnels
+            }),
             started: Instant::now(),
             meter: tunnel::Meter::default(),
             end: None,
             ctx: Some(self),
         };
-        let idle = ended.ctx.as_ref().map_or(Duration::ZERO, |c| c.idle);
-        let report = tunnel::run(client.0, client.1, server.0, server.1, idle, &ended.meter).await;
-        ended.end = Some(report.end);
+        async move {
+            let peer = ended.ctx.as_ref().map(|c| c.client);
+            let upgraded = match client.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(client = ?peer, error = %e, "client upgrade did not complete");
+                    ended.finish(TunnelEnd::ClientError);
+                    return;
+                }
+            };
+            // Take the raw socket back from hyper: the tunnel works on the sockets themselves.
+            let client = match upgraded.downcast::<TokioIo<ClientIo>>() {
+                Ok(c) => (c.io.into_inner().into_inner(), c.read_buf),
+                Err(_) => {
+                    tracing::error!(client = ?peer, "upgraded client connection is not a TCP stream; closing");
+                    ended.finish(TunnelEnd::ClientError);
+                    return;
+                }
+            };
+            ended.started = Instant::now();
+            let report =
+                tunnel::run(client.0, client.1, server.0, server.1, idle, &ended.meter).await;
+            ended.finish(report.end);
+        }
     }
 }
 
@@ -1031,6 +1048,13 @@ struct TunnelEnded {
     started: Instant,
     meter: tunnel::Meter,
     end: Option<TunnelEnd>,
+}
+
+impl TunnelEnded {
+    /// Records how the tunnel ended (without it, the drop logs a close by the node).
+    fn finish(&mut self, end: TunnelEnd) {
+        self.end = Some(end);
+    }
 }
 
 impl Drop for TunnelEnded {

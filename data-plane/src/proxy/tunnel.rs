@@ -200,9 +200,9 @@ const PASSES_PER_POLL: usize = 8;
 /// readiness futures: the state is just the two sockets, two [`Flow`]s and a timer,
 /// which keeps an idle tunnel small.
 pub async fn run(
-    client: TcpStream,
+    mut client: TcpStream,
     client_early: Bytes,
-    server: TcpStream,
+    mut server: TcpStream,
     server_early: Bytes,
     idle: Duration,
     meter: &Meter,
@@ -214,8 +214,6 @@ pub async fn run(
     tokio::pin!(timer);
     let mut client_first = None;
 
-    let mut client = client;
-    let mut server = server;
     let end = std::future::poll_fn(|cx| {
         let r = 'poll: {
             for _ in 0..PASSES_PER_POLL {
