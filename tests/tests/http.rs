@@ -987,3 +987,44 @@ async fn request_and_response_rewrites() {
     assert_eq!(seen.header_values("x-trace"), ["client", "node"]);
     assert_eq!(seen.header_values("x-saw-v2"), ["yes"]);
 }
+
+#[tokio::test]
+async fn header_limits_are_configurable() {
+    let f = fixture(&["app-01"], |bind, addr| {
+        json!({
+            "defaults": { "max_header_bytes": 2048, "max_headers": 5 },
+            "frontends": [
+                { "name": "fe", "binds": [{ "address": bind.to_string() }], "default_backend": "app" }
+            ],
+            "backends": [{ "name": "app", "servers": [{ "name": "a1", "address": addr("app-01") }] }]
+        })
+    })
+    .await;
+    let close = "Connection: close\r\n";
+    let r = raw_exchange(f.bind, &get("/", &format!("X-A: 1\r\nX-B: 2\r\n{close}"))).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let many: String = (0..8).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let r = raw_exchange(f.bind, &get("/", &format!("{many}{close}"))).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "more than max_headers: {r}");
+    let big = format!("X-Big: {}\r\n{close}", "b".repeat(3000));
+    let r = raw_exchange(f.bind, &get("/", &big)).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "over max_header_bytes: {r}");
+    assert_eq!(f.backend("app-01").requests().len(), 1);
+
+    // Out-of-range limits are refused by the API, naming the field.
+    let r =
+        f.cp.api()
+            .request(
+                "POST",
+                "/api/v1/config/validate",
+                Some(&json!({ "defaults": { "max_header_bytes": 10, "max_headers": 0 } })),
+                None,
+            )
+            .await;
+    assert_eq!(r.status, 422, "{:?}", r.json);
+    let text = r.json.to_string();
+    assert!(
+        text.contains("defaults.max_header_bytes") && text.contains("defaults.max_headers"),
+        "{text}"
+    );
+}

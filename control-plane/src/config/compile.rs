@@ -111,6 +111,13 @@ pub fn compile(doc: &ConfigDocument) -> Result<pb::Snapshot, Invalid> {
         retries: doc.defaults.retries,
         redispatch: doc.defaults.redispatch,
         errorfiles: errorfiles(&mut errs, "defaults.errorfiles", &doc.defaults.errorfiles),
+        max_header_bytes: header_limits(
+            &mut errs,
+            "defaults",
+            doc.defaults.max_header_bytes,
+            doc.defaults.max_headers,
+        ),
+        max_headers: doc.defaults.max_headers,
     };
 
     let backend_names: HashSet<&str> = doc.backends.iter().map(|b| b.name.as_str()).collect();
@@ -334,7 +341,35 @@ fn compile_frontend(
         forwardfor: f.forwardfor,
         http_after_response,
         errorfiles: errorfiles(errs, &format!("{field}.errorfiles"), &f.errorfiles),
+        max_header_bytes: header_limits(errs, field, f.max_header_bytes, f.max_headers),
+        max_headers: f.max_headers,
     }
+}
+
+/// Checks the request-head limits; returns the byte limit as given.
+fn header_limits(
+    errs: &mut Errors,
+    field: &str,
+    bytes: Option<u32>,
+    headers: Option<u32>,
+) -> Option<u32> {
+    if let Some(b) = bytes {
+        if !(1024..=1024 * 1024).contains(&b) {
+            errs.add(
+                format!("{field}.max_header_bytes"),
+                format!("{b} is outside 1024–1048576"),
+            );
+        }
+    }
+    if let Some(h) = headers {
+        if !(1..=1000).contains(&h) {
+            errs.add(
+                format!("{field}.max_headers"),
+                format!("{h} is outside 1–1000"),
+            );
+        }
+    }
+    bytes
 }
 
 /// Statuses a node may generate itself, hence may carry an errorfile (HAProxy's list).

@@ -42,6 +42,12 @@ pub struct Defaults {
     /// Bodies for the responses nodes generate themselves (HAProxy `errorfile`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errorfiles: Vec<ErrorFile>,
+    /// Largest request head in bytes (1024–1048576, default 65536); larger gets 431.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_header_bytes: Option<u32>,
+    /// Most header lines per request (1–1000, default 100); more gets 431.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_headers: Option<u32>,
 }
 
 /// Replaces the body of a response a node generates itself — a denial, 408 on slow
@@ -115,6 +121,11 @@ pub struct Frontend {
     /// Overrides `defaults.errorfiles` status by status.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errorfiles: Vec<ErrorFile>,
+    /// Override `defaults.max_header_bytes` / `defaults.max_headers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_header_bytes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_headers: Option<u32>,
 }
 
 /// A listening address, optionally terminating TLS.

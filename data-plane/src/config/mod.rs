@@ -25,6 +25,8 @@ pub const DEFAULT_CLIENT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SERVER: Duration = Duration::from_secs(30);
 pub const DEFAULT_HTTP_REQUEST: Duration = Duration::from_secs(10);
 pub const DEFAULT_RETRIES: u32 = 3;
+/// Largest request head accepted unless configured otherwise.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// A compiled snapshot.
 #[derive(Debug)]
@@ -91,6 +93,10 @@ pub struct FrontendPlan {
     pub errorfiles: ErrorPages,
     /// The complete 408 response for `timeout http-request`, rendered once.
     pub timeout_page: bytes::Bytes,
+    /// Largest request head in bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Most header lines per request (431 beyond); `None`: the parser's default of 100.
+    pub max_headers: Option<usize>,
     pub use_backend: Vec<(Option<Condition>, Arc<BackendPlan>)>,
     pub default_backend: Option<Arc<BackendPlan>>,
     /// Client inactivity before the upgrade and between keep-alive requests.
@@ -395,6 +401,15 @@ impl Plan {
                 http_after_response,
                 errorfiles,
                 timeout_page,
+                max_header_bytes: f
+                    .max_header_bytes
+                    .or(defaults.max_header_bytes)
+                    .map_or(DEFAULT_MAX_HEADER_BYTES, |b| b as usize),
+                max_headers: f
+                    .max_headers
+                    .or(defaults.max_headers)
+                    .map(|h| h as usize)
+                    .filter(|&h| h != 100),
                 use_backend,
                 default_backend,
                 client_timeout: ms(ft.client_ms.or(dt.client_ms)).unwrap_or(DEFAULT_CLIENT),

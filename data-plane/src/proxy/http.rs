@@ -41,9 +41,6 @@ use crate::config::{
 };
 use crate::stats::{BackendCounters, FrontendCounters, Held, ServerCounters};
 
-/// Largest request head accepted; beyond it the client gets 431.
-const MAX_HEAD: usize = 64 * 1024;
-
 /// What every request on one client connection shares.
 struct Conn {
     bind: Arc<BindPlan>,
@@ -155,7 +152,12 @@ pub async fn serve_connection(
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     // `timeout http-request` is enforced by `ClientIo`, which answers 408 on it.
-    builder.header_read_timeout(None).max_header_size(MAX_HEAD);
+    builder
+        .header_read_timeout(None)
+        .max_header_size(fe.max_header_bytes);
+    if let Some(n) = fe.max_headers {
+        builder.max_headers(n);
+    }
     let served = builder
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades()
@@ -1004,9 +1006,7 @@ impl TunnelCtx {
     ) -> impl std::future::Future<Output = ()> + Send {
         let idle = self.idle;
         let mut ended = TunnelEnded {
-            _srv_tunnel: Held::new(self.server.clone(), |c: &ServerCounters| {
-                &c.current_tunnels
-            }),
+            _srv_tunnel: Held::new(self.server.clone(), |c: &ServerCounters| &c.current_tunnels),
             started: Instant::now(),
             meter: tunnel::Meter::default(),
             end: None,
