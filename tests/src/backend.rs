@@ -335,6 +335,11 @@ async fn ws_echo(stream: TcpStream, early: Vec<u8>, name: &str) -> std::io::Resu
         let Ok(msg) = msg else { break };
         let reply = match msg {
             Message::Text(t) if t.as_str() == "whoami" => Message::text(name.to_string()),
+            // A server dying mid-tunnel: the connection is reset, no close frame.
+            Message::Text(t) if t.as_str() == "die" => {
+                let _ = ws.get_ref().set_zero_linger();
+                return Ok(());
+            }
             Message::Text(_) | Message::Binary(_) => msg,
             // Pings are answered by the protocol layer; closes are echoed by it too.
             _ => continue,

@@ -328,3 +328,28 @@ async fn a_stopping_node_with_nothing_open_exits_at_once() {
             .expect("exits well before the drain timeout");
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn a_server_dying_mid_tunnel_closes_only_its_tunnel() {
+    let s = setup().await;
+    let url = format!("ws://{}/ws", s.bind);
+    let (mut doomed, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (mut other, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    doomed.send(Message::text("die")).await.unwrap();
+    // The client sees its connection end promptly (no close frame: the server vanished).
+    let end = tokio::time::timeout(WAIT, doomed.next())
+        .await
+        .expect("the node closes the client side");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    // The other tunnel, to the same server process, is untouched.
+    other.send(Message::text("still")).await.unwrap();
+    assert_eq!(other.next().await.unwrap().unwrap(), Message::text("still"));
+    // The access log says the server side failed (eD--).
+    eventually(WAIT, "the tunnel's log line", || async {
+        let log = s.dp.proc.log_text();
+        log.lines()
+            .any(|l| l.contains(" 101 ") && l.contains(" eD-- "))
+            .then_some(())
+    })
+    .await;
+}
