@@ -65,7 +65,8 @@ Sluice is running.
   Any other WebSocket:     $bin/sluice-wscat ws://127.0.0.1:8080/live   (type "whoami")
   Plain HTTP:              curl -i http://127.0.0.1:8080/hello
   Node metrics:            curl http://127.0.0.1:7082/metrics
-  Dashboard:               http://127.0.0.1:7080/   (admin token below)
+  Dashboard:               http://127.0.0.1:7080/#token=$ADMIN_TOKEN
+  Drain a server:          curl -X PUT -H "Authorization: Bearer $ADMIN_TOKEN" --data '{"state":"drain"}' http://127.0.0.1:7080/api/v1/backends/ws_backends/servers/ws-01/state
   REST API:                curl -H "Authorization: Bearer $ADMIN_TOKEN" http://127.0.0.1:7080/api/v1/nodes
   OpenAPI:                 curl -H "Authorization: Bearer $ADMIN_TOKEN" http://127.0.0.1:7080/api/v1/openapi.json
   Admin token:             $ADMIN_TOKEN

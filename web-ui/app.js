@@ -3,6 +3,13 @@
   "use strict";
   const tokenInput = document.getElementById("token");
   const statusLine = document.getElementById("status");
+  // A link may carry the token in its fragment (`/#token=…`): the fragment never
+  // reaches the server; it is kept in this browser and removed from the address bar.
+  const fromLink = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromLink) {
+    localStorage.setItem("sluice.token", fromLink);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
   let token = localStorage.getItem("sluice.token") || "";
   tokenInput.value = token;
 
@@ -55,6 +62,7 @@
           cell(n.last_nack ? "v" + n.last_nack.version + ": " + n.last_nack.reason : "", "bad"),
         ];
       }));
+      await refreshBackends();
       fill(document.querySelector("#history tbody"), history.body.map((s) => [
         cell("v" + s.version), cell(s.created, "muted"), cell(s.summary),
       ]));
@@ -62,6 +70,33 @@
     } catch (err) {
       statusLine.textContent = err.message;
     }
+  }
+
+  // Every server of every backend, as each connected node sees it: health from that
+  // node's checks, open connections and tunnels (e.g. to watch a drain finish).
+  async function refreshBackends() {
+    const list = await api("/backends");
+    const details = await Promise.all(
+      list.body.map((b) => api("/backends/" + encodeURIComponent(b.name))),
+    );
+    const rows = [];
+    for (const { body: b } of details) {
+      for (const server of b.servers) {
+        const live = (b.live.find((l) => l.server === server.name) || { nodes: [] }).nodes;
+        const state = server.state || "ready";
+        const base = [cell(b.name), cell(server.name), cell(server.address, "muted"),
+          cell(state, state === "ready" ? "" : "lag")];
+        if (live.length === 0) {
+          rows.push([...base, cell("–", "muted"), cell(""), cell(""), cell("")]);
+        }
+        for (const n of live) {
+          const healthClass = n.health === "down" ? "bad" : n.health === "up" ? "ok" : "muted";
+          rows.push([...base, cell(n.node), cell(n.health, healthClass),
+            cell(n.current_connections), cell(n.current_tunnels)]);
+        }
+      }
+    }
+    fill(document.querySelector("#servers tbody"), rows);
   }
 
   refresh();
