@@ -219,6 +219,13 @@ async fn drain_and_maint_leave_open_tunnels_alone_and_backups_take_over() {
     })
     .await;
     assert_eq!(live["health"], "unchecked");
+    // What GET returns can be sent back as is: the read-only `live` part is ignored.
+    let got = api.get("/api/v1/backends/be").await;
+    let r = api
+        .request("PUT", "/api/v1/backends/be", Some(&got.json), None)
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    assert_eq!(r.json["changed"], false, "{:?}", r.json);
 
     set_state(&f, "be", "a", "maint").await;
     assert_eq!(ws_roundtrip(&mut on_a, "and now").await, "and now");
@@ -295,6 +302,11 @@ async fn websocket_health_check_marks_a_server_without_101_down_then_up() {
         (metric("sluice_server_up", "flaky").await? == 0).then_some(())
     })
     .await;
+    // A config push in between does not reset what the checks found.
+    let mut doc = f.cp.api().get("/api/v1/config").await.json;
+    doc["defaults"]["timeouts"] = json!({ "client": "31s" });
+    put_and_wait(&f, &doc).await;
+    assert_eq!(metric("sluice_server_up", "flaky").await, Some(0));
     // `fall` consecutive failures were needed.
     assert!(
         metric("sluice_server_check_failures_total", "flaky")
