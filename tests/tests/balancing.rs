@@ -434,6 +434,33 @@ async fn cookie_persistence_as_the_article_configures_it() {
     let last = f.backend(&first).requests().pop().unwrap();
     assert_eq!(last.header_values("cookie"), ["theme=dark"]);
 
+    // Plain HTTP responses carry the cookie on the same terms.
+    let plain = |cookie: &str| {
+        let extra = cookie.to_string();
+        async move {
+            let client = reqwest::Client::new();
+            let mut req = client.get(format!("http://{}/page", f.bind));
+            if !extra.is_empty() {
+                req = req.header("Cookie", extra);
+            }
+            let resp = req.send().await.unwrap();
+            let served = resp.headers()["x-served-by"].to_str().unwrap().to_string();
+            let set = resp
+                .headers()
+                .get("set-cookie")
+                .map(|v| v.to_str().unwrap().to_string());
+            (served, set)
+        }
+    };
+    let (served, set) = plain(&format!("WSID={value}")).await;
+    assert_eq!((served.as_str(), set), (first.as_str(), None));
+    let (served, set) = plain("").await;
+    let set = set.expect("a cookie for a new client");
+    assert!(
+        set.starts_with(&format!("WSID={}; path=/", served.replace('-', ""))),
+        "{set}"
+    );
+
     // A cookie for a server in maintenance: redispatched, and the cookie rewritten.
     set_state(&f, "ws", &first, "maint").await;
     let other = if first == "ws-01" { "ws-02" } else { "ws-01" };
