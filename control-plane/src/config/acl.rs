@@ -512,4 +512,72 @@ mod tests {
         let e = parse_condition("is_websocket !nope", false, &known).unwrap_err();
         assert_eq!(e.column, 15);
     }
+
+    /// Operators type these strings: whatever they type, the parsers answer with a
+    /// value or an error, never a panic. Random mixes of the language's own pieces and
+    /// stray characters, from a fixed seed.
+    #[test]
+    fn parsers_never_panic_on_arbitrary_input() {
+        use rand::{Rng, SeedableRng};
+        const PIECES: &[&str] = &[
+            "hdr(",
+            "Upgrade",
+            ")",
+            "-i",
+            "-m",
+            "beg",
+            "reg",
+            "found",
+            "len",
+            "gt",
+            "ge",
+            "lt",
+            "eq",
+            "src",
+            "10.0.0.0/8",
+            "::1",
+            "/33",
+            "path_beg",
+            "/ws",
+            "{",
+            "}",
+            "!",
+            "or",
+            "||",
+            "sc_conn_cur(",
+            "0",
+            "9",
+            "url_param(",
+            "cookie(",
+            "ssl_fc",
+            "^(",
+            "[",
+            "\\",
+            "\"",
+            "'",
+            " ",
+            "  ",
+            "\t",
+            "é",
+            "✓",
+            "\u{0}",
+            "--",
+            "(",
+            ")(",
+            "is_ws",
+            "hdr_cnt(",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let exists = |n: &str| n == "is_ws";
+        for _ in 0..20_000 {
+            let n = rng.random_range(0..8);
+            let text: String = (0..n)
+                .map(|_| PIECES[rng.random_range(0..PIECES.len())])
+                .collect::<Vec<_>>()
+                .join(if rng.random_bool(0.7) { " " } else { "" });
+            let _ = parse_acl_expr(&text);
+            let _ = parse_condition(&text, false, &exists);
+            let _ = parse_condition(&text, true, &exists);
+        }
+    }
 }
