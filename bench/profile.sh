@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Profiles the node under one workload: `bench/profile.sh handshake|echo` → perf report.
+# Profiles the node under one workload: `bench/profile.sh handshake|echo` → perf report
+# (`SORT=dso` for the kernel / node / libc split).
 # Same pinning as bench/run.sh. Needs perf (Debian's linux-perf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,4 +34,4 @@ case $WL in
   *) taskset -c 1 "$B/sluice-bench" echo --target 127.0.0.1:18081 --seconds 5 --pid "proxy=$NODE" ;;
 esac
 wait "$PERF" || true
-perf report -i "$T/perf.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null | grep '%' | head -40
+perf report -i "$T/perf.data" --no-children --sort ${SORT:-dso,symbol} --stdio -g none 2>/dev/null | grep "%" | head -40
