@@ -106,6 +106,7 @@ pub fn render(node: &Node) -> String {
     let fe_denied = counter_family::<FrontendLabels>();
     let fe_bad = counter_family::<FrontendLabels>();
     let fe_stick = Family::<FrontendLabels, Gauge>::default();
+    let fe_tls_failures = counter_family::<FrontendLabels>();
     let fe_responses = counter_family::<ClassLabels>();
     for f in &plan.frontends {
         let l = FrontendLabels {
@@ -121,6 +122,7 @@ pub fn render(node: &Node) -> String {
         count(&fe_bytes_out, &l, c.bytes_out.load(Relaxed));
         count(&fe_denied, &l, c.denied.load(Relaxed));
         count(&fe_bad, &l, c.bad_requests.load(Relaxed));
+        count(&fe_tls_failures, &l, c.tls_handshake_failures.load(Relaxed));
         if let Some(t) = &f.stick {
             gauge(&fe_stick, &l, t.len() as i64);
         }
@@ -157,6 +159,11 @@ pub fn render(node: &Node) -> String {
         fe_bytes_out,
     );
     reg.register("frontend_denied", "Requests denied by rules", fe_denied);
+    reg.register(
+        "frontend_tls_handshake_failures",
+        "TLS handshakes that failed or timed out",
+        fe_tls_failures,
+    );
     reg.register(
         "stick_table_entries",
         "Entries in the frontend's stick table",

@@ -230,18 +230,46 @@ async fn objects_history_and_the_article_document() {
     let cp = ControlPlane::start(dir.path());
     let api = cp.api();
 
+    // Its HTTPS bind names a certificate, which must exist first: refused, nothing stored.
+    let r = api
+        .request("PUT", "/api/v1/config", Some(&article()), None)
+        .await;
+    assert_eq!(r.status, 422, "{}", r.json);
+    assert!(
+        fields(&r).contains(&"frontends[0].binds[0].tls.certificates[0]".to_string()),
+        "{}",
+        r.json
+    );
+    assert_eq!(
+        api.get("/api/v1/config").await.etag.as_deref(),
+        Some("\"1\"")
+    );
+    let cert = rcgen::generate_simple_self_signed(vec!["solvethenetwork.com".into()]).unwrap();
+    let r = api
+        .request(
+            "POST",
+            "/api/v1/certificates",
+            Some(
+                &json!({ "name": "solvethenetwork", "cert_pem": cert.cert.pem(),
+                          "key_pem": cert.key_pair.serialize_pem() }),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.json["version"].clone()), (201, json!(2)));
+
     // The article's complete configuration is accepted as is and reads back unchanged.
     let v = api.put_config(&article()).await;
-    assert_eq!(v, 2);
+    assert_eq!(v, 3);
     let got = api.get("/api/v1/config").await;
     assert_eq!(got.json, article());
-    assert_eq!(got.etag.as_deref(), Some("\"2\""));
+    assert_eq!(got.etag.as_deref(), Some("\"3\""));
     // Re-applying the same document is a no-op, not a new version.
     let r = api
         .request("PUT", "/api/v1/config", Some(&article()), None)
         .await;
     assert_eq!((r.status, r.json["changed"].clone()), (200, json!(false)));
-    assert_eq!(r.json["version"], 2);
+    assert_eq!(r.json["version"], 3);
 
     // Per-object CRUD goes through the same validation and versioning.
     let backend = json!({ "name": "extra", "balance": "leastconn",
@@ -250,7 +278,7 @@ async fn objects_history_and_the_article_document() {
         .request("POST", "/api/v1/backends", Some(&backend), None)
         .await;
     assert_eq!(r.status, 201, "{}", r.json);
-    assert_eq!(r.json["version"], 3);
+    assert_eq!(r.json["version"], 4);
     let r = api
         .request("POST", "/api/v1/backends", Some(&backend), None)
         .await;
@@ -291,13 +319,20 @@ async fn objects_history_and_the_article_document() {
         .iter()
         .map(|s| s["version"].as_u64().unwrap())
         .collect();
-    assert_eq!(versions, vec![5, 4, 3, 2, 1]);
+    assert_eq!(versions, vec![6, 5, 4, 3, 2, 1]);
     assert!(r.json[0]["summary"]
         .as_str()
         .unwrap()
         .contains("frontend https_frontend"));
-    let r = api.get("/api/v1/snapshots/2").await;
+    let r = api.get("/api/v1/snapshots/3").await;
     assert_eq!(r.json["document"], article());
+    // History holds documents, never certificate keys.
+    assert!(!api
+        .get("/api/v1/snapshots/3")
+        .await
+        .json
+        .to_string()
+        .contains("PRIVATE KEY"));
     assert_eq!(api.get("/api/v1/snapshots/99").await.status, 404);
 
     // The OpenAPI document is generated from the code and covers the endpoints.
@@ -324,13 +359,17 @@ async fn objects_history_and_the_article_document() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("sluice_cp_config_version 5"), "{metrics}");
+    assert!(metrics.contains("sluice_cp_config_version 6"), "{metrics}");
 
     // Restart: configuration and version persist.
     let mut cp = cp;
     cp.restart();
     let api = cp.api();
     let r = api.get("/api/v1/config").await;
-    assert_eq!(r.etag.as_deref(), Some("\"5\""));
+    assert_eq!(r.etag.as_deref(), Some("\"6\""));
     assert_eq!(r.json["frontends"][0]["default_backend"], "ws_backends");
+    // Certificates persist too (and still without their key).
+    let r = api.get("/api/v1/certificates/solvethenetwork").await;
+    assert_eq!(r.status, 200);
+    assert!(!r.json.to_string().contains("PRIVATE KEY"));
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{etag, if_match, parse_json, ApiError, AppState};
-use crate::config::{compile, ConfigDocument};
+use crate::config::ConfigDocument;
 use crate::snapshot::Applied;
 
 /// The result of a write.
@@ -76,8 +76,11 @@ pub async fn put_config(
     responses((status = 200, description = "valid"),
               (status = 400, body = super::error::ErrorBody),
               (status = 422, body = super::error::ErrorBody)))]
-pub async fn validate_config(body: Bytes) -> Result<impl IntoResponse, ApiError> {
+pub async fn validate_config(
+    State(s): State<AppState>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let doc: ConfigDocument = parse_json(&body)?;
-    compile(&doc).map_err(ApiError::Invalid)?;
+    s.config.validate(&doc).await?;
     Ok(Json(serde_json::json!({ "valid": true })))
 }

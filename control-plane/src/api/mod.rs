@@ -5,6 +5,7 @@
 //! carry the configuration version as an `ETag`; writes honour `If-Match` (412 when
 //! stale). One file per resource.
 
+pub mod certificates;
 pub mod config;
 pub mod error;
 pub mod nodes;
@@ -64,6 +65,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/backends/{name}/servers/{server}/state",
             put(objects::put_server_state),
+        )
+        .route(
+            "/certificates",
+            get(certificates::list_certificates).post(certificates::create_certificate),
+        )
+        .route(
+            "/certificates/{name}",
+            get(certificates::get_certificate)
+                .put(certificates::put_certificate)
+                .delete(certificates::delete_certificate),
         )
         .route("/snapshots", get(snapshots::list_snapshots))
         .route("/snapshots/{version}", get(snapshots::get_snapshot))

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{config, error, nodes, objects, snapshots};
+use super::{certificates, config, error, nodes, objects, snapshots};
 use crate::config as doc;
 
 struct BearerAuth;
@@ -30,6 +30,9 @@ impl Modify for BearerAuth {
         objects::put_frontend, objects::delete_frontend,
         objects::list_backends, objects::get_backend, objects::create_backend,
         objects::put_backend, objects::delete_backend, objects::put_server_state,
+        certificates::list_certificates, certificates::get_certificate,
+        certificates::create_certificate, certificates::put_certificate,
+        certificates::delete_certificate,
         snapshots::list_snapshots, snapshots::get_snapshot,
         nodes::list_nodes,
     ),
@@ -38,7 +41,8 @@ impl Modify for BearerAuth {
         doc::BindTls, doc::StickTable, doc::Acl, doc::HttpRule, doc::UseBackend, doc::Backend,
         doc::Cookie, doc::HealthCheck, doc::Server, doc::ServerCheck, doc::FieldError,
         error::ErrorBody, config::WriteResult, objects::BackendView, objects::ServerLive,
-        objects::ServerOnNode, objects::StateChange,
+        objects::ServerOnNode, objects::StateChange, certificates::CertificateUpload,
+        certificates::CertificateView,
     )),
     modifiers(&BearerAuth),
     security(("admin_token" = [])),

@@ -223,6 +223,19 @@ fn compile_frontend(
                     );
                 }
             }
+            for (c, cipher) in t.ciphers.iter().enumerate() {
+                if !TLS12_CIPHERS.contains(&cipher.as_str()) {
+                    errs.add(
+                        format!("{tfield}.ciphers[{c}]"),
+                        format!("{cipher:?} is not supported (one of {TLS12_CIPHERS:?})"),
+                    );
+                }
+            }
+            for (a, proto) in t.alpn.iter().enumerate() {
+                if proto.is_empty() || proto.len() > 255 {
+                    errs.add(format!("{tfield}.alpn[{a}]"), "1–255 bytes");
+                }
+            }
             pb::BindTls {
                 certificates: t.certificates.clone(),
                 alpn: t.alpn.clone(),
@@ -371,6 +384,17 @@ fn header_limits(
     }
     bytes
 }
+
+/// TLS 1.2 cipher suites a bind may list, by their OpenSSL names (TLS 1.3 suites are
+/// always on, as with OpenSSL's separate `ciphersuites`).
+pub const TLS12_CIPHERS: [&str; 6] = [
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+];
 
 /// Statuses a node may generate itself, hence may carry an errorfile (HAProxy's list).
 const ERRORFILE_STATUSES: [u16; 18] = [

@@ -13,8 +13,8 @@ use prost::Message;
 use sluice_proto::v1 as pb;
 use tokio::sync::{watch, Mutex};
 
-use crate::config::{compile, ConfigDocument, Invalid};
-use crate::store::{Store, StoreError};
+use crate::config::{compile, ConfigDocument, FieldError, Invalid};
+use crate::store::{CertificateRow, Store, StoreError};
 
 /// Why a change was not committed.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,7 @@ impl ConfigService {
         };
         if version == 0 {
             service
-                .commit(0, &doc, "initial empty configuration".into())
+                .commit(0, &doc, None, "initial empty configuration".into())
                 .await?;
         } else {
             let row = service.store.get_snapshot(version).await?;
@@ -115,7 +115,8 @@ impl ConfigService {
         let mut next = current.clone();
         change(&mut next)?;
         if next == current {
-            compile(&next)?;
+            let certs = self.store.list_certificates().await?;
+            attach_certificates(&mut compile(&next)?, &certs)?;
             return Ok(Applied {
                 version,
                 changed: false,
@@ -123,7 +124,59 @@ impl ConfigService {
             });
         }
         let summary = format!("{what}: {}", diff_summary(&current, &next));
-        let version = self.commit(version, &next, summary.clone()).await?;
+        let version = self.commit(version, &next, None, summary.clone()).await?;
+        Ok(Applied {
+            version,
+            changed: true,
+            summary,
+        })
+    }
+
+    /// Checks a document as a write would, certificate references included; stores
+    /// nothing.
+    pub async fn validate(&self, doc: &ConfigDocument) -> Result<(), ChangeError> {
+        let certs = self.store.list_certificates().await?;
+        attach_certificates(&mut compile(doc)?, &certs)?;
+        Ok(())
+    }
+
+    /// The stored certificates (keys included: for the node stream and validation only).
+    pub async fn certificates(&self) -> Result<(u64, Vec<CertificateRow>), ChangeError> {
+        let (version, _) = self.store.load().await?;
+        Ok((version, self.store.list_certificates().await?))
+    }
+
+    /// Applies `change` to the certificate set and commits a new version if it changed
+    /// and every bind still finds its certificates.
+    pub async fn apply_certificates<F>(
+        &self,
+        expected: Option<u64>,
+        what: &str,
+        change: F,
+    ) -> Result<Applied, ChangeError>
+    where
+        F: FnOnce(&mut Vec<CertificateRow>) -> Result<(), ChangeError>,
+    {
+        let _guard = self.write.lock().await;
+        let (version, doc) = self.store.load().await?;
+        if expected.is_some_and(|e| e != version) {
+            return Err(ChangeError::Precondition { current: version });
+        }
+        let current = self.store.list_certificates().await?;
+        let mut next = current.clone();
+        change(&mut next)?;
+        next.sort_by(|a, b| a.name.cmp(&b.name));
+        if next == current {
+            return Ok(Applied {
+                version,
+                changed: false,
+                summary: "no change".into(),
+            });
+        }
+        let summary = what.to_string();
+        let version = self
+            .commit(version, &doc, Some(&next), summary.clone())
+            .await?;
         Ok(Applied {
             version,
             changed: true,
@@ -135,15 +188,32 @@ impl ConfigService {
         &self,
         from: u64,
         doc: &ConfigDocument,
+        certs: Option<&[CertificateRow]>,
         summary: String,
     ) -> Result<u64, ChangeError> {
         let mut snap = compile(doc)?;
+        let stored;
+        let certs = match certs {
+            Some(c) => c,
+            None => {
+                stored = self.store.list_certificates().await?;
+                &stored
+            }
+        };
+        attach_certificates(&mut snap, certs)?;
         snap.version = from + 1;
         snap.created_unix_ms = now_ms();
         let bytes = snap.encode_to_vec();
         let version = self
             .store
-            .commit(from, doc, &summary, snap.created_unix_ms, &bytes)
+            .commit(
+                from,
+                doc,
+                Some(certs),
+                &summary,
+                snap.created_unix_ms,
+                &bytes,
+            )
             .await
             .map_err(|e| match e {
                 StoreError::Conflict { current } => ChangeError::Precondition { current },
@@ -153,6 +223,42 @@ impl ConfigService {
         self.tx.send_replace(Arc::new(snap));
         Ok(version)
     }
+}
+
+/// Resolves the binds' certificate names and carries the certificates they use in the
+/// snapshot (only those: a node gets no key it does not serve).
+fn attach_certificates(snap: &mut pb::Snapshot, certs: &[CertificateRow]) -> Result<(), Invalid> {
+    let mut errors = Vec::new();
+    let mut used: Vec<&CertificateRow> = Vec::new();
+    for (i, f) in snap.frontends.iter().enumerate() {
+        for (j, b) in f.binds.iter().enumerate() {
+            let Some(tls) = &b.tls else { continue };
+            for (k, name) in tls.certificates.iter().enumerate() {
+                match certs.iter().find(|c| &c.name == name) {
+                    Some(c) if !used.iter().any(|u| u.name == c.name) => used.push(c),
+                    Some(_) => {}
+                    None => errors.push(FieldError {
+                        field: format!("frontends[{i}].binds[{j}].tls.certificates[{k}]"),
+                        message: format!(
+                            "no certificate named {name:?} (upload it with POST /api/v1/certificates)"
+                        ),
+                    }),
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Invalid(errors));
+    }
+    snap.certificates = used
+        .into_iter()
+        .map(|c| pb::Certificate {
+            name: c.name.clone(),
+            cert_pem: c.cert_pem.clone(),
+            key_pem: c.key_pem.clone(),
+        })
+        .collect();
+    Ok(())
 }
 
 /// A one-line account of what changed between two documents.

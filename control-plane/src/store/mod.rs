@@ -43,6 +43,15 @@ pub struct SnapshotRow {
     pub snapshot: Option<Vec<u8>>,
 }
 
+/// A TLS certificate chain and its key, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRow {
+    pub name: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub created_unix_ms: i64,
+}
+
 /// What the store remembers about a node.
 #[derive(Debug, Clone)]
 pub struct NodeRow {
@@ -125,10 +134,12 @@ impl Store {
 
     /// Stores `doc` as version `from_version + 1` with its encoded snapshot, atomically.
     /// Fails with [`StoreError::Conflict`] if the stored version is no longer `from_version`.
+    /// `certificates`: the new set of certificates, or `None` to keep the stored one.
     pub async fn commit(
         &self,
         from_version: u64,
         doc: &ConfigDocument,
+        certificates: Option<&[CertificateRow]>,
         summary: &str,
         created_unix_ms: i64,
         snapshot: &[u8],
@@ -173,6 +184,23 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        if let Some(certs) = certificates {
+            sqlx::query("DELETE FROM certificates")
+                .execute(&mut *tx)
+                .await?;
+            for c in certs {
+                sqlx::query(
+                    "INSERT INTO certificates (name, cert_pem, key_pem, created_unix_ms)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .bind(&c.name)
+                .bind(&c.cert_pem)
+                .bind(&c.key_pem)
+                .bind(c.created_unix_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         sqlx::query(
             "INSERT INTO snapshots (version, created_unix_ms, summary, document, snapshot)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -186,6 +214,24 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(new_version)
+    }
+
+    /// Every stored certificate, by name.
+    pub async fn list_certificates(&self) -> Result<Vec<CertificateRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, cert_pem, key_pem, created_unix_ms FROM certificates ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| CertificateRow {
+                name: r.get("name"),
+                cert_pem: r.get("cert_pem"),
+                key_pem: r.get("key_pem"),
+                created_unix_ms: r.get("created_unix_ms"),
+            })
+            .collect())
     }
 
     /// Snapshot history, newest first, without bodies.
@@ -354,8 +400,11 @@ mod tests {
             .unwrap();
         let (v, doc) = store.load().await.unwrap();
         assert_eq!(v, 0);
-        assert_eq!(store.commit(0, &doc, "first", 1, b"x").await.unwrap(), 1);
-        match store.commit(0, &doc, "stale", 2, b"y").await {
+        assert_eq!(
+            store.commit(0, &doc, None, "first", 1, b"x").await.unwrap(),
+            1
+        );
+        match store.commit(0, &doc, None, "stale", 2, b"y").await {
             Err(StoreError::Conflict { current: 1 }) => {}
             other => panic!("expected a conflict, got {other:?}"),
         }

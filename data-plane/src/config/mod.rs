@@ -42,6 +42,8 @@ pub struct Plan {
 pub struct BindPlan {
     pub address: SocketAddr,
     pub frontend: Arc<FrontendPlan>,
+    /// Present: the bind terminates TLS.
+    pub tls: Option<crate::proxy::tls::Tls>,
 }
 
 #[derive(Debug)]
@@ -288,6 +290,11 @@ impl Plan {
                 .ok_or_else(|| format!("frontend {fe}: no backend named {name:?}"))
         };
 
+        let certificates: HashMap<&str, &pb::Certificate> = snap
+            .certificates
+            .iter()
+            .map(|c| (c.name.as_str(), c))
+            .collect();
         let mut binds = HashMap::new();
         let mut frontends = Vec::new();
         for f in &snap.frontends {
@@ -428,11 +435,12 @@ impl Plan {
                     .address
                     .parse()
                     .map_err(|_| ctx(format!("bind {:?} is not ip:port", b.address)))?;
-                if b.tls.is_some() {
-                    return Err(ctx(format!(
-                        "bind {address}: TLS termination is not available in this node version"
-                    )));
-                }
+                let tls = b
+                    .tls
+                    .as_ref()
+                    .map(|t| crate::proxy::tls::acceptor(t, &certificates))
+                    .transpose()
+                    .map_err(|e| ctx(format!("bind {address}: {e}")))?;
                 if binds.contains_key(&address) {
                     return Err(ctx(format!("bind {address} is used twice")));
                 }
@@ -441,6 +449,7 @@ impl Plan {
                     Arc::new(BindPlan {
                         address,
                         frontend: fe.clone(),
+                        tls,
                     }),
                 );
             }

@@ -33,6 +33,9 @@ use super::io::{ClientIo, ConnState};
 use super::log;
 use super::pool::{self, PooledBody};
 use super::tunnel::{self, TunnelEnd};
+
+/// A client connection that came in over TLS.
+type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 use super::Body;
 use crate::balance::PickInput;
 use crate::config::acl::{holds, Condition, RequestCtx, Tracked};
@@ -54,17 +57,20 @@ struct Conn {
     /// Stick counters this connection tracks (`track-sc0/1/2`), held until it closes — or,
     /// once it is a tunnel, until the tunnel does.
     tracked: std::sync::Mutex<Tracked>,
+    /// Whether the connection came in over TLS (`ssl_fc`), and the ALPN protocol agreed.
+    tls: bool,
+    alpn: Option<Vec<u8>>,
 }
 
 impl Conn {
     /// What ACLs see of a request on this connection.
-    fn ctx<'a>(&self, parts: &'a Parts, sc: &'a Tracked) -> RequestCtx<'a> {
+    fn ctx<'a>(&'a self, parts: &'a Parts, sc: &'a Tracked) -> RequestCtx<'a> {
         RequestCtx {
             parts,
             src: self.src,
             local: self.local,
-            tls: false,
-            alpn: None,
+            tls: self.tls,
+            alpn: self.alpn.as_deref(),
             sc,
         }
     }
@@ -130,6 +136,47 @@ pub async fn serve_connection(
     } else {
         bind.address
     };
+    let served = match bind.tls.clone() {
+        None => serve_http(stream, None, bind, src, local, started).await,
+        Some(tls) => {
+            // The handshake counts against `timeout http-request`, as in HAProxy.
+            match tokio::time::timeout(fe.http_request_timeout, tls.0.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                    serve_http(stream, Some(alpn), bind, src, local, started).await
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %src, error = %e, "TLS handshake failed");
+                    fe.counters.tls_handshake_failures.fetch_add(1, Relaxed);
+                    false
+                }
+                Err(_) => {
+                    tracing::debug!(client = %src, "TLS handshake timed out");
+                    fe.counters.tls_handshake_failures.fetch_add(1, Relaxed);
+                    false
+                }
+            }
+        }
+    };
+    let _ = served;
+    drop(current);
+    fe.counters.released.notify_waiters();
+}
+
+/// Serves HTTP/1.1 on an accepted connection (plain, or TLS with its ALPN result) until
+/// it closes or becomes a tunnel.
+async fn serve_http<S>(
+    stream: S,
+    tls: Option<Option<Vec<u8>>>,
+    bind: Arc<BindPlan>,
+    src: SocketAddr,
+    local: SocketAddr,
+    started: Instant,
+) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let fe = bind.frontend.clone();
     let io = ClientIo::new(
         stream,
         fe.client_timeout,
@@ -145,6 +192,8 @@ pub async fn serve_connection(
         accepted: Instant::now(),
         accepted_at: SystemTime::now(),
         tracked: std::sync::Mutex::default(),
+        tls: tls.is_some(),
+        alpn: tls.flatten(),
     });
     let svc = service_fn(move |req| {
         let conn = conn.clone();
@@ -198,8 +247,7 @@ pub async fn serve_connection(
             .emit();
         }
     }
-    drop(current);
-    fe.counters.released.notify_waiters();
+    served.is_ok()
 }
 
 /// Marks a request in flight (suspends the client timeouts) until dropped.
@@ -1023,17 +1071,35 @@ impl TunnelCtx {
                 }
             };
             // Take the raw socket back from hyper: the tunnel works on the sockets themselves.
-            let client = match upgraded.downcast::<TokioIo<ClientIo>>() {
-                Ok(c) => (c.io.into_inner().into_inner(), c.read_buf),
-                Err(_) => {
-                    tracing::error!(client = ?peer, "upgraded client connection is not a TCP stream; closing");
-                    ended.finish(TunnelEnd::ClientError);
-                    return;
+            // Take the raw socket back from hyper: the tunnel works on the sockets
+            // themselves. A TLS client connection keeps its TLS stream.
+            let report = match upgraded.downcast::<TokioIo<ClientIo>>() {
+                Ok(c) => {
+                    let client = c.io.into_inner().into_inner();
+                    ended.started = Instant::now();
+                    tunnel::run(client, c.read_buf, server.0, server.1, idle, &ended.meter).await
                 }
+                Err(upgraded) => match upgraded.downcast::<TokioIo<ClientIo<TlsStream>>>() {
+                    Ok(c) => {
+                        let client = c.io.into_inner().into_inner();
+                        ended.started = Instant::now();
+                        tunnel::run_stream(
+                            client,
+                            c.read_buf,
+                            server.0,
+                            server.1,
+                            idle,
+                            &ended.meter,
+                        )
+                        .await
+                    }
+                    Err(_) => {
+                        tracing::error!(client = ?peer, "upgraded client connection of an unknown kind; closing");
+                        ended.finish(TunnelEnd::ClientError);
+                        return;
+                    }
+                },
             };
-            ended.started = Instant::now();
-            let report =
-                tunnel::run(client.0, client.1, server.0, server.1, idle, &ended.meter).await;
             ended.finish(report.end);
         }
     }

@@ -35,8 +35,8 @@ pub struct ConnState {
     pub head_timed_out: AtomicBool,
 }
 
-pub struct ClientIo {
-    inner: TcpStream,
+pub struct ClientIo<S = TcpStream> {
+    inner: S,
     idle: Duration,
     head_timeout: Duration,
     pub state: Arc<ConnState>,
@@ -51,13 +51,8 @@ pub struct ClientIo {
     sending: Option<Bytes>,
 }
 
-impl ClientIo {
-    pub fn new(
-        inner: TcpStream,
-        idle: Duration,
-        head_timeout: Duration,
-        timeout_page: Bytes,
-    ) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
+    pub fn new(inner: S, idle: Duration, head_timeout: Duration, timeout_page: Bytes) -> Self {
         Self {
             inner,
             idle,
@@ -72,7 +67,7 @@ impl ClientIo {
         }
     }
 
-    pub fn into_inner(self) -> TcpStream {
+    pub fn into_inner(self) -> S {
         self.inner
     }
 
@@ -94,7 +89,7 @@ impl ClientIo {
     }
 }
 
-impl AsyncRead for ClientIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -153,7 +148,7 @@ impl AsyncRead for ClientIo {
     }
 }
 
-impl AsyncWrite for ClientIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

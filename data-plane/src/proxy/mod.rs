@@ -10,6 +10,7 @@ pub mod http;
 pub mod io;
 pub mod log;
 pub mod pool;
+pub mod tls;
 pub mod tunnel;
 
 use std::collections::HashMap;

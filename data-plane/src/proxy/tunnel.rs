@@ -296,6 +296,112 @@ pub async fn run(
     }
 }
 
+/// Buffer per direction of a stream tunnel.
+const STREAM_BUF: usize = 16 * 1024;
+
+/// The tunnel for a client that is not a plain socket (TLS): the same rules — early bytes
+/// first, half-close passed on, `idle` without a byte either way ends it — over two
+/// buffered copies, since a TLS stream cannot be driven by socket readiness alone.
+pub async fn run_stream<C>(
+    client: C,
+    client_early: Bytes,
+    mut server: TcpStream,
+    server_early: Bytes,
+    idle: Duration,
+    meter: &Meter,
+) -> TunnelReport
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    // Milliseconds since `started` of the last byte moved, either way.
+    let last = AtomicU64::new(0);
+    let touch = || last.store(started.elapsed().as_millis() as u64, Relaxed);
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut sr, mut sw) = server.split();
+    // Which direction saw its EOF first (true: the client's).
+    let first_eof = std::sync::OnceLock::new();
+
+    let up = copy_half(&mut cr, &mut sw, client_early, &meter.up, &touch, || {
+        let _ = first_eof.set(true);
+    });
+    let down = copy_half(&mut sr, &mut cw, server_early, &meter.down, &touch, || {
+        let _ = first_eof.set(false);
+    });
+    let idle_watch = async {
+        loop {
+            let deadline = started + Duration::from_millis(last.load(Relaxed)) + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    };
+    let both = async {
+        tokio::pin!(up, down);
+        let (mut up_done, mut down_done) = (false, false);
+        while !(up_done && down_done) {
+            tokio::select! {
+                r = &mut up, if !up_done => match r {
+                    Ok(()) => up_done = true,
+                    Err(f) => return side(f, true),
+                },
+                r = &mut down, if !down_done => match r {
+                    Ok(()) => down_done = true,
+                    Err(f) => return side(f, false),
+                },
+            }
+        }
+        TunnelEnd::Closed {
+            client_first: first_eof.get().copied().unwrap_or(true),
+        }
+    };
+    let end = tokio::select! {
+        end = both => end,
+        () = idle_watch => TunnelEnd::Timeout,
+    };
+    TunnelReport {
+        end,
+        up: meter.up.load(Relaxed),
+        down: meter.down.load(Relaxed),
+    }
+}
+
+/// One direction of a stream tunnel: `early` first, then everything `from` sends; at its
+/// EOF, `on_eof` runs and `to` is shut down for writing.
+async fn copy_half<R, W>(
+    from: &mut R,
+    to: &mut W,
+    early: Bytes,
+    count: &AtomicU64,
+    touch: &impl Fn(),
+    on_eof: impl FnOnce(),
+) -> Result<(), Fail>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if !early.is_empty() {
+        to.write_all(&early).await.map_err(|_| Fail::Write)?;
+        count.fetch_add(early.len() as u64, Relaxed);
+    }
+    let mut buf = vec![0u8; STREAM_BUF];
+    loop {
+        let n = from.read(&mut buf).await.map_err(|_| Fail::Read)?;
+        if n == 0 {
+            on_eof();
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        to.write_all(&buf[..n]).await.map_err(|_| Fail::Write)?;
+        // A TLS writer holds records until flushed.
+        to.flush().await.map_err(|_| Fail::Write)?;
+        count.fetch_add(n as u64, Relaxed);
+        touch();
+    }
+}
+
 /// Maps a failure in the client→server (`upstream`) or server→client flow to the side
 /// at fault: a read failure is the source's, a write failure the destination's.
 fn side(f: Fail, upstream: bool) -> TunnelEnd {
@@ -308,6 +414,7 @@ fn side(f: Fail, upstream: bool) -> TunnelEnd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -432,5 +539,65 @@ mod tests {
         let report = task.await.unwrap();
         assert_eq!(report.end, TunnelEnd::Timeout);
         assert!(started.elapsed() >= Duration::from_secs(2));
+    }
+
+    /// The stream tunnel (TLS clients) keeps the same rules: early bytes first, both ways,
+    /// half-close passed on, counted.
+    #[tokio::test]
+    async fn stream_tunnel_relays_and_passes_half_close() {
+        let (client, proxy_c) = tokio::io::duplex(64 * 1024);
+        let (_, _, proxy_s, mut server) = pairs().await;
+        let meter = Arc::new(Meter::default());
+        let m = meter.clone();
+        let task = tokio::spawn(async move {
+            run_stream(
+                proxy_c,
+                Bytes::from_static(b"up-early"),
+                proxy_s,
+                Bytes::from_static(b"down-early"),
+                Duration::from_secs(5),
+                &m,
+            )
+            .await
+        });
+        let (mut cr, mut cw) = tokio::io::split(client);
+        let mut buf = [0u8; 10];
+        cr.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"down-early");
+        let mut buf = [0u8; 8];
+        server.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"up-early");
+        cw.write_all(b"ping").await.unwrap();
+        cw.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"ping", "client EOF reaches the server as EOF");
+        server.write_all(b"pong").await.unwrap();
+        server.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        cr.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"pong");
+        let report = task.await.unwrap();
+        assert_eq!(report.end, TunnelEnd::Closed { client_first: true });
+        assert_eq!((report.up, report.down), (12, 14));
+        assert_eq!(meter.up.load(Relaxed), 12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stream_tunnel_times_out_when_idle() {
+        let (_client, proxy_c) = tokio::io::duplex(1024);
+        let (_, _, proxy_s, _server) = pairs().await;
+        let started = tokio::time::Instant::now();
+        let report = run_stream(
+            proxy_c,
+            Bytes::new(),
+            proxy_s,
+            Bytes::new(),
+            Duration::from_secs(30),
+            &Meter::default(),
+        )
+        .await;
+        assert_eq!(report.end, TunnelEnd::Timeout);
+        assert!(started.elapsed() >= Duration::from_secs(30));
     }
 }

@@ -26,6 +26,8 @@ pub struct FrontendCounters {
     pub denied: AtomicU64,
     /// Requests refused before routing: malformed, head too large, head too slow.
     pub bad_requests: AtomicU64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: AtomicU64,
     pub responses_by_class: [AtomicU64; 5],
     /// Signalled when a client connection or tunnel ends, for accept loops waiting
     /// below `maxconn`.
