@@ -30,6 +30,14 @@ struct Args {
     /// Token data-plane nodes present. Unset: the stored one, or a new one printed once.
     #[arg(long, env = "SLUICE_NODE_TOKEN", hide_env_values = true)]
     node_token: Option<String>,
+    /// Certificate chain (PEM) for TLS on the node listener. With `--node-tls-key`, nodes
+    /// connect with `https://` — do this whenever the node stream leaves the host: it
+    /// carries the private keys of TLS binds.
+    #[arg(long, env = "SLUICE_NODE_TLS_CERT", requires = "node_tls_key")]
+    node_tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) for `--node-tls-cert`.
+    #[arg(long, env = "SLUICE_NODE_TLS_KEY", requires = "node_tls_cert")]
+    node_tls_key: Option<std::path::PathBuf>,
     /// A node silent for this long is marked offline.
     #[arg(long, env = "SLUICE_NODE_STALE_AFTER", default_value = "15s", value_parser = humantime::parse_duration)]
     node_stale_after: Duration,
@@ -96,9 +104,29 @@ async fn main() -> anyhow::Result<()> {
             .await
     });
     let mut grpc_shutdown = shutdown_rx.clone();
+    let mut grpc = tonic::transport::Server::builder();
+    let node_scheme = match (&args.node_tls_cert, &args.node_tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert =
+                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+            let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+            grpc = grpc
+                .tls_config(
+                    tonic::transport::ServerTlsConfig::new()
+                        .identity(tonic::transport::Identity::from_pem(cert, key)),
+                )
+                .context("TLS for the node listener")?;
+            "https"
+        }
+        _ => {
+            if !node_addr.ip().is_loopback() {
+                tracing::warn!(%node_addr, "the node stream is not encrypted and listens beyond loopback; it carries the keys of TLS binds — set --node-tls-cert/--node-tls-key");
+            }
+            "http"
+        }
+    };
     let grpc_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        grpc.http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_service(FleetServer::new(fleet))
             .serve_with_incoming_shutdown(TcpListenerStream::new(node_listener), async move {
@@ -107,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     tracing::info!(%api_addr, %node_addr, version = config.current().version, "control plane started");
-    println!("sluice-cp ready api=http://{api_addr} node=http://{node_addr}");
+    println!("sluice-cp ready api=http://{api_addr} node={node_scheme}://{node_addr}");
 
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -24,6 +24,10 @@ struct Args {
         default_value = "http://127.0.0.1:7081"
     )]
     control_plane: String,
+    /// CA certificate(s), PEM, to verify an `https://` control plane with (its
+    /// `--node-tls-cert` or the CA that issued it).
+    #[arg(long, env = "SLUICE_CONTROL_PLANE_CA")]
+    control_plane_ca: Option<std::path::PathBuf>,
     /// The node token the control plane expects.
     #[arg(long, env = "SLUICE_NODE_TOKEN", hide_env_values = true)]
     token: String,
@@ -110,7 +114,16 @@ fn main() -> anyhow::Result<()> {
         node_id: args.node_id.clone().unwrap_or_else(default_node_id),
         labels: parse_labels(&args.labels).context("parsing --labels")?,
         stats_interval: args.stats_interval,
+        ca_pem: match &args.control_plane_ca {
+            Some(path) => {
+                Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+            }
+            None => None,
+        },
     };
+    if args.control_plane.starts_with("https://") && cfg.ca_pem.is_none() {
+        bail!("an https:// control plane needs --control-plane-ca");
+    }
     let runtime = match args.worker_threads {
         Some(n) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)

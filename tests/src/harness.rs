@@ -196,6 +196,8 @@ pub struct ControlPlane {
     pub node_token: String,
     pub db: PathBuf,
     dir: PathBuf,
+    /// Extra arguments, kept for restarts.
+    extra: Vec<String>,
     api_port: u16,
     node_port: u16,
     restarts: u32,
@@ -204,15 +206,28 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts a control plane with a fresh database in `dir`.
     pub fn start(dir: &Path) -> ControlPlane {
+        Self::start_with_args(dir, &[])
+    }
+
+    /// Starts a control plane with `extra` command-line arguments.
+    pub fn start_with_args(dir: &Path, extra: &[&str]) -> ControlPlane {
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         let (api_port, node_port) = (free_port(), free_port());
         let (admin_token, node_token) = (
             "test-admin-token".to_string(),
             "test-node-token".to_string(),
         );
         let db = dir.join("sluice.db");
-        let (proc, api, node_url) =
-            Self::launch(dir, 0, api_port, node_port, &db, &admin_token, &node_token);
+        let (proc, api, node_url) = Self::launch(
+            dir,
+            0,
+            (api_port, node_port),
+            &db,
+            (&admin_token, &node_token),
+            &extra,
+        );
         ControlPlane {
+            extra,
             proc,
             api,
             node_url,
@@ -229,13 +244,12 @@ impl ControlPlane {
     fn launch(
         dir: &Path,
         run: u32,
-        api_port: u16,
-        node_port: u16,
+        (api_port, node_port): (u16, u16),
         db: &Path,
-        admin_token: &str,
-        node_token: &str,
+        (admin_token, node_token): (&str, &str),
+        extra: &[String],
     ) -> (Proc, String, String) {
-        let args = vec![
+        let mut args: Vec<String> = vec![
             "--api-listen".into(),
             format!("127.0.0.1:{api_port}"),
             "--node-listen".into(),
@@ -249,6 +263,7 @@ impl ControlPlane {
             "--node-stale-after".into(),
             "5s".into(),
         ];
+        args.extend(extra.iter().cloned());
         let log = dir.join(format!("cp-{run}.log"));
         let (proc, line) = Proc::spawn(
             "sluice-cp",
@@ -274,11 +289,10 @@ impl ControlPlane {
         let (proc, api, node_url) = Self::launch(
             &self.dir,
             self.restarts,
-            self.api_port,
-            self.node_port,
+            (self.api_port, self.node_port),
             &self.db,
-            &self.admin_token,
-            &self.node_token,
+            (&self.admin_token, &self.node_token),
+            &self.extra,
         );
         self.proc = proc;
         self.api = api;

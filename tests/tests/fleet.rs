@@ -151,3 +151,58 @@ async fn an_unappliable_snapshot_is_nacked_and_the_old_plan_keeps_serving() {
     assert_eq!(ws_whoami(bind, "/ws").await, "beta");
     assert_eq!(ws_whoami(taken, "/ws").await, "beta");
 }
+
+#[tokio::test]
+async fn the_node_stream_runs_over_tls_and_nodes_verify_the_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let crt = write("node-listener.crt", cert.cert.pem());
+    let key = write("node-listener.key", cert.key_pair.serialize_pem());
+    let cp = ControlPlane::start_with_args(
+        dir.path(),
+        &["--node-tls-cert", &crt, "--node-tls-key", &key],
+    );
+    assert!(cp.node_url.starts_with("https://"), "{}", cp.node_url);
+
+    // A node that trusts the control plane's certificate connects and serves.
+    let backend = Backend::start("echo-1", "127.0.0.1:0").await.unwrap();
+    let bind = bind_addr();
+    let _trusting = DataPlane::start_with_args(
+        dir.path(),
+        &cp,
+        "node-a",
+        &cp.node_token.clone(),
+        &["--control-plane-ca", &crt],
+    );
+    let api = cp.api();
+    let v = api
+        .put_config(&simple_config(bind, &[("echo", &[backend.addr])], "echo"))
+        .await;
+    api.wait_applied("node-a", v, WAIT).await;
+    assert_eq!(ws_whoami(bind, "/t").await, "echo-1");
+
+    // A node that trusts someone else refuses the connection and never gets a snapshot.
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let other_ca = write("other-ca.crt", stranger.cert.pem());
+    let wary = DataPlane::start_with_args(
+        dir.path(),
+        &cp,
+        "node-b",
+        &cp.node_token.clone(),
+        &["--control-plane-ca", &other_ca],
+    );
+    eventually(WAIT, "node-b to report the failed connection", || async {
+        wary.proc
+            .log_text()
+            .contains("cannot reach the control plane")
+            .then_some(())
+    })
+    .await;
+    assert!(api.node("node-b").await.is_none());
+}

@@ -24,6 +24,9 @@ pub struct ControlConfig {
     pub node_id: String,
     pub labels: HashMap<String, String>,
     pub stats_interval: Duration,
+    /// CA certificates (PEM) to verify an `https://` control plane with; `None`: the
+    /// endpoint must be `http://`.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -85,6 +88,16 @@ async fn session(cfg: &ControlConfig, node: &Arc<Node>) -> SessionEnd {
             .keep_alive_timeout(Duration::from_secs(20))
             .keep_alive_while_idle(true),
         Err(e) => return SessionEnd::Failed(format!("bad control-plane address: {e}")),
+    };
+    let endpoint = match &cfg.ca_pem {
+        Some(ca) => match endpoint.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+        ) {
+            Ok(e) => e,
+            Err(e) => return SessionEnd::Failed(format!("TLS to the control plane: {e}")),
+        },
+        None => endpoint,
     };
     let channel = match endpoint.connect().await {
         Ok(c) => c,
