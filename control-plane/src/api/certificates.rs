@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 use super::config::write_response;
 use super::snapshots::rfc3339;
 use super::{etag, if_match, parse_json, ApiError, AppState};
+use crate::config::compile::valid_name;
 use crate::config::{FieldError, Invalid};
 use crate::snapshot::{now_ms, ChangeError};
 use crate::store::CertificateRow;
@@ -71,13 +72,14 @@ fn check(u: &CertificateUpload) -> Result<(), ApiError> {
             message,
         })
     };
-    let name_ok = !u.name.is_empty()
-        && u.name.len() <= 128
-        && u.name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-    if !name_ok {
-        add("name", format!("{:?}: 1–128 of A-Z a-z 0-9 _ - .", u.name));
+    if !valid_name(&u.name) {
+        add(
+            "name",
+            format!(
+                "{:?} is not a valid name (1-128 of A-Z a-z 0-9 _ - . :)",
+                u.name
+            ),
+        );
     }
     let chain: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(u.cert_pem.as_bytes()).collect();
     let chain = match chain {

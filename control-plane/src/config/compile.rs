@@ -47,7 +47,8 @@ impl Errors {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// The rule for every name in the configuration (objects, ACLs, certificates).
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name

@@ -109,9 +109,7 @@ impl ConfigService {
     {
         let _guard = self.write.lock().await;
         let (version, current) = self.store.load().await?;
-        if expected.is_some_and(|e| e != version) {
-            return Err(ChangeError::Precondition { current: version });
-        }
+        check_expected(expected, version)?;
         let mut next = current.clone();
         change(&mut next)?;
         if next == current {
@@ -142,7 +140,7 @@ impl ConfigService {
 
     /// The stored certificates (keys included: for the node stream and validation only).
     pub async fn certificates(&self) -> Result<(u64, Vec<CertificateRow>), ChangeError> {
-        let (version, _) = self.store.load().await?;
+        let version = self.store.version().await?;
         Ok((version, self.store.list_certificates().await?))
     }
 
@@ -159,9 +157,7 @@ impl ConfigService {
     {
         let _guard = self.write.lock().await;
         let (version, doc) = self.store.load().await?;
-        if expected.is_some_and(|e| e != version) {
-            return Err(ChangeError::Precondition { current: version });
-        }
+        check_expected(expected, version)?;
         let current = self.store.list_certificates().await?;
         let mut next = current.clone();
         change(&mut next)?;
@@ -222,6 +218,14 @@ impl ConfigService {
         tracing::info!(version, %summary, "committed configuration");
         self.tx.send_replace(Arc::new(snap));
         Ok(version)
+    }
+}
+
+/// A write based on `expected` (If-Match) may only go ahead at that version.
+fn check_expected(expected: Option<u64>, version: u64) -> Result<(), ChangeError> {
+    match expected {
+        Some(e) if e != version => Err(ChangeError::Precondition { current: version }),
+        _ => Ok(()),
     }
 }
 

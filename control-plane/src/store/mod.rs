@@ -96,6 +96,14 @@ impl Store {
     }
 
     /// The current version and document.
+    /// The current configuration version alone.
+    pub async fn version(&self) -> Result<u64, StoreError> {
+        let v: i64 = sqlx::query_scalar("SELECT version FROM config_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v as u64)
+    }
+
     pub async fn load(&self) -> Result<(u64, ConfigDocument), StoreError> {
         let mut conn = self.pool.acquire().await?;
         let row = sqlx::query("SELECT version, defaults FROM config_state WHERE id = 1")

@@ -181,22 +181,22 @@ fn build_ring(servers: &[ServerPlan]) -> Vec<(u64, usize)> {
     ring
 }
 
-/// `h` modulo the eligible servers' total weight, walked over their weights.
-fn map_based(
-    h: u64,
-    servers: &[ServerPlan],
-    eligible: &impl Fn(usize, &ServerPlan) -> bool,
-) -> Option<usize> {
-    let total: u64 = servers
+/// The eligible servers' total weight.
+fn total_weight(servers: &[ServerPlan], eligible: &impl Fn(usize, &ServerPlan) -> bool) -> u64 {
+    servers
         .iter()
         .enumerate()
         .filter(|(i, s)| eligible(*i, s))
         .map(|(_, s)| u64::from(s.weight))
-        .sum();
-    if total == 0 {
-        return None;
-    }
-    let mut slot = h % total;
+        .sum()
+}
+
+/// The eligible server whose share of the weight holds `slot` (< the total weight).
+fn by_weight(
+    mut slot: u64,
+    servers: &[ServerPlan],
+    eligible: &impl Fn(usize, &ServerPlan) -> bool,
+) -> Option<usize> {
     for (i, s) in servers.iter().enumerate() {
         if !eligible(i, s) {
             continue;
@@ -208,6 +208,18 @@ fn map_based(
         slot -= w;
     }
     None
+}
+
+/// `h` modulo the eligible servers' total weight, walked over their weights.
+fn map_based(
+    h: u64,
+    servers: &[ServerPlan],
+    eligible: &impl Fn(usize, &ServerPlan) -> bool,
+) -> Option<usize> {
+    match total_weight(servers, eligible) {
+        0 => None,
+        total => by_weight(h % total, servers, eligible),
+    }
 }
 
 fn load(s: &ServerPlan) -> u64 {
@@ -244,17 +256,12 @@ fn power_of_two(
     servers: &[ServerPlan],
     eligible: &impl Fn(usize, &ServerPlan) -> bool,
 ) -> Option<usize> {
-    let total: u64 = servers
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| eligible(*i, s))
-        .map(|(_, s)| u64::from(s.weight))
-        .sum();
+    let total = total_weight(servers, eligible);
     if total == 0 {
         return None;
     }
-    let a = map_based(rand::random_range(0..total), servers, eligible)?;
-    let b = map_based(rand::random_range(0..total), servers, eligible)?;
+    let a = by_weight(rand::random_range(0..total), servers, eligible)?;
+    let b = by_weight(rand::random_range(0..total), servers, eligible)?;
     Some(if lighter(&servers[b], &servers[a]) {
         b
     } else {
