@@ -400,6 +400,11 @@ async fn metrics(f: &Fixture) -> String {
 async fn raw_exchange(bind: SocketAddr, request: &str) -> String {
     let mut tcp = TcpStream::connect(bind).await.unwrap();
     tcp.write_all(request.as_bytes()).await.unwrap();
+    read_until_closed(&mut tcp).await
+}
+
+/// Everything the node sends until it closes the connection.
+async fn read_until_closed(tcp: &mut TcpStream) -> String {
     let mut buf = Vec::new();
     tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf))
         .await
@@ -592,8 +597,11 @@ async fn errorfiles_after_response_rules_and_slow_headers() {
                 "errorfiles": [
                     { "status": 503, "content_type": "application/json", "body": "{\"error\":\"maintenance\"}" },
                     { "status": 408, "body": "<p>too slow</p>" },
-                    { "status": 403, "body": "<p>defaults 403</p>" }
-                ]
+                    { "status": 403, "body": "<p>defaults 403</p>" },
+                    { "status": 400, "content_type": "text/plain", "body": "bad request page" },
+                    { "status": 431, "content_type": "text/plain", "body": "too large page" }
+                ],
+                "max_headers": 5
             },
             "frontends": [{
                 "name": "fe",
@@ -643,6 +651,46 @@ async fn errorfiles_after_response_rules_and_slow_headers() {
         "{head}"
     );
 
+    // The parser's own refusals, answered before a request exists, carry the errorfiles
+    // too and close the connection.
+    let r = raw_exchange(f.bind, "GET / HTTP/1.1\r\nHost x\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(r.contains("content-type: text/plain"), "{r}");
+    assert!(r.contains("connection: close"), "{r}");
+    assert!(r.ends_with("bad request page"), "{r}");
+    let many: String = (0..8).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let r = raw_exchange(f.bind, &get("/", &many)).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    assert!(r.ends_with("too large page"), "{r}");
+    // Also after a complete exchange on the same connection: the first response is the
+    // server's, the refusal of the malformed second request is the node's page.
+    let mut tcp = TcpStream::connect(f.bind).await.unwrap();
+    tcp.write_all(get("/", "").as_bytes()).await.unwrap();
+    let mut chunk = [0u8; 4096];
+    let n = tcp.read(&mut chunk).await.unwrap();
+    let first = String::from_utf8_lossy(&chunk[..n]).to_string();
+    assert!(
+        first.starts_with("HTTP/1.1 200") && first.ends_with('}'),
+        "{first}"
+    );
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_until_closed(&mut tcp).await;
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.ends_with("bad request page"),
+        "{r}"
+    );
+    // A server's own 400 and 431 reach the client as the server sent them.
+    for status in ["400", "431"] {
+        let r = raw_exchange(f.bind, &get(&format!("/status/{status}"), close)).await;
+        assert!(r.starts_with(&format!("HTTP/1.1 {status}")), "{r}");
+        assert!(
+            r.contains("x-served-by: app-01") && !r.contains(" page"),
+            "{r}"
+        );
+    }
+
     // Headers that never complete: 408 with the errorfile once timeout http-request
     // passes, then the connection closes. Trickling bytes does not extend it.
     let started = Instant::now();
@@ -654,12 +702,7 @@ async fn errorfiles_after_response_rules_and_slow_headers() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         let _ = tcp.write_all(b"X-Slow: 1\r\n").await;
     }
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf))
-        .await
-        .expect("closed")
-        .unwrap();
-    let r = String::from_utf8_lossy(&buf);
+    let r = read_until_closed(&mut tcp).await;
     assert!(r.starts_with("HTTP/1.1 408"), "{r}");
     assert!(r.ends_with("<p>too slow</p>"), "{r}");
     let waited = started.elapsed();
@@ -688,7 +731,8 @@ async fn errorfiles_after_response_rules_and_slow_headers() {
         .lines()
         .find(|l| l.starts_with("sluice_frontend_invalid_requests_total{frontend=\"fe\"}"))
         .unwrap_or_else(|| panic!("no invalid-requests metric in {metrics}"));
-    assert!(invalid.ends_with(" 2"), "{invalid}");
+    // Two 408s, two 400s, one 431.
+    assert!(invalid.ends_with(" 5"), "{invalid}");
 }
 
 #[tokio::test]

@@ -93,8 +93,9 @@ pub struct FrontendPlan {
     /// Applied to every response sent to a client, the node's own included.
     pub http_after_response: Vec<(Option<Condition>, ResponseAction)>,
     pub errorfiles: ErrorPages,
-    /// The complete 408 response for `timeout http-request`, rendered once.
-    pub timeout_page: bytes::Bytes,
+    /// The complete responses for refusals made before a request exists (408, and the
+    /// parser's 400/414/431), rendered once.
+    pub refusal_pages: Arc<crate::proxy::io::RefusalPages>,
     /// Largest request head in bytes (431 beyond).
     pub max_header_bytes: usize,
     /// Most header lines per request (431 beyond); `None`: the parser's default of 100.
@@ -389,8 +390,13 @@ impl Plan {
                     },
                 );
             }
-            let timeout_page =
-                crate::proxy::error::raw_response(http::StatusCode::REQUEST_TIMEOUT, &errorfiles);
+            let refusal_page = |status| crate::proxy::error::raw_response(status, &errorfiles);
+            let refusal_pages = Arc::new(crate::proxy::io::RefusalPages {
+                timeout: refusal_page(http::StatusCode::REQUEST_TIMEOUT),
+                bad_request: refusal_page(http::StatusCode::BAD_REQUEST),
+                uri_too_long: refusal_page(http::StatusCode::URI_TOO_LONG),
+                too_large: refusal_page(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+            });
             let mut use_backend = Vec::new();
             for u in &f.use_backend {
                 use_backend.push((cond(&u.cond)?, backend(&u.backend, &f.name)?));
@@ -407,7 +413,7 @@ impl Plan {
                 http_response,
                 http_after_response,
                 errorfiles,
-                timeout_page,
+                refusal_pages,
                 max_header_bytes: f
                     .max_header_bytes
                     .or(defaults.max_header_bytes)

@@ -71,6 +71,8 @@ fn explanation(status: StatusCode) -> &'static str {
         403 => "Request forbidden by administrative rules.",
         404 => "The requested URL was not found.",
         408 => "Your browser didn't send a complete request in time.",
+        414 => "The requested URL is too long.",
+        431 => "Your browser sent request headers that are too large.",
         429 => "You sent too many requests in a given amount of time.",
         502 => "The server returned an invalid or incomplete response.",
         503 => "No server is available to handle this request.",

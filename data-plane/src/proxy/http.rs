@@ -177,7 +177,7 @@ async fn serve_http<S>(
         stream,
         fe.client_timeout,
         fe.http_request_timeout,
-        fe.timeout_page.clone(),
+        fe.refusal_pages.clone(),
     );
     let state = io.state.clone();
     let conn = Arc::new(Conn {
@@ -193,7 +193,12 @@ async fn serve_http<S>(
     });
     let svc = service_fn(move |req| {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(handle(req, conn).await) }
+        async move {
+            let resp = handle(req, conn.clone()).await;
+            // The next status line written is this response's (see `ClientIo`).
+            conn.state.answered.store(true, Relaxed);
+            Ok::<_, Infallible>(resp)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     // `timeout http-request` is enforced by `ClientIo`, which answers 408 on it.
@@ -1065,7 +1070,6 @@ impl TunnelCtx {
                     return;
                 }
             };
-            // Take the raw socket back from hyper: the tunnel works on the sockets themselves.
             // Take the raw socket back from hyper: the tunnel works on the sockets
             // themselves. A TLS client connection keeps its TLS stream.
             let report = match upgraded.downcast::<TokioIo<ClientIo>>() {

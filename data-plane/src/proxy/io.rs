@@ -10,6 +10,13 @@
 //!
 //! Both deadlines share one lazily created timer. After a 101 the HTTP layer takes the
 //! raw `TcpStream` back and the tunnel timeout takes over.
+//!
+//! It also gives the frontend's pages to the refusals the HTTP parser writes on its own
+//! (400 malformed head, 414, 431 head too large): the parser answers those before any
+//! request exists, with an empty body. A write that starts with such a status line while
+//! no service response is waiting to be written can only be the parser's, and is
+//! replaced by the frontend's complete page (its errorfile, else the default page), which
+//! closes the connection.
 
 use std::future::Future;
 use std::io;
@@ -33,6 +40,33 @@ pub struct ConnState {
     pub requests: AtomicUsize,
     /// Set when the connection ended on `timeout http-request` (a 408 was sent).
     pub head_timed_out: AtomicBool,
+    /// Set by the HTTP service when it returns a response, cleared by the next write of
+    /// a status line: while it is clear, a status line written is the parser's own.
+    pub answered: AtomicBool,
+}
+
+/// The complete responses for refusals made before any request exists, rendered once
+/// per frontend and snapshot (see the module docs).
+#[derive(Debug)]
+pub struct RefusalPages {
+    /// 408, on `timeout http-request`.
+    pub timeout: Bytes,
+    pub bad_request: Bytes,
+    pub uri_too_long: Bytes,
+    pub too_large: Bytes,
+}
+
+impl RefusalPages {
+    /// The page replacing what the parser wrote, if `head` is one of its refusals.
+    fn for_parser_head(&self, head: &[u8]) -> Option<&Bytes> {
+        let status = head.strip_prefix(b"HTTP/1.1 ")?.get(..4)?;
+        match status {
+            b"400 " => Some(&self.bad_request),
+            b"414 " => Some(&self.uri_too_long),
+            b"431 " => Some(&self.too_large),
+            _ => None,
+        }
+    }
 }
 
 pub struct ClientIo<S = TcpStream> {
@@ -45,14 +79,14 @@ pub struct ClientIo<S = TcpStream> {
     head_deadline: Option<Instant>,
     idle_deadline: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
-    /// The complete 408 response, written when the head deadline passes.
-    timeout_page: Bytes,
-    /// Bytes of `timeout_page` still to write, once it is being sent.
+    pages: Arc<RefusalPages>,
+    /// Bytes of a refusal page still to write, once one is being sent; after it the
+    /// connection carries nothing else.
     sending: Option<Bytes>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
-    pub fn new(inner: S, idle: Duration, head_timeout: Duration, timeout_page: Bytes) -> Self {
+    pub fn new(inner: S, idle: Duration, head_timeout: Duration, pages: Arc<RefusalPages>) -> Self {
         Self {
             inner,
             idle,
@@ -62,7 +96,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
             head_deadline: Some(Instant::now() + head_timeout),
             idle_deadline: None,
             timer: None,
-            timeout_page,
+            pages,
             sending: None,
         }
     }
@@ -71,21 +105,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
         self.inner
     }
 
-    /// Writes what is left of the 408 page; then the read side reports the timeout.
-    fn poll_send_timeout_page(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Writes what is left of a refusal page. Errors end the sending quietly: the
+    /// connection is closing either way.
+    fn poll_send_page(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while let Some(rest) = self.sending.as_mut().filter(|r| !r.is_empty()) {
             match ready!(Pin::new(&mut self.inner).poll_write(cx, rest)) {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => rest.clear(),
                 Ok(n) => {
                     let _ = rest.split_to(n);
                 }
             }
         }
-        self.sending = Some(Bytes::new());
-        Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "timeout http-request",
-        )))
+        Poll::Ready(())
+    }
+
+    /// Whether a write starting with `head` is the parser's own refusal; if so, the
+    /// frontend's page is queued in its place.
+    fn replaces_parser_refusal(&mut self, head: &[u8]) -> bool {
+        if self.sending.is_some() {
+            // A page went out already; nothing may follow it.
+            return true;
+        }
+        if !head.starts_with(b"HTTP/1.") {
+            return false;
+        }
+        if self.state.answered.swap(false, Relaxed) {
+            // The head of the response the service just returned.
+            return false;
+        }
+        match self.pages.for_parser_head(head) {
+            Some(page) => {
+                self.sending = Some(page.clone());
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -97,7 +151,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.sending.is_some() {
-            return this.poll_send_timeout_page(cx);
+            // A refusal page is going out: the connection reads nothing more.
+            ready!(this.poll_send_page(cx));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection closing after a refusal",
+            )));
         }
         let requests = this.state.requests.load(Relaxed);
         if requests != this.generation {
@@ -136,8 +195,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                 ready!(timer.as_mut().poll(cx));
                 if this.head_deadline.is_some_and(|h| h <= Instant::now()) {
                     this.state.head_timed_out.store(true, Relaxed);
-                    this.sending = Some(this.timeout_page.clone());
-                    return this.poll_send_timeout_page(cx);
+                    this.sending = Some(this.pages.timeout.clone());
+                    ready!(this.poll_send_page(cx));
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "timeout http-request",
+                    )));
                 }
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -154,6 +217,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.replaces_parser_refusal(buf) {
+            let _ = self.poll_send_page(cx);
+            return Poll::Ready(Ok(buf.len()));
+        }
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(_))) {
             // Progress on the client side restarts the idle clock.
@@ -163,10 +230,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_page(cx));
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_page(cx));
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
@@ -175,6 +244,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let head = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        if self.replaces_parser_refusal(head) {
+            let _ = self.poll_send_page(cx);
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(_))) {
             self.idle_deadline = None;
@@ -184,5 +261,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pages() -> Arc<RefusalPages> {
+        Arc::new(RefusalPages {
+            timeout: Bytes::from_static(b"408 page"),
+            bad_request: Bytes::from_static(b"400 page"),
+            uri_too_long: Bytes::from_static(b"414 page"),
+            too_large: Bytes::from_static(b"431 page"),
+        })
+    }
+
+    /// Writes `head` through a `ClientIo` and returns what the client receives.
+    async fn client_sees(answered: bool, head: &[u8]) -> Vec<u8> {
+        let (near, mut far) = tokio::io::duplex(4096);
+        let mut io = ClientIo::new(
+            near,
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            pages(),
+        );
+        io.state.answered.store(answered, Relaxed);
+        io.write_all(head).await.unwrap();
+        io.flush().await.unwrap();
+        drop(io);
+        let mut got = Vec::new();
+        far.read_to_end(&mut got).await.unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn only_the_parsers_own_refusals_are_replaced() {
+        let bare = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(client_sees(false, bare).await, b"400 page");
+        let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(client_sees(false, bare).await, b"431 page");
+        // The service's own 400 (a server's, relayed) goes out as written.
+        let relayed = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 3\r\n\r\nabc";
+        assert_eq!(client_sees(true, relayed).await, relayed);
+        // Other statuses, and bytes that are not a status line, are never touched.
+        let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
+        assert_eq!(client_sees(false, cont).await, cont);
+        assert_eq!(client_sees(false, b"body bytes").await, b"body bytes");
     }
 }
