@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex};
 
+use futures_util::FutureExt;
 use tokio::task::AbortHandle;
 
 static DRAINING: AtomicBool = AtomicBool::new(false);
@@ -50,11 +51,19 @@ where
     let id = NEXT_ID.fetch_add(1, Relaxed);
     // Held across the spawn, so the task cannot deregister before it is registered.
     let mut open = TUNNELS.lock().expect("tunnel registry");
-    let handle = tokio::spawn(async move {
-        let _registered = Registered(id);
-        task.await
-    });
+    let handle = tokio::spawn(registered(task, id));
     open.insert(id, handle.abort_handle());
+}
+
+/// `task`, deregistered when it ends or is aborted. Not an `async` block awaiting
+/// `task`: that would hold the task's state twice (the captured future and the one being
+/// awaited), doubling the memory of every idle tunnel.
+pub(crate) fn registered<F>(task: F, id: u64) -> impl Future<Output = ()> + Send + 'static
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let registered = Registered(id);
+    task.map(move |()| drop(registered))
 }
 
 struct Registered(u64);

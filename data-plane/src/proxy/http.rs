@@ -1197,7 +1197,11 @@ mod tests {
             _tracked: Tracked::default(),
         };
         let mut req = Request::new(());
-        let task = ctx.run(hyper::upgrade::on(&mut req), (s, Bytes::new()));
+        // What is spawned: the tunnel, registered for a drain.
+        let task = drain::registered(
+            ctx.run(hyper::upgrade::on(&mut req), (s, Bytes::new())),
+            u64::MAX,
+        );
         let size = std::mem::size_of_val(&task);
         assert!(size <= 1536, "a tunnel task's state is {size} bytes");
     }
