@@ -3,6 +3,8 @@
 # (`SORT=dso` for the kernel / node / libc split); `bench/profile.sh idle` → what holds
 # the heap with 9,000 idle tunnels open, by call site (heaptrack, on a node built with
 # the system allocator so heaptrack sees every allocation).
+# PERF_DATA=file keeps the perf recording for a closer look (perf report -i file);
+# CALLGRAPH=dwarf records callers through code built without frame pointers.
 # Same pinning as bench/run.sh. Needs perf (Debian's linux-perf), or heaptrack for idle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,11 +71,11 @@ for i, l in enumerate(lines):
 PY
   exit 0
 fi
-perf record -F 2000 -g -p "$NODE" -o "$T/perf.data" -- sleep 6 > /dev/null 2>&1 &
+perf record -F 2000 --call-graph "${CALLGRAPH:-fp}" -p "$NODE" -o "${PERF_DATA:-$T/perf.data}" -- sleep 6 > /dev/null 2>&1 &
 PERF=$!
 case $WL in
   handshake) taskset -c 1 "$B/sluice-bench" handshake --target 127.0.0.1:18081 --seconds 5 --pid "proxy=$NODE" ;;
   *) taskset -c 1 "$B/sluice-bench" echo --target 127.0.0.1:18081 --seconds 5 --pid "proxy=$NODE" ;;
 esac
 wait "$PERF" || true
-perf report -i "$T/perf.data" --no-children --sort ${SORT:-dso,symbol} --stdio -g none 2>/dev/null | grep "%" | head -40
+perf report -i "${PERF_DATA:-$T/perf.data}" --no-children --sort ${SORT:-dso,symbol} --stdio -g none 2>/dev/null | grep "%" | head -40
