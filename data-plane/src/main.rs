@@ -48,7 +48,7 @@ struct Args {
     #[arg(long, env = "SLUICE_ADMIN_LISTEN", default_value = "127.0.0.1:7082")]
     admin_listen: std::net::SocketAddr,
     /// Access-log format: `haproxy` (like `option httplog`) or `json`. The log goes to
-    /// stderr under the `sluice::access` target.
+    /// stderr, one bare record per line, under the `sluice::access` target.
     #[arg(long, env = "SLUICE_LOG_FORMAT", default_value = "haproxy", value_parser = ["haproxy", "json"])]
     log_format: String,
     /// Share listening ports with other processes (SO_REUSEPORT): several nodes on one
@@ -99,13 +99,7 @@ fn default_node_id() -> String {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    init_logging();
     let args = Args::parse();
     sluice_data_plane::proxy::log::set_format(if args.log_format == "json" {
         sluice_data_plane::proxy::log::LogFormat::Json
@@ -157,6 +151,34 @@ fn main() -> anyhow::Result<()> {
         let _ = control.await;
         anyhow::Ok(())
     })
+}
+
+/// Diagnostics and the access log, both on stderr and filtered by `RUST_LOG`. Access-log
+/// records are written bare, one per line (an HAProxy-style line, or a JSON object with
+/// `--log-format json`, ready for a log shipper), and carry their own date; everything
+/// else gets the usual timestamp, level and target.
+fn init_logging() {
+    use tracing_subscriber::filter::filter_fn;
+    use tracing_subscriber::prelude::*;
+    const ACCESS: &str = "sluice::access";
+    let access = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_level(false)
+        .with_target(false)
+        .with_filter(filter_fn(|m| m.target() == ACCESS));
+    let diagnostics = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter_fn(|m| m.target() != ACCESS));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with(access)
+        .with(diagnostics)
+        .init();
 }
 
 /// Stops accepting, waits for open requests and tunnels to finish (at most `timeout`, or

@@ -353,3 +353,53 @@ async fn a_server_dying_mid_tunnel_closes_only_its_tunnel() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn json_access_log_has_a_line_per_request_and_per_tunnel() {
+    let s = setup_with(&["--log-format", "json"]).await;
+    let resp = reqwest::get(format!("http://{}/plain?x=1", s.bind))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/chat", s.bind))
+        .await
+        .unwrap();
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    drop(ws);
+
+    // Each access-log record is a line of its own holding one JSON object.
+    let records = || -> Vec<serde_json::Value> {
+        s.dp.proc
+            .log_text()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).expect("an access-log record is JSON"))
+            .collect()
+    };
+    let (request, tunnel) = eventually(WAIT, "a record for the request and the tunnel", || {
+        let all = records();
+        let find = |status: u64| all.iter().find(|r| r["status"] == status).cloned();
+        std::future::ready(find(200).zip(find(101)))
+    })
+    .await;
+    assert_eq!(request["request"], "GET /plain?x=1 HTTP/1.1");
+    assert_eq!(request["frontend"], "web");
+    assert_eq!(request["backend"], "echo");
+    assert_eq!(request["server"], "echo-0");
+    assert_eq!(request["termination"], "----");
+    assert!(request["client"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    // The tunnel's line is written when it closes: after the WebSocket close handshake
+    // both sides close, so either may be first, but it is a normal close.
+    assert_eq!(tunnel["request"], "GET /ws/chat HTTP/1.1");
+    assert_eq!(tunnel["server"], "echo-0");
+    let end = tunnel["termination"].as_str().unwrap();
+    assert!(end == "CD--" || end == "SD--", "{tunnel}");
+    assert!(tunnel["bytes"].as_u64().unwrap() > 0, "{tunnel}");
+    assert!(tunnel["ta"].as_i64().unwrap() >= 0, "{tunnel}");
+}

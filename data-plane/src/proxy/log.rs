@@ -1,5 +1,6 @@
 //! Access log: one line per request, and one per tunnel when it closes, written to the
-//! `sluice::access` tracing target (so `RUST_LOG=sluice::access=off` silences it).
+//! `sluice::access` tracing target (so `RUST_LOG=sluice::access=off` silences it), which
+//! `sluice-dp` prints bare: the record alone on its line.
 //!
 //! The default format follows HAProxy's `option httplog`:
 //!
