@@ -3,9 +3,11 @@
 # (`SORT=dso` for the kernel / node / libc split); `bench/profile.sh idle` → what holds
 # the heap with 9,000 idle tunnels open, by call site (heaptrack, on a node built with
 # the system allocator so heaptrack sees every allocation).
+# TARGET=haproxy profiles HAProxy instead (bench/results/haproxy.cfg) for a side-by-side
+# split; both print the proxy's system calls per upgrade or message.
 # PERF_DATA=file keeps the perf recording for a closer look (perf report -i file);
 # CALLGRAPH=dwarf records callers through code built without frame pointers.
-# Same pinning as bench/run.sh. Needs perf (Debian's linux-perf), or heaptrack for idle.
+# Same pinning and configuration as bench/run.sh. Needs perf (Debian's linux-perf), or heaptrack for idle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WL=${1:-handshake}
@@ -21,22 +23,32 @@ T=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$T"' EXIT
 taskset -c 1 "$B/sluice-bench-echo" 127.0.0.1:19001 127.0.0.1:19002 > /dev/null & pids+=($!)
-taskset -c 1 "$B/sluice-cp" --database "$T/db" --api-listen 127.0.0.1:17080 --node-listen 127.0.0.1:17081 \
-  --admin-token a --node-token n > /dev/null 2>&1 & pids+=($!)
-sleep 0.5
-curl -fsS -X PUT -H "Authorization: Bearer a" http://127.0.0.1:17080/api/v1/config --data '{
-  "frontends": [{ "name": "fe", "binds": [{ "address": "127.0.0.1:18081" }],
-    "acls": [{ "name": "is_websocket", "expr": "hdr(Upgrade) -i websocket" },
-             { "name": "is_ws_connection", "expr": "hdr_sub(Connection) -i upgrade" }],
-    "use_backend": [{ "backend": "bench", "if": "is_websocket is_ws_connection" }],
-    "default_backend": "bench" }],
-  "backends": [{ "name": "bench", "servers": [{ "name": "s1", "address": "127.0.0.1:19001" },
-                                             { "name": "s2", "address": "127.0.0.1:19002" }] }],
-  "defaults": { "forwardfor": true } }' > /dev/null
-[ "$WL" = idle ] && WRAP=(heaptrack -o "$T/heap")
-RUST_LOG=warn taskset -c 0 "${WRAP[@]}" "$DP" --control-plane http://127.0.0.1:17081 --token n --node-id prof \
-  --worker-threads 1 --admin-listen 127.0.0.1:0 > /dev/null 2>&1 & NODE=$!
-pids+=("$NODE")
+PORT=18081
+if [ "${TARGET:-sluice}" = haproxy ]; then
+  taskset -c 0 haproxy -f bench/results/haproxy.cfg -p "$T/haproxy.pid" -D
+  sleep 0.5
+  NODE=$(cat "$T/haproxy.pid")
+  pids+=("$NODE")
+  PORT=18080
+else
+  taskset -c 1 "$B/sluice-cp" --database "$T/db" --api-listen 127.0.0.1:17080 --node-listen 127.0.0.1:17081 \
+    --admin-token a --node-token n > /dev/null 2>&1 & pids+=($!)
+  sleep 0.5
+  curl -fsS -X PUT -H "Authorization: Bearer a" http://127.0.0.1:17080/api/v1/config --data '{
+    "frontends": [{ "name": "fe", "binds": [{ "address": "127.0.0.1:18081" }],
+      "acls": [{ "name": "is_websocket", "expr": "hdr(Upgrade) -i websocket" },
+               { "name": "is_ws_connection", "expr": "hdr_sub(Connection) -i upgrade" }],
+      "use_backend": [{ "backend": "bench", "if": "is_websocket is_ws_connection" }],
+      "default_backend": "bench" }],
+    "backends": [{ "name": "bench", "servers": [{ "name": "s1", "address": "127.0.0.1:19001" },
+                                               { "name": "s2", "address": "127.0.0.1:19002" }] }],
+    "defaults": { "forwardfor": true, "http_server_close": true,
+      "timeouts": { "connect": "5s", "client": "30s", "server": "30s", "tunnel": "3600s", "http_request": "10s" } } }' > /dev/null
+  [ "$WL" = idle ] && WRAP=(heaptrack -o "$T/heap")
+  RUST_LOG=warn taskset -c 0 "${WRAP[@]}" "$DP" --control-plane http://127.0.0.1:17081 --token n --node-id prof \
+    --worker-threads 1 --admin-listen 127.0.0.1:0 > /dev/null 2>&1 & NODE=$!
+  pids+=("$NODE")
+fi
 sleep 1
 if [ "$WL" = idle ]; then
   ulimit -n "$(ulimit -Hn)"
@@ -73,9 +85,20 @@ PY
 fi
 perf record -F 2000 --call-graph "${CALLGRAPH:-fp}" -p "$NODE" -o "${PERF_DATA:-$T/perf.data}" -- sleep 6 > /dev/null 2>&1 &
 PERF=$!
+perf stat -e raw_syscalls:sys_enter -x, -o "$T/syscalls" -p "$NODE" -- sleep 6 > /dev/null 2>&1 &
+STAT=$!
 case $WL in
-  handshake) taskset -c 1 "$B/sluice-bench" handshake --target 127.0.0.1:18081 --seconds 5 --pid "proxy=$NODE" ;;
-  *) taskset -c 1 "$B/sluice-bench" echo --target 127.0.0.1:18081 --seconds 5 --pid "proxy=$NODE" ;;
+  handshake) taskset -c 1 "$B/sluice-bench" handshake --target 127.0.0.1:$PORT --seconds 5 --pid "proxy=$NODE" | tee "$T/result" ;;
+  *) taskset -c 1 "$B/sluice-bench" echo --target 127.0.0.1:$PORT --seconds 5 --pid "proxy=$NODE" | tee "$T/result" ;;
 esac
-wait "$PERF" || true
+echo
+wait "$PERF" "$STAT" || true
+# System calls over the 6 s recording, per upgrade or message of the 5 s load.
+python3 - "$T/syscalls" "$T/result" <<'PY'
+import json, sys
+calls = next(float(l.split(",")[0]) for l in open(sys.argv[1]) if "sys_enter" in l)
+r = json.load(open(sys.argv[2]))
+ops = r.get("upgrades") or r["msgs_per_s"] * r["cpu"]["wall_s"]
+print(f"system calls per {'upgrade' if 'upgrades' in r else 'message'}: {calls / ops:.1f}")
+PY
 perf report -i "${PERF_DATA:-$T/perf.data}" --no-children --sort ${SORT:-dso,symbol} --stdio -g none 2>/dev/null | grep "%" | head -40
