@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice_tests::harness::{fixture, http_get, ws_whoami, Fixture};
+use sluice_tests::harness::{eventually, fixture, free_port, http_get, ws_whoami, Fixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -403,6 +403,35 @@ async fn raw_exchange(bind: SocketAddr, request: &str) -> String {
     read_until_closed(&mut tcp).await
 }
 
+/// One complete response (head and its `content-length` body) from a connection that
+/// stays open.
+async fn read_response(tcp: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+            .await
+            .expect("a response")
+            .unwrap();
+        assert!(n > 0, "closed after {text:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// Everything the node sends until it closes the connection.
 async fn read_until_closed(tcp: &mut TcpStream) -> String {
     let mut buf = Vec::new();
@@ -666,13 +695,8 @@ async fn errorfiles_after_response_rules_and_slow_headers() {
     // server's, the refusal of the malformed second request is the node's page.
     let mut tcp = TcpStream::connect(f.bind).await.unwrap();
     tcp.write_all(get("/", "").as_bytes()).await.unwrap();
-    let mut chunk = [0u8; 4096];
-    let n = tcp.read(&mut chunk).await.unwrap();
-    let first = String::from_utf8_lossy(&chunk[..n]).to_string();
-    assert!(
-        first.starts_with("HTTP/1.1 200") && first.ends_with('}'),
-        "{first}"
-    );
+    let first = read_response(&mut tcp).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     tcp.write_all(b"GET / HTTP/1.1\r\nHost x\r\n\r\n")
         .await
         .unwrap();
@@ -1034,11 +1058,14 @@ async fn request_and_response_rewrites() {
 
 #[tokio::test]
 async fn header_limits_are_configurable() {
+    let wide: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let f = fixture(&["app-01"], |bind, addr| {
         json!({
             "defaults": { "max_header_bytes": 2048, "max_headers": 5 },
             "frontends": [
-                { "name": "fe", "binds": [{ "address": bind.to_string() }], "default_backend": "app" }
+                { "name": "fe", "binds": [{ "address": bind.to_string() }], "default_backend": "app" },
+                { "name": "wide", "binds": [{ "address": wide.to_string() }], "default_backend": "app",
+                  "max_header_bytes": 131072 }
             ],
             "backends": [{ "name": "app", "servers": [{ "name": "a1", "address": addr("app-01") }] }]
         })
@@ -1053,6 +1080,24 @@ async fn header_limits_are_configurable() {
     let big = format!("X-Big: {}\r\n{close}", "b".repeat(3000));
     let r = raw_exchange(f.bind, &get("/", &big)).await;
     assert!(r.starts_with("HTTP/1.1 431"), "over max_header_bytes: {r}");
+    assert_eq!(f.backend("app-01").requests().len(), 1);
+
+    // Under a head limit above 64 KiB, a request target over 64 KiB is refused with 414
+    // (the default page), logged and counted as such.
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "u".repeat(70 * 1024));
+    let r = raw_exchange(wide, &long).await;
+    assert!(r.starts_with("HTTP/1.1 414"), "{}", &r[..r.len().min(200)]);
+    assert!(r.contains("<h1>414 URI Too Long</h1>"), "{r}");
+    eventually(WAIT, "the 414 in the access log", || async {
+        f.dp.proc
+            .log_text()
+            .lines()
+            .any(|l| {
+                l.contains(" wide <NOSRV>/<NOSRV> ") && l.contains(" 414 ") && l.contains(" PR-- ")
+            })
+            .then_some(())
+    })
+    .await;
     assert_eq!(f.backend("app-01").requests().len(), 1);
 
     // Out-of-range limits are refused by the API, naming the field.

@@ -208,8 +208,8 @@ async fn serve_http<S>(
         let conn = conn.clone();
         async move {
             let resp = handle(req, conn.clone()).await;
-            // The next status line written is this response's (see `ClientIo`).
-            conn.state.answered.store(true, Relaxed);
+            // A status line written from now on may be this response's (see `ClientIo`).
+            conn.state.answered.fetch_add(1, Relaxed);
             Ok::<_, Infallible>(resp)
         }
     });
@@ -230,8 +230,11 @@ async fn serve_http<S>(
     }
     // Requests that never reached the service still count and get a log line. (A
     // timeout before any byte ends the connection without an error from hyper.)
+    let page = StatusCode::from_u16(state.refused.load(Relaxed)).ok();
     let refused = if state.head_timed_out.load(Relaxed) {
         Some((StatusCode::REQUEST_TIMEOUT, "cR--"))
+    } else if let Some(status) = page {
+        Some((status, "PR--"))
     } else {
         match &served {
             Err(e) if e.is_parse_too_large() => {

@@ -13,15 +13,15 @@
 //!
 //! It also gives the frontend's pages to the refusals the HTTP parser writes on its own
 //! (400 malformed head, 414, 431 head too large): the parser answers those before any
-//! request exists, with an empty body. A write that starts with such a status line while
-//! no service response is waiting to be written can only be the parser's, and is
-//! replaced by the frontend's complete page (its errorfile, else the default page), which
-//! closes the connection.
+//! request exists, with a bare head (`content-length: 0`, no body). A write that is
+//! exactly such a head, while no response of the service is waiting for its head to be
+//! written, can only be the parser's, and is replaced by the frontend's complete page (its
+//! errorfile, else the default page), which closes the connection.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -40,9 +40,12 @@ pub struct ConnState {
     pub requests: AtomicUsize,
     /// Set when the connection ended on `timeout http-request` (a 408 was sent).
     pub head_timed_out: AtomicBool,
-    /// Set by the HTTP service when it returns a response, cleared by the next write of
-    /// a status line: while it is clear, a status line written is the parser's own.
-    pub answered: AtomicBool,
+    /// Responses the HTTP service returned whose head is not written yet (incremented by
+    /// the service, decremented once a head is written). While it is zero, a status line
+    /// written is not the service's.
+    pub answered: AtomicUsize,
+    /// The status of the refusal page sent in place of the parser's own (0: none).
+    pub refused: AtomicU16,
 }
 
 /// The complete responses for refusals made before any request exists, rendered once
@@ -57,16 +60,33 @@ pub struct RefusalPages {
 }
 
 impl RefusalPages {
-    /// The page replacing what the parser wrote, if `head` is one of its refusals.
-    fn for_parser_head(&self, head: &[u8]) -> Option<&Bytes> {
-        let status = head.strip_prefix(b"HTTP/1.1 ")?.get(..4)?;
-        match status {
-            b"400 " => Some(&self.bad_request),
-            b"414 " => Some(&self.uri_too_long),
-            b"431 " => Some(&self.too_large),
+    /// The status and page replacing what the parser wrote, if `head` is one of its
+    /// refusals: a complete, short head with an empty body.
+    fn for_parser_head(&self, head: &[u8]) -> Option<(u16, &Bytes)> {
+        if head.len() > 256
+            || !head.ends_with(b"\r\n\r\n")
+            || !head
+                .windows(21)
+                .any(|w| w.eq_ignore_ascii_case(b"\r\ncontent-length: 0\r\n"))
+        {
+            return None;
+        }
+        match head.strip_prefix(b"HTTP/1.1 ")?.get(..4)? {
+            b"400 " => Some((400, &self.bad_request)),
+            b"414 " => Some((414, &self.uri_too_long)),
+            b"431 " => Some((431, &self.too_large)),
             _ => None,
         }
     }
+}
+
+/// What a write to the client carries, as far as refusals are concerned.
+enum Write {
+    /// The parser's own refusal: replaced by the frontend's page.
+    ParserRefusal,
+    /// The head of a response the service returned.
+    ServiceHead,
+    Other,
 }
 
 pub struct ClientIo<S = TcpStream> {
@@ -119,26 +139,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
         Poll::Ready(())
     }
 
-    /// Whether a write starting with `head` is the parser's own refusal; if so, the
-    /// frontend's page is queued in its place.
-    fn replaces_parser_refusal(&mut self, head: &[u8]) -> bool {
-        if self.sending.is_some() {
-            // A page went out already; nothing may follow it.
-            return true;
-        }
+    /// Writes what is left of a refusal page and flushes it, for the read side, which
+    /// reports the end of the connection next.
+    fn poll_send_page_flushed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        ready!(self.poll_send_page(cx));
+        let _ = ready!(Pin::new(&mut self.inner).poll_flush(cx));
+        Poll::Ready(())
+    }
+
+    /// What a write starting with `head` (the whole write: `len` bytes) is; a parser
+    /// refusal has the frontend's page queued in its place.
+    fn classify(&mut self, head: &[u8], len: usize) -> Write {
         if !head.starts_with(b"HTTP/1.") {
-            return false;
+            return Write::Other;
         }
-        if self.state.answered.swap(false, Relaxed) {
-            // The head of the response the service just returned.
-            return false;
+        if self.state.answered.load(Relaxed) > 0 {
+            return Write::ServiceHead;
         }
         match self.pages.for_parser_head(head) {
-            Some(page) => {
+            Some((status, page)) if head.len() == len => {
+                self.state.refused.store(status, Relaxed);
                 self.sending = Some(page.clone());
-                true
+                Write::ParserRefusal
             }
-            None => false,
+            _ => Write::Other,
+        }
+    }
+
+    /// Bookkeeping after a write reached the socket.
+    fn wrote(&mut self, kind: Write, r: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = r {
+            if *n > 0 {
+                // Progress on the client side restarts the idle clock.
+                self.idle_deadline = None;
+                if matches!(kind, Write::ServiceHead) {
+                    self.state.answered.fetch_sub(1, Relaxed);
+                }
+            }
         }
     }
 }
@@ -152,7 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
         let this = &mut *self;
         if this.sending.is_some() {
             // A refusal page is going out: the connection reads nothing more.
-            ready!(this.poll_send_page(cx));
+            ready!(this.poll_send_page_flushed(cx));
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "connection closing after a refusal",
@@ -196,7 +233,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                 if this.head_deadline.is_some_and(|h| h <= Instant::now()) {
                     this.state.head_timed_out.store(true, Relaxed);
                     this.sending = Some(this.pages.timeout.clone());
-                    ready!(this.poll_send_page(cx));
+                    ready!(this.poll_send_page_flushed(cx));
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "timeout http-request",
@@ -217,15 +254,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.replaces_parser_refusal(buf) {
+        // After a refusal page nothing else goes out.
+        let kind = match self.sending {
+            Some(_) => Write::ParserRefusal,
+            None => self.classify(buf, buf.len()),
+        };
+        if let Write::ParserRefusal = kind {
             let _ = self.poll_send_page(cx);
             return Poll::Ready(Ok(buf.len()));
         }
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(_))) {
-            // Progress on the client side restarts the idle clock.
-            self.idle_deadline = None;
-        }
+        self.wrote(kind, &r);
         r
     }
 
@@ -244,18 +283,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let head = bufs
-            .iter()
-            .find(|b| !b.is_empty())
-            .map_or(&[][..], |b| &b[..]);
-        if self.replaces_parser_refusal(head) {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        let kind = match self.sending {
+            Some(_) => Write::ParserRefusal,
+            None => {
+                let head = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map_or(&[][..], |b| &b[..]);
+                self.classify(head, len)
+            }
+        };
+        if let Write::ParserRefusal = kind {
             let _ = self.poll_send_page(cx);
-            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+            return Poll::Ready(Ok(len));
         }
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(_))) {
-            self.idle_deadline = None;
-        }
+        self.wrote(kind, &r);
         r
     }
 
@@ -269,45 +313,78 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn pages() -> Arc<RefusalPages> {
-        Arc::new(RefusalPages {
+    /// A `ClientIo` over `inner` with recognisable pages.
+    fn client_io(inner: tokio::io::DuplexStream) -> ClientIo<tokio::io::DuplexStream> {
+        let pages = Arc::new(RefusalPages {
             timeout: Bytes::from_static(b"408 page"),
             bad_request: Bytes::from_static(b"400 page"),
             uri_too_long: Bytes::from_static(b"414 page"),
             too_large: Bytes::from_static(b"431 page"),
-        })
+        });
+        ClientIo::new(inner, Duration::from_secs(5), Duration::from_secs(5), pages)
     }
 
-    /// Writes `head` through a `ClientIo` and returns what the client receives.
-    async fn client_sees(answered: bool, head: &[u8]) -> Vec<u8> {
+    /// Writes `bytes` through a `ClientIo` (with `answered` service responses pending)
+    /// and returns what the client receives, and the refusal status recorded.
+    async fn client_sees(answered: usize, bytes: &[u8]) -> (Vec<u8>, u16) {
         let (near, mut far) = tokio::io::duplex(4096);
-        let mut io = ClientIo::new(
-            near,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-            pages(),
-        );
+        let mut io = client_io(near);
         io.state.answered.store(answered, Relaxed);
-        io.write_all(head).await.unwrap();
+        io.write_all(bytes).await.unwrap();
         io.flush().await.unwrap();
+        let refused = io.state.refused.load(Relaxed);
         drop(io);
         let mut got = Vec::new();
         far.read_to_end(&mut got).await.unwrap();
-        got
+        (got, refused)
     }
+
+    const BARE_400: &[u8] =
+        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: Fri, 27 Nov 2026 05:00:00 GMT\r\n\r\n";
 
     #[tokio::test]
     async fn only_the_parsers_own_refusals_are_replaced() {
-        let bare = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
-        assert_eq!(client_sees(false, bare).await, b"400 page");
+        assert_eq!(client_sees(0, BARE_400).await, (b"400 page".to_vec(), 400));
         let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n";
-        assert_eq!(client_sees(false, bare).await, b"431 page");
-        // The service's own 400 (a server's, relayed) goes out as written.
-        let relayed = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 3\r\n\r\nabc";
-        assert_eq!(client_sees(true, relayed).await, relayed);
+        assert_eq!(client_sees(0, bare).await, (b"431 page".to_vec(), 431));
+        // The service's own 400 (a server's, relayed) goes out as written, even in the
+        // parser's form.
+        assert_eq!(client_sees(1, BARE_400).await, (BARE_400.to_vec(), 0));
+        // Bytes that only start like a refusal (a body chunk quoting one) are not one.
+        let quoted = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\nmore";
+        assert_eq!(client_sees(0, quoted).await, (quoted.to_vec(), 0));
         // Other statuses, and bytes that are not a status line, are never touched.
         let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
-        assert_eq!(client_sees(false, cont).await, cont);
-        assert_eq!(client_sees(false, b"body bytes").await, b"body bytes");
+        assert_eq!(client_sees(0, cont).await, (cont.to_vec(), 0));
+        assert_eq!(
+            client_sees(0, b"body bytes").await,
+            (b"body bytes".to_vec(), 0)
+        );
+    }
+
+    /// A service response whose head cannot be written at once (the client is not
+    /// reading) is still the service's when the write is retried.
+    #[tokio::test]
+    async fn a_delayed_service_head_is_not_taken_for_a_refusal() {
+        let (near, mut far) = tokio::io::duplex(16);
+        let mut io = client_io(near);
+        // The client's buffer is full: the head's first write attempt is Pending.
+        io.write_all(&[b'x'; 16]).await.unwrap();
+        io.state.answered.store(1, Relaxed);
+        let (wrote, got) = tokio::join!(
+            async {
+                io.write_all(BARE_400).await.unwrap();
+                io.flush().await.unwrap();
+                drop(io);
+            },
+            async {
+                let mut got = Vec::new();
+                far.read_to_end(&mut got).await.unwrap();
+                got
+            }
+        );
+        let () = wrote;
+        assert_eq!(&got[..16], &[b'x'; 16]);
+        assert_eq!(&got[16..], BARE_400);
     }
 }
