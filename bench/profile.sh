@@ -11,6 +11,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WL=${1:-handshake}
+if [ "$WL" = idle ] && [ "${TARGET:-sluice}" != sluice ]; then
+  echo "idle profiles the node's heap; for HAProxy's RSS per tunnel run bench/run.sh" >&2
+  exit 2
+fi
+ulimit -n "$(ulimit -Hn)"
 cargo build --release --quiet -p sluice-control-plane -p sluice-data-plane -p sluice-bench
 B=target/release
 DP=$B/sluice-dp
@@ -51,7 +56,6 @@ else
 fi
 sleep 1
 if [ "$WL" = idle ]; then
-  ulimit -n "$(ulimit -Hn)"
   REAL=$(pgrep -f "^$DP --control-plane" | tail -1)
   taskset -c 1 "$B/sluice-bench" idle --target 127.0.0.1:18081 --steps 1000,9000 --pid "proxy=$REAL"
   echo
