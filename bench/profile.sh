@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Profiles the node under one workload: `bench/profile.sh handshake|echo` → perf report
+# Profiles the node under one workload: `bench/profile.sh handshake|echo|latency` → perf report
 # (`SORT=dso` for the kernel / node / libc split); `bench/profile.sh idle` → what holds
 # the heap with 9,000 idle tunnels open, by call site (heaptrack, on a node built with
 # the system allocator so heaptrack sees every allocation).
@@ -93,6 +93,7 @@ perf stat -e raw_syscalls:sys_enter -x, -o "$T/syscalls" -p "$NODE" -- sleep 6 >
 STAT=$!
 case $WL in
   handshake) taskset -c 1 "$B/sluice-bench" handshake --target 127.0.0.1:$PORT --seconds 5 --pid "proxy=$NODE" | tee "$T/result" ;;
+  latency) taskset -c 1 "$B/sluice-bench" latency --target 127.0.0.1:$PORT --seconds 5 --conns 100 --rate 10000 --pid "proxy=$NODE" | tee "$T/result" ;;
   *) taskset -c 1 "$B/sluice-bench" echo --target 127.0.0.1:$PORT --seconds 5 --pid "proxy=$NODE" | tee "$T/result" ;;
 esac
 echo
@@ -102,7 +103,7 @@ python3 - "$T/syscalls" "$T/result" <<'PY'
 import json, sys
 calls = next(float(l.split(",")[0]) for l in open(sys.argv[1]) if "sys_enter" in l)
 r = json.load(open(sys.argv[2]))
-ops = r.get("upgrades") or r["msgs_per_s"] * r["cpu"]["wall_s"]
+ops = r.get("upgrades") or r.get("msgs") or r["msgs_per_s"] * r["cpu"]["wall_s"]
 print(f"system calls per {'upgrade' if 'upgrades' in r else 'message'}: {calls / ops:.1f}")
 PY
 perf report -i "${PERF_DATA:-$T/perf.data}" --no-children --sort ${SORT:-dso,symbol} --stdio -g none 2>/dev/null | grep "%" | head -40
