@@ -103,7 +103,7 @@ impl Entry {
                 self.retries,
                 self.request.escape_debug(),
             ),
-            LogFormat::Json => serde_like_json(self, &date),
+            LogFormat::Json => json(self, &date),
         }
     }
 
@@ -114,38 +114,49 @@ impl Entry {
     }
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
+/// The record as one JSON object, fields in the HAProxy line's order.
+fn json(e: &Entry, date: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct Record<'a> {
+        client: &'a str,
+        date: &'a str,
+        frontend: &'a str,
+        backend: &'a str,
+        server: &'a str,
+        tq: i64,
+        tw: i64,
+        tc: i64,
+        tr: i64,
+        ta: i64,
+        status: u16,
+        bytes: u64,
+        termination: &'a str,
+        fe_conn: u64,
+        srv_conn: u64,
+        retries: u32,
+        request: &'a str,
     }
-    out.push('"');
-    out
-}
-
-fn serde_like_json(e: &Entry, date: &str) -> String {
     let [tq, tw, tc, tr, ta] = e.timers;
-    format!(
-        "{{\"client\":{},\"date\":{},\"frontend\":{},\"backend\":{},\"server\":{},\"tq\":{tq},\"tw\":{tw},\"tc\":{tc},\"tr\":{tr},\"ta\":{ta},\"status\":{},\"bytes\":{},\"termination\":{},\"fe_conn\":{},\"srv_conn\":{},\"retries\":{},\"request\":{}}}",
-        json_str(&e.client),
-        json_str(date),
-        json_str(&e.frontend),
-        json_str(&e.backend),
-        json_str(&e.server),
-        e.status,
-        e.bytes,
-        json_str(e.termination),
-        e.fe_conn,
-        e.srv_conn,
-        e.retries,
-        json_str(&e.request),
-    )
+    serde_json::to_string(&Record {
+        client: &e.client,
+        date,
+        frontend: &e.frontend,
+        backend: &e.backend,
+        server: &e.server,
+        tq,
+        tw,
+        tc,
+        tr,
+        ta,
+        status: e.status,
+        bytes: e.bytes,
+        termination: e.termination,
+        fe_conn: e.fe_conn,
+        srv_conn: e.srv_conn,
+        retries: e.retries,
+        request: &e.request,
+    })
+    .expect("a record of strings and numbers serializes")
 }
 
 /// Whether access logging is on at all (so callers can skip building entries).
@@ -179,9 +190,20 @@ mod tests {
             e.format(LogFormat::Haproxy),
             "127.0.0.1:52614 [27/Nov/2026:00:28:02.756] web ws/ws-01 0/0/1/2/5003 101 1520 - - CD-- 1/1/1/1/0 0/0 \"GET /ws/chat HTTP/1.1\""
         );
+        assert_eq!(
+            e.format(LogFormat::Json),
+            "{\"client\":\"127.0.0.1:52614\",\"date\":\"27/Nov/2026:00:28:02.756\",\"frontend\":\"web\",\"backend\":\"ws\",\"server\":\"ws-01\",\"tq\":0,\"tw\":0,\"tc\":1,\"tr\":2,\"ta\":5003,\"status\":101,\"bytes\":1520,\"termination\":\"CD--\",\"fe_conn\":1,\"srv_conn\":1,\"retries\":0,\"request\":\"GET /ws/chat HTTP/1.1\"}"
+        );
         let j: serde_json::Value = serde_json::from_str(&e.format(LogFormat::Json)).unwrap();
         assert_eq!(j["termination"], "CD--");
         assert_eq!(j["ta"], 5003);
         assert_eq!(j["request"], "GET /ws/chat HTTP/1.1");
+        // Control characters and quotes in a request line stay inside the string.
+        let odd = Entry {
+            request: "GET /\"a\"\u{1}b HTTP/1.1".into(),
+            ..e
+        };
+        let j: serde_json::Value = serde_json::from_str(&odd.format(LogFormat::Json)).unwrap();
+        assert_eq!(j["request"], "GET /\"a\"\u{1}b HTTP/1.1");
     }
 }
