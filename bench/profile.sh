@@ -6,7 +6,8 @@
 # TARGET=haproxy profiles HAProxy instead (bench/results/haproxy.cfg) for a side-by-side
 # split; both print the proxy's system calls per upgrade or message.
 # PERF_DATA=file keeps the perf recording for a closer look (perf report -i file);
-# CALLGRAPH=dwarf records callers through code built without frame pointers.
+# CALLGRAPH=dwarf records callers through code built without frame pointers;
+# FLAME=file.svg also draws a flame graph (needs `cargo install inferno`).
 # Same pinning and configuration as bench/run.sh. Needs perf (Debian's linux-perf), or heaptrack for idle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -106,4 +107,8 @@ r = json.load(open(sys.argv[2]))
 ops = r.get("upgrades") or r.get("msgs") or r["msgs_per_s"] * r["cpu"]["wall_s"]
 print(f"system calls per {'upgrade' if 'upgrades' in r else 'message'}: {calls / ops:.1f}")
 PY
+if [ -n "${FLAME:-}" ]; then
+  perf script -i "${PERF_DATA:-$T/perf.data}" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph --minwidth 0.5 > "$FLAME"
+  echo "flame graph: $FLAME"
+fi
 perf report -i "${PERF_DATA:-$T/perf.data}" --no-children --sort ${SORT:-dso,symbol} --stdio -g none 2>/dev/null | grep "%" | head -40
