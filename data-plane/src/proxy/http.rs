@@ -230,19 +230,16 @@ async fn serve_http<S>(
     }
     // Requests that never reached the service still count and get a log line. (A
     // timeout before any byte ends the connection without an error from hyper.)
-    let page = StatusCode::from_u16(state.refused.load(Relaxed)).ok();
-    let refused = if state.head_timed_out.load(Relaxed) {
-        Some((StatusCode::REQUEST_TIMEOUT, "cR--"))
-    } else if let Some(status) = page {
-        Some((status, "PR--"))
-    } else {
-        match &served {
+    let refused = match StatusCode::from_u16(state.refused.load(Relaxed)) {
+        Ok(StatusCode::REQUEST_TIMEOUT) => Some((StatusCode::REQUEST_TIMEOUT, "cR--")),
+        Ok(page) => Some((page, "PR--")),
+        Err(_) => match &served {
             Err(e) if e.is_parse_too_large() => {
                 Some((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "PR--"))
             }
             Err(e) if e.is_parse() => Some((StatusCode::BAD_REQUEST, "PR--")),
             _ => None,
-        }
+        },
     };
     if let Some((status, termination)) = refused {
         fe.counters.count_response(status);

@@ -21,7 +21,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -38,13 +38,12 @@ pub struct ConnState {
     pub busy: AtomicUsize,
     /// Requests whose head was received so far.
     pub requests: AtomicUsize,
-    /// Set when the connection ended on `timeout http-request` (a 408 was sent).
-    pub head_timed_out: AtomicBool,
     /// Responses the HTTP service returned whose head is not written yet (incremented by
     /// the service, decremented once a head is written). While it is zero, a status line
     /// written is not the service's.
     pub answered: AtomicUsize,
-    /// The status of the refusal page sent in place of the parser's own (0: none).
+    /// The status of the refusal page sent, if any (0: none): 408 on `timeout
+    /// http-request`, or the page replacing the parser's own 400/414/431.
     pub refused: AtomicU16,
 }
 
@@ -231,7 +230,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                 }
                 ready!(timer.as_mut().poll(cx));
                 if this.head_deadline.is_some_and(|h| h <= Instant::now()) {
-                    this.state.head_timed_out.store(true, Relaxed);
+                    this.state.refused.store(408, Relaxed);
                     this.sending = Some(this.pages.timeout.clone());
                     ready!(this.poll_send_page_flushed(cx));
                     return Poll::Ready(Err(io::Error::new(

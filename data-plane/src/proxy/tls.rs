@@ -78,6 +78,10 @@ fn valid_for(ck: &CertifiedKey, name: &str) -> bool {
 
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let [only] = &self.certs[..] {
+            // Nothing to choose: no need to parse the certificate against the name.
+            return Some(only.clone());
+        }
         hello
             .server_name()
             .and_then(|sni| self.certs.iter().find(|ck| valid_for(ck, sni)))
