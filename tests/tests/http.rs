@@ -914,6 +914,9 @@ async fn acl_fetches_matchers_and_conditions_table() {
             ("{ path_sub chat }", true, false),
             ("{ path_reg ^/ws/[a-z]+/ }", true, false),
             ("{ path -m beg /api }", false, true),
+            ("{ path -m end .html }", true, false),
+            ("{ path -m reg ^/api/v[0-9]+$ }", false, true),
+            ("{ hdr_cnt(x-multi) le 2 }", true, true),
             ("{ url_param(room) 42 }", true, false),
             ("{ url_param(user) -m beg bo }", true, false),
             ("{ url_param(x) -m found }", false, true),
@@ -928,6 +931,10 @@ async fn acl_fetches_matchers_and_conditions_table() {
             ("{ src 127.0.0.0/8 }", true, true),
             ("{ src 10.0.0.0/8 192.168.0.0/16 }", false, false),
             ("{ src 127.0.0.1 }", true, true),
+            // IPv6 addresses and prefixes: no match for these IPv4 clients (an IPv6
+            // client follows below).
+            ("{ src ::1 }", false, false),
+            ("{ src 2001:db8::/32 ::1/128 }", false, false),
             ("{ dst_port lt 1 }", false, false),
             ("{ dst_port ge 1 }", true, true),
             ("{ ssl_fc }", false, false),
@@ -950,6 +957,7 @@ async fn acl_fetches_matchers_and_conditions_table() {
         .collect()
     };
     let table = rows.clone();
+    let v6: SocketAddr = format!("[::1]:{}", free_port()).parse().unwrap();
     let f = fixture(&["app-01"], move |bind, addr| {
         let rules: Vec<Value> = table
             .iter()
@@ -960,7 +968,7 @@ async fn acl_fetches_matchers_and_conditions_table() {
         json!({
             "frontends": [{
                 "name": "fe",
-                "binds": [{ "address": bind.to_string() }],
+                "binds": [{ "address": bind.to_string() }, { "address": v6.to_string() }],
                 "acls": [
                     { "name": "is_ws", "expr": "hdr(Upgrade) -i websocket" },
                     { "name": "multi", "expr": "path_beg /nope" },
@@ -993,6 +1001,20 @@ async fn acl_fetches_matchers_and_conditions_table() {
             "request {which}: unless {{ method GET }}"
         );
     }
+    // Request A from an IPv6 client: the IPv6 `src` rows hold, the IPv4 ones do not.
+    let r = raw_exchange(v6, a).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "IPv6 client: {r}");
+    let seen = f.backend("app-01").requests().pop().unwrap();
+    for (cond, holds) in [
+        ("{ src ::1 }", true),
+        ("{ src 2001:db8::/32 ::1/128 }", true),
+        ("{ src 127.0.0.0/8 }", false),
+        ("{ path_beg /ws/ }", true),
+    ] {
+        let i = rows.iter().position(|(c, _, _)| c == cond).unwrap();
+        let got = !seen.header_values(&format!("x-acl-{i}")).is_empty();
+        assert_eq!(got, holds, "IPv6 client: `{cond}`");
+    }
 }
 
 #[tokio::test]
@@ -1005,6 +1027,7 @@ async fn request_and_response_rewrites() {
                 "http_request": [
                     { "action": "redirect", "prefix": "https://new.example", "code": 302, "if": "{ path_beg /moved }" },
                     { "action": "redirect", "location": "/login", "code": 303, "if": "{ path /account } !{ cookie(SESSION) -m found }" },
+                    { "action": "redirect", "location": "/upload-here", "code": 307, "if": "{ path /upload }" },
                     { "action": "set-path", "path": "/v2/items", "if": "{ path /v1/items }" },
                     { "action": "replace-header", "name": "X-Tenant", "regex": "^acme-(.*)$", "replacement": "tenant-$1" },
                     { "action": "add-header", "name": "X-Trace", "value": "node" },
@@ -1034,6 +1057,11 @@ async fn request_and_response_rewrites() {
     );
     let head = raw_head(f.bind, &get("/account", "Cookie: SESSION=1\r\n")).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let head = raw_head(f.bind, &get("/upload", "")).await;
+    assert!(
+        head.starts_with("HTTP/1.1 307") && head.contains("location: /upload-here"),
+        "{head}"
+    );
 
     let head = raw_head(
         f.bind,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sluice_tests::harness::{eventually, fixture, http_get, ws_connect_from, ws_roundtrip};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -91,4 +92,51 @@ async fn upgrades_are_limited_per_source_address() {
         metrics.contains("sluice_frontend_denied_total{frontend=\"fe\"} 3"),
         "{metrics}"
     );
+}
+
+/// The status of a plain GET sent from source address `src`.
+async fn get_from(bind: std::net::SocketAddr, src: &str) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    let mut tcp = socket.connect(bind).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf))
+        .await
+        .expect("a response")
+        .unwrap();
+    String::from_utf8_lossy(&buf)
+        .chars()
+        .skip(9)
+        .take(3)
+        .collect()
+}
+
+#[tokio::test]
+async fn requests_are_limited_per_source_by_request_rate() {
+    let f = fixture(&["app-01"], |bind, addr| {
+        json!({
+            "frontends": [{
+                "name": "fe",
+                "binds": [{ "address": bind.to_string() }],
+                "stick_table": { "type": "ip", "size": 1000, "expire": "60s", "store": ["http_req_rate(10s)"] },
+                "http_request": [
+                    { "action": "track-sc0", "key": "src" },
+                    { "action": "deny", "status": 429, "if": "{ sc_http_req_rate(0) gt 3 }" }
+                ],
+                "default_backend": "app"
+            }],
+            "backends": [{ "name": "app", "servers": [{ "name": "a1", "address": addr("app-01") }] }]
+        })
+    })
+    .await;
+    // Three requests within 10 s pass; the fourth from the same address is over the rate.
+    for i in 0..3 {
+        assert_eq!(get_from(f.bind, "127.0.0.6").await, "200", "request {i}");
+    }
+    assert_eq!(get_from(f.bind, "127.0.0.6").await, "429");
+    // Another address has its own count.
+    assert_eq!(get_from(f.bind, "127.0.0.7").await, "200");
 }

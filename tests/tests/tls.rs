@@ -140,7 +140,8 @@ async fn https_and_wss_with_certificates_from_the_api() {
             "acls": [{ "name": "is_websocket", "expr": "hdr(Upgrade) -i websocket" }],
             "http_request": [
                 { "action": "redirect", "scheme": "https", "code": 301, "unless": "{ ssl_fc }" },
-                { "action": "set-header", "name": "X-Forwarded-Proto", "value": "https", "if": "{ ssl_fc }" }
+                { "action": "set-header", "name": "X-Forwarded-Proto", "value": "https", "if": "{ ssl_fc }" },
+                { "action": "set-header", "name": "X-Alpn", "value": "h1", "if": "{ ssl_fc_alpn http/1.1 }" }
             ],
             "http_response": [
                 { "action": "set-header", "name": "Strict-Transport-Security", "value": "max-age=63072000; includeSubDomains; preload" }
@@ -171,6 +172,7 @@ async fn https_and_wss_with_certificates_from_the_api() {
     );
     let seen = f.backend("app-01").requests().pop().unwrap();
     assert_eq!(seen.header_values("x-forwarded-proto"), ["https"]);
+    assert_eq!(seen.header_values("x-alpn"), ["h1"], "ssl_fc_alpn http/1.1");
 
     // Plain HTTP is redirected to HTTPS.
     let plain = TcpStream::connect(f.bind).await.unwrap();
