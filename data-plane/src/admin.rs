@@ -1,5 +1,5 @@
 //! The node's admin listener (`--admin-listen`, default `127.0.0.1:7082`): Prometheus
-//! metrics at `/metrics`, rendered on scrape from the counters in [`crate::stats`], and a
+//! metrics at `/metrics`, rendered on scrape from the counters in [`crate::counters`], and a
 //! liveness probe at `/healthz`. Not for clients: bind it to an address only operators
 //! and the monitoring system reach.
 

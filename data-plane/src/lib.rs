@@ -3,31 +3,46 @@
 //! [`control`] keeps the gRPC stream to the control plane open and hands each snapshot to
 //! [`Node::apply`], which compiles it into a [`config::Plan`], opens the listeners it
 //! adds, swaps it in atomically and closes the listeners it removes. [`proxy`] serves
-//! client connections under the plan they were accepted with; [`balance`] picks servers;
-//! [`stats`] counts traffic across plan swaps; [`admin`] exposes it to Prometheus.
+//! client connections under the plan they were accepted with; [`balance`] chooses
+//! servers; [`health`] checks them; [`counters`] and [`stick`] hold the state that
+//! outlives a plan; [`admin`] exposes it to Prometheus. The module graph has no cycle:
+//! `config` is a leaf above the state modules (`counters`, `stick`, `tls`, `pool`,
+//! `clock`), and everything else reads the plan (see `docs/architecture.md`).
 
 pub mod admin;
 pub mod balance;
+pub mod clock;
 pub mod config;
 pub mod control;
+pub mod counters;
 pub mod health;
+pub mod pool;
 pub mod proxy;
-pub mod stats;
 pub mod stick;
+pub mod tls;
 
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use sluice_proto::v1 as pb;
 
-use config::Plan;
-use proxy::Listeners;
-use stats::StatsRegistry;
+use config::{Plan, PlanError};
+use proxy::{BindError, Listeners};
+
+/// Why a snapshot was not applied (the node nacks with it and keeps its plan).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
 
 /// The node's state: the current plan, its listeners and its counters.
 pub struct Node {
     pub plan: Arc<ArcSwap<Plan>>,
-    pub stats: StatsRegistry,
+    /// Counters and stick tables: state that outlives plans.
+    pub counters: counters::Registry,
     listeners: Listeners,
     checks: health::Checks,
     /// Applies are serialized; requests never take this lock.
@@ -47,7 +62,7 @@ impl Node {
     pub fn new(reuse_port: bool) -> Self {
         Self {
             plan: Arc::new(ArcSwap::from_pointee(Plan::empty())),
-            stats: StatsRegistry::default(),
+            counters: counters::Registry::default(),
             listeners: Listeners::new(reuse_port),
             checks: health::Checks::default(),
             apply_lock: Mutex::new(()),
@@ -70,24 +85,24 @@ impl Node {
 
     /// Applies a snapshot, or explains why not; on error the current plan stays.
     /// Must be called within a tokio runtime (listeners are registered with it).
-    pub fn apply(&self, snap: &pb::Snapshot) -> Result<(), String> {
+    pub fn apply(&self, snap: &pb::Snapshot) -> Result<(), ApplyError> {
         let _guard = self.apply_lock.lock().expect("apply lock");
         if snap.version != 0 && snap.version == self.applied_version() {
             return Ok(());
         }
-        let plan = Plan::compile(snap, &self.stats)?;
+        let plan = Plan::compile(snap, &self.counters)?;
         let plan = Arc::new(plan);
         if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
             // Open connections keep their plan; nothing new is listened on.
-            self.checks.reconcile(snap, &plan);
+            self.checks.reconcile(&plan);
             self.plan.store(plan);
             return Ok(());
         }
         let opened = self.listeners.prepare(&plan)?;
-        self.checks.reconcile(snap, &plan);
+        self.checks.reconcile(&plan);
         self.plan.store(plan.clone());
         self.listeners.commit(&plan, opened, self.plan.clone());
-        self.stats.prune();
+        self.counters.prune();
         Ok(())
     }
 }

@@ -16,28 +16,45 @@
 //! `nocache` adds `Cache-Control: private` to a response that carries an inserted cookie,
 //! so no shared cache stores it.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use http::header::{self, HeaderMap, HeaderValue};
-use sluice_proto::v1 as pb;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Insert,
-    Rewrite,
-    Prefix,
+use crate::clock::unix_s as now_s;
+pub use crate::config::cookie::{CookiePlan, Mode};
+use crate::config::{BackendPlan, ServerPlan};
+
+/// What persistence says about one request to a backend.
+#[derive(Debug, Default)]
+pub struct Persistence {
+    /// The backend's cookie as the request presented it.
+    pub presented: Option<Presented>,
+    /// The server a valid cookie designates, when that server may take the request.
+    pub server: Option<usize>,
 }
 
-#[derive(Debug)]
-pub struct CookiePlan {
-    pub name: String,
-    pub mode: Mode,
-    pub indirect: bool,
-    pub nocache: bool,
-    /// `; path=/; Domain=…; HttpOnly; Secure; SameSite=…`, rendered once.
-    attributes: String,
-    maxidle_s: Option<u64>,
-    maxlife_s: Option<u64>,
+impl Persistence {
+    /// Reads the backend's cookie from the request and removes what the server must not
+    /// see (`indirect`, `prefix`).
+    pub fn of_request(backend: &BackendPlan, headers: &mut HeaderMap) -> Self {
+        let Some(c) = &backend.cookie else {
+            return Self::default();
+        };
+        let presented = c.presented(headers);
+        let server = presented.as_ref().filter(|p| p.fresh).and_then(|p| {
+            backend
+                .servers
+                .iter()
+                .position(|s| s.cookie.as_deref() == Some(p.server.as_str()) && s.accepts_sticky())
+        });
+        c.strip_request(headers);
+        Self { presented, server }
+    }
+
+    /// Sets or rewrites the cookie on the response of `server`, as the mode says.
+    pub fn on_response(&self, backend: &BackendPlan, server: &ServerPlan, h: &mut HeaderMap) {
+        if let (Some(c), Some(value)) = (&backend.cookie, &server.cookie) {
+            c.on_response(h, value, self.presented.as_ref());
+        }
+    }
 }
 
 /// What a request's cookie says.
@@ -51,12 +68,6 @@ pub struct Presented {
     pub stale: bool,
     /// Its first-seen date, when it carries dates.
     first: Option<u64>,
-}
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn b36(mut n: u64) -> String {
@@ -83,38 +94,6 @@ fn pairs(h: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
 }
 
 impl CookiePlan {
-    pub fn new(c: &pb::Cookie) -> Self {
-        let mut attributes = String::from("; path=/");
-        if !c.domain.is_empty() {
-            attributes.push_str(&format!("; Domain={}", c.domain));
-        }
-        if c.httponly {
-            attributes.push_str("; HttpOnly");
-        }
-        if c.secure {
-            attributes.push_str("; Secure");
-        }
-        match c.samesite() {
-            pb::SameSite::Strict => attributes.push_str("; SameSite=Strict"),
-            pb::SameSite::Lax => attributes.push_str("; SameSite=Lax"),
-            pb::SameSite::None => attributes.push_str("; SameSite=None"),
-            pb::SameSite::Unspecified => {}
-        }
-        Self {
-            name: c.name.clone(),
-            mode: match c.mode() {
-                pb::CookieMode::Rewrite => Mode::Rewrite,
-                pb::CookieMode::Prefix => Mode::Prefix,
-                _ => Mode::Insert,
-            },
-            indirect: c.indirect,
-            nocache: c.nocache,
-            attributes,
-            maxidle_s: c.maxidle_ms.map(|ms| (ms / 1000).max(1)),
-            maxlife_s: c.maxlife_ms.map(|ms| (ms / 1000).max(1)),
-        }
-    }
-
     /// The cookie the request carries, if any.
     pub fn presented(&self, h: &HeaderMap) -> Option<Presented> {
         let (_, value) = pairs(h).find(|(k, _)| *k == self.name)?;
@@ -245,9 +224,10 @@ impl CookiePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_proto::v1 as pb;
 
     fn plan(mode: pb::CookieMode, indirect: bool) -> CookiePlan {
-        CookiePlan::new(&pb::Cookie {
+        CookiePlan::from(&pb::Cookie {
             name: "WSID".into(),
             mode: mode as i32,
             indirect,

@@ -1,35 +1,34 @@
-//! Server selection for one backend.
+//! Server choice, end to end: which server of a backend takes a request, and the slot it
+//! holds there.
 //!
-//! - `roundrobin`: smooth weighted round robin (as NGINX does it): over any window of
-//!   Σweights picks each server gets its weight's share, interleaved rather than in bursts.
-//! - `leastconn`: the server with the fewest open connections relative to its weight; the
-//!   counts include tunnels and requests in flight and live outside the plan, so they
-//!   survive config swaps. Ties rotate.
-//! - `random`: power of two choices — two servers drawn by weight, the less loaded wins.
-//! - `source`, `uri`, `hdr(name)`, `url_param(name)`: a hash of the client address, the
-//!   path, a header or a query parameter picks the server, so the same key keeps reaching
-//!   the same server (on every node: the hash is xxh3, unseeded). `map-based` spreads keys
-//!   over the available servers by weight; `consistent` places servers on a ring by name,
-//!   so adding or removing one of N servers moves only about 1/N of the keys. A request
-//!   without the key (no such header or parameter) is balanced round robin, as HAProxy
-//!   does.
+//! 1. **Persistence** ([`cookie`]): a valid cookie naming a server that can take the
+//!    request wins, if that server has a free slot.
+//! 2. **Eligibility**: new traffic goes to servers that are `ready`, weighted, not down by
+//!    health checks and below their `maxconn`; sticky traffic also to `drain` servers.
+//!    Backup servers only while no regular server is up.
+//! 3. **Algorithm** ([`algorithm`]): round robin, leastconn, random, hashing.
+//! 4. **Slot and queue**: a server's `maxconn` slot is reserved at pick time (CAS); when
+//!    every eligible server is full the request waits in the backend's FIFO queue for a
+//!    slot, at most `timeout queue`.
+//! 5. **Retry and redispatch**: a failed connect is retried `retries` times; with
+//!    `redispatch`, the last retry goes to another server if there is one.
 //!
-//! Backup servers are used only when no regular server can take traffic.
+//! The connect itself is the caller's (`proxy::upstream`): [`dispatch`] is given it, so
+//! this module decides and the proxy does I/O.
 
+mod algorithm;
 pub mod cookie;
 
+use std::fmt::Display;
+use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
 
 use http::request::Parts;
 use sluice_proto::v1 as pb;
-use xxhash_rust::xxh3::xxh3_64;
 
-use crate::config::ServerPlan;
-
-/// Points per unit of weight on the consistent-hash ring.
-const RING_POINTS_PER_WEIGHT: u32 = 40;
+use crate::config::{BackendPlan, ServerPlan};
+use crate::counters::{BackendCounters, Held, ServerCounters};
 
 /// What the hashing algorithms may look at in a request.
 pub struct PickInput<'a> {
@@ -37,463 +36,195 @@ pub struct PickInput<'a> {
     pub parts: &'a Parts,
 }
 
-#[derive(Debug)]
-enum HashKey {
-    Source,
-    Uri,
-    Header(http::HeaderName),
-    UrlParam(String),
+/// Why no server connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ChoiceError {
+    #[error("backend {0}: no server available")]
+    NoServer(String),
+    #[error("backend {0}: no server slot within timeout queue")]
+    QueueTimeout(String),
+    #[error("server {server}: connect failed after {attempts} attempt(s): {reason}")]
+    Connect {
+        server: String,
+        attempts: u32,
+        reason: String,
+    },
 }
 
-impl HashKey {
-    fn hash(&self, input: &PickInput<'_>) -> Option<u64> {
-        match self {
-            HashKey::Source => Some(match input.src.to_canonical() {
-                IpAddr::V4(v4) => xxh3_64(&v4.octets()),
-                IpAddr::V6(v6) => xxh3_64(&v6.octets()),
-            }),
-            HashKey::Uri => Some(xxh3_64(input.parts.uri.path().as_bytes())),
-            HashKey::Header(name) => input.parts.headers.get(name).map(|v| xxh3_64(v.as_bytes())),
-            HashKey::UrlParam(name) => input.parts.uri.query().and_then(|q| {
-                q.split('&')
-                    .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| xxh3_64(v.as_bytes()))
-            }),
-        }
-    }
-}
-
-#[derive(Debug)]
-enum Algorithm {
-    RoundRobin,
-    LeastConn,
-    Random,
-    Hash { key: HashKey, consistent: bool },
-}
-
-/// The balancing state of one backend (part of the plan).
-#[derive(Debug)]
-pub struct Balancer {
-    algorithm: Algorithm,
-    rr: RoundRobin,
-    /// Consistent-hash ring: (point, server index), sorted by point.
-    ring: Vec<(u64, usize)>,
-    /// Rotates where `leastconn` starts looking, so ties spread.
-    turn: AtomicUsize,
-}
-
-impl Balancer {
-    pub fn new(balance: Option<&pb::Balance>, servers: &[ServerPlan]) -> Result<Self, String> {
-        use pb::BalanceAlgorithm as A;
-        let algo = balance.map_or(A::Roundrobin, |b| b.algorithm());
-        let consistent = balance.is_some_and(|b| b.hash_type() == pb::HashType::Consistent);
-        let arg = balance.map_or("", |b| b.arg.as_str());
-        let hashed = |key| Algorithm::Hash { key, consistent };
-        let algorithm = match algo {
-            A::Unspecified | A::Roundrobin => Algorithm::RoundRobin,
-            A::Leastconn => Algorithm::LeastConn,
-            A::Random => Algorithm::Random,
-            A::Source => hashed(HashKey::Source),
-            A::Uri => hashed(HashKey::Uri),
-            A::Hdr => hashed(HashKey::Header(
-                http::HeaderName::from_bytes(arg.as_bytes())
-                    .map_err(|_| format!("balance hdr({arg}): bad header name"))?,
-            )),
-            A::UrlParam => hashed(HashKey::UrlParam(arg.to_string())),
-        };
-        let ring = match &algorithm {
-            Algorithm::Hash {
-                consistent: true, ..
-            } => build_ring(servers),
-            _ => Vec::new(),
-        };
-        Ok(Self {
-            algorithm,
-            rr: RoundRobin::new(servers.len()),
-            ring,
-            turn: AtomicUsize::new(0),
-        })
+impl ServerPlan {
+    /// Whether new, non-sticky traffic may go here: ready, weighted, not down by health
+    /// checks, and below its `maxconn`.
+    pub fn accepts_new(&self) -> bool {
+        self.up_for_new() && !self.full()
     }
 
-    /// Picks a server index among those `eligible` accepts, regular servers first, or
-    /// None when there is none.
-    pub fn pick(
-        &self,
-        servers: &[ServerPlan],
-        input: &PickInput<'_>,
-        eligible: impl Fn(usize, &ServerPlan) -> bool,
-    ) -> Option<usize> {
-        [false, true].into_iter().find_map(|backup| {
-            self.pick_tier(servers, input, |i, s| s.backup == backup && eligible(i, s))
-        })
+    /// Ready, weighted and not down — whether or not it has a free slot right now.
+    pub fn up_for_new(&self) -> bool {
+        self.state == pb::ServerState::Ready && self.weight > 0 && !self.counters.health.is_down()
     }
 
-    fn pick_tier(
-        &self,
-        servers: &[ServerPlan],
-        input: &PickInput<'_>,
-        eligible: impl Fn(usize, &ServerPlan) -> bool,
-    ) -> Option<usize> {
-        match &self.algorithm {
-            Algorithm::RoundRobin => self.rr.pick_among(servers, eligible),
-            Algorithm::LeastConn => {
-                let start = self.turn.fetch_add(1, Relaxed);
-                least_loaded(servers, start, &eligible)
+    /// Whether a sticky request may still go here: not in maintenance (draining servers
+    /// keep their sticky clients, as HAProxy does), not down, below `maxconn`.
+    pub fn accepts_sticky(&self) -> bool {
+        self.state != pb::ServerState::Maint && !self.counters.health.is_down() && !self.full()
+    }
+
+    /// Takes a connection slot, unless the server is at its `maxconn`; the slot is given
+    /// back when the returned guard drops.
+    pub fn try_slot(&self) -> Option<Held<ServerCounters>> {
+        if self.maxconn > 0 {
+            let max = u64::from(self.maxconn);
+            let current = &self.counters.current_connections;
+            let mut seen = current.load(Relaxed);
+            loop {
+                if seen >= max {
+                    return None;
+                }
+                // Reserve the slot; the guard below then owns it.
+                match current.compare_exchange_weak(seen, seen + 1, Relaxed, Relaxed) {
+                    Ok(_) => break,
+                    Err(now) => seen = now,
+                }
             }
-            Algorithm::Random => power_of_two(servers, &eligible),
-            Algorithm::Hash { key, consistent } => match key.hash(input) {
-                None => self.rr.pick_among(servers, eligible),
-                Some(h) if *consistent => self.on_ring(h, servers, &eligible),
-                Some(h) => map_based(h, servers, &eligible),
-            },
+            return Some(Held::server_slot_reserved(self.counters.clone()));
         }
+        Some(Held::server_slot(self.counters.clone()))
     }
 
-    /// The first eligible server clockwise from `h` on the ring.
-    fn on_ring(
-        &self,
-        h: u64,
-        servers: &[ServerPlan],
-        eligible: &impl Fn(usize, &ServerPlan) -> bool,
-    ) -> Option<usize> {
-        if self.ring.is_empty() {
-            return None;
-        }
-        let start = self.ring.partition_point(|(p, _)| *p < h);
-        (0..self.ring.len())
-            .map(|k| self.ring[(start + k) % self.ring.len()].1)
-            .find(|&i| eligible(i, &servers[i]))
+    /// At its `maxconn`.
+    pub fn full(&self) -> bool {
+        self.maxconn > 0
+            && self.counters.current_connections.load(Relaxed) >= u64::from(self.maxconn)
     }
 }
 
-/// Ring points for every server with weight, placed by the server's name (not its
-/// position), so a server keeps its points when others come and go.
-fn build_ring(servers: &[ServerPlan]) -> Vec<(u64, usize)> {
-    let mut ring = Vec::new();
-    for (i, s) in servers.iter().enumerate() {
-        for k in 0..s.weight.saturating_mul(RING_POINTS_PER_WEIGHT) {
-            let point = xxh3_64(format!("{}#{k}", s.name).as_bytes());
-            ring.push((point, i));
-        }
-    }
-    ring.sort_unstable();
-    ring
+/// A server chosen, with its connection.
+pub struct Chosen<T> {
+    /// Index in the backend's servers.
+    pub server: usize,
+    pub conn: T,
+    /// Connect attempts that failed before this one.
+    pub retries: u32,
+    /// The server's connection slot: held as long as the request or tunnel uses it.
+    pub slot: Held<ServerCounters>,
 }
 
-/// The eligible servers' total weight.
-fn total_weight(servers: &[ServerPlan], eligible: &impl Fn(usize, &ServerPlan) -> bool) -> u64 {
-    servers
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| eligible(*i, s))
-        .map(|(_, s)| u64::from(s.weight))
-        .sum()
+/// What [`dispatch`] did: the time spent in the queue (Tw, -1 if the request never got
+/// that far) and its result.
+pub struct Dispatch<T> {
+    pub queue_ms: i64,
+    pub result: Result<Chosen<T>, ChoiceError>,
 }
 
-/// The eligible server whose share of the weight holds `slot` (< the total weight).
-fn by_weight(
-    mut slot: u64,
-    servers: &[ServerPlan],
-    eligible: &impl Fn(usize, &ServerPlan) -> bool,
-) -> Option<usize> {
-    for (i, s) in servers.iter().enumerate() {
-        if !eligible(i, s) {
-            continue;
-        }
-        let w = u64::from(s.weight);
-        if slot < w {
-            return Some(i);
-        }
-        slot -= w;
-    }
-    None
-}
-
-/// `h` modulo the eligible servers' total weight, walked over their weights.
-fn map_based(
-    h: u64,
-    servers: &[ServerPlan],
-    eligible: &impl Fn(usize, &ServerPlan) -> bool,
-) -> Option<usize> {
-    match total_weight(servers, eligible) {
-        0 => None,
-        total => by_weight(h % total, servers, eligible),
-    }
-}
-
-fn load(s: &ServerPlan) -> u64 {
-    s.counters.current_connections.load(Relaxed)
-}
-
-/// `a` is less loaded than `b` relative to their weights (load/weight, compared exactly).
-fn lighter(a: &ServerPlan, b: &ServerPlan) -> bool {
-    u128::from(load(a)) * u128::from(b.weight) < u128::from(load(b)) * u128::from(a.weight)
-}
-
-fn least_loaded(
-    servers: &[ServerPlan],
-    start: usize,
-    eligible: &impl Fn(usize, &ServerPlan) -> bool,
-) -> Option<usize> {
-    let n = servers.len();
-    let mut best: Option<usize> = None;
-    for k in 0..n {
-        let i = (start + k) % n;
-        let s = &servers[i];
-        if s.weight == 0 || !eligible(i, s) {
-            continue;
-        }
-        if best.is_none_or(|b| lighter(s, &servers[b])) {
-            best = Some(i);
-        }
-    }
-    best
-}
-
-/// Two servers drawn at random by weight; the less loaded one.
-fn power_of_two(
-    servers: &[ServerPlan],
-    eligible: &impl Fn(usize, &ServerPlan) -> bool,
-) -> Option<usize> {
-    let total = total_weight(servers, eligible);
-    if total == 0 {
-        return None;
-    }
-    let a = by_weight(rand::random_range(0..total), servers, eligible)?;
-    let b = by_weight(rand::random_range(0..total), servers, eligible)?;
-    Some(if lighter(&servers[b], &servers[a]) {
-        b
-    } else {
-        a
-    })
-}
-
-/// Smooth weighted round-robin state of one backend.
-#[derive(Debug)]
-pub struct RoundRobin {
-    current: Mutex<Vec<i64>>,
-}
-
-impl RoundRobin {
-    pub fn new(servers: usize) -> Self {
-        Self {
-            current: Mutex::new(vec![0; servers]),
-        }
-    }
-
-    fn pick_among(
-        &self,
-        servers: &[ServerPlan],
-        eligible: impl Fn(usize, &ServerPlan) -> bool,
-    ) -> Option<usize> {
-        let mut current = self.current.lock().expect("round-robin lock");
-        let mut total = 0i64;
-        let mut best: Option<usize> = None;
-        for (i, s) in servers.iter().enumerate() {
-            if !eligible(i, s) {
-                continue;
+/// Chooses a server of `backend` and gets a connection to it with `connect`, retrying
+/// `retries` times; with `redispatch`, the last retry goes to another server if there is
+/// one. `sticky`: the server persistence designates, tried first if it has a free slot.
+pub async fn dispatch<'b, T, E, F, Fut>(
+    backend: &'b BackendPlan,
+    input: &PickInput<'_>,
+    sticky: Option<usize>,
+    mut connect: F,
+) -> Dispatch<T>
+where
+    F: FnMut(&'b ServerPlan) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: Display,
+{
+    // A sticky request whose server has no free slot is balanced like any other.
+    let sticky = sticky.and_then(|i| backend.servers[i].try_slot().map(|slot| (i, slot)));
+    let (queue_ms, (mut idx, mut slot)) = match sticky {
+        Some(taken) => (0, taken),
+        None => match choose(backend, input).await {
+            (queue_ms, Ok(chosen)) => (queue_ms, chosen),
+            (queue_ms, Err(e)) => {
+                return Dispatch {
+                    queue_ms,
+                    result: Err(e),
+                }
             }
-            let w = i64::from(s.weight);
-            current[i] += w;
-            total += w;
-            if best.is_none_or(|b| current[i] > current[b]) {
-                best = Some(i);
+        },
+    };
+    let mut attempts = 0;
+    let result = loop {
+        attempts += 1;
+        let server = &backend.servers[idx];
+        let reason = match connect(server).await {
+            Ok(conn) => {
+                break Ok(Chosen {
+                    server: idx,
+                    conn,
+                    retries: attempts - 1,
+                    slot,
+                })
+            }
+            Err(reason) => reason.to_string(),
+        };
+        server.counters.connect_errors.fetch_add(1, Relaxed);
+        tracing::debug!(backend = %backend.name, server = %server.name, %reason, attempts, "connect failed");
+        if attempts > backend.retries {
+            break Err(ChoiceError::Connect {
+                server: format!("{}/{}", backend.name, server.name),
+                attempts,
+                reason,
+            });
+        }
+        if backend.redispatch && attempts == backend.retries {
+            let failed = idx;
+            let other = backend.balancer.pick(&backend.servers, input, |i, s| {
+                i != failed && s.accepts_new()
+            });
+            if let Some((other, other_slot)) =
+                other.and_then(|o| Some((o, backend.servers[o].try_slot()?)))
+            {
+                idx = other;
+                slot = other_slot;
             }
         }
-        if let Some(b) = best {
-            current[b] -= total;
-        }
-        best
-    }
+    };
+    Dispatch { queue_ms, result }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::stats::ServerCounters;
-    use sluice_proto::v1::ServerState;
-    use std::collections::HashSet;
-    use std::sync::Arc;
-
-    fn server(name: &str, weight: u32, backup: bool) -> ServerPlan {
-        ServerPlan {
-            name: name.into(),
-            address: "127.0.0.1:1".into(),
-            socket_addr: None,
-            weight,
-            backup,
-            maxconn: 0,
-            cookie: None,
-            state: ServerState::Ready,
-            counters: Arc::new(ServerCounters::default()),
-            pool: None,
-        }
-    }
-
-    fn balancer(algo: pb::BalanceAlgorithm, consistent: bool, servers: &[ServerPlan]) -> Balancer {
-        let b = pb::Balance {
-            algorithm: algo as i32,
-            arg: "x-user".into(),
-            hash_type: if consistent {
-                pb::HashType::Consistent
-            } else {
-                pb::HashType::MapBased
-            } as i32,
-        };
-        Balancer::new(Some(&b), servers).unwrap()
-    }
-
-    fn request(user: &str) -> Parts {
-        http::Request::builder()
-            .uri("/x")
-            .header("x-user", user)
-            .body(())
-            .unwrap()
-            .into_parts()
-            .0
-    }
-
-    fn pick(b: &Balancer, servers: &[ServerPlan], parts: &Parts) -> Option<usize> {
-        let input = PickInput {
-            src: "127.0.0.1".parse().unwrap(),
-            parts,
-        };
-        b.pick(servers, &input, |_, s| s.accepts_new())
-    }
-
-    #[test]
-    fn weights_are_respected_and_interleaved() {
-        let servers = vec![
-            server("a", 5, false),
-            server("b", 1, false),
-            server("c", 1, false),
-        ];
-        let b = balancer(pb::BalanceAlgorithm::Roundrobin, false, &servers);
-        let parts = request("u");
-        let picks: Vec<usize> = (0..7)
-            .map(|_| pick(&b, &servers, &parts).unwrap())
-            .collect();
-        assert_eq!(
-            picks,
-            vec![0, 0, 1, 0, 2, 0, 0],
-            "smooth, not a burst of five"
-        );
-    }
-
-    #[test]
-    fn backups_only_when_no_regular_server() {
-        let servers = vec![server("a", 1, false), server("bk", 1, true)];
-        let b = balancer(pb::BalanceAlgorithm::Roundrobin, false, &servers);
-        let parts = request("u");
-        let input = PickInput {
-            src: "127.0.0.1".parse().unwrap(),
-            parts: &parts,
-        };
-        for _ in 0..4 {
-            assert_eq!(b.pick(&servers, &input, |_, s| s.accepts_new()), Some(0));
-        }
-        assert_eq!(b.pick(&servers, &input, |i, _| i != 0), Some(1));
-        assert_eq!(b.pick(&servers, &input, |_, _| false), None);
-    }
-
-    #[test]
-    fn leastconn_prefers_the_lightest_by_weight() {
-        let servers = vec![server("a", 1, false), server("b", 2, false)];
-        servers[0].counters.current_connections.store(3, Relaxed);
-        servers[1].counters.current_connections.store(5, Relaxed);
-        let b = balancer(pb::BalanceAlgorithm::Leastconn, false, &servers);
-        // 3/1 against 5/2: b is lighter.
-        assert_eq!(pick(&b, &servers, &request("u")), Some(1));
-        servers[1].counters.current_connections.store(7, Relaxed);
-        assert_eq!(pick(&b, &servers, &request("u")), Some(0));
-    }
-
-    #[test]
-    fn consistent_hashing_moves_only_the_removed_servers_keys() {
-        let names = ["s1", "s2", "s3", "s4", "s5"];
-        let all: Vec<_> = names.iter().map(|n| server(n, 1, false)).collect();
-        let four: Vec<_> = names[..4].iter().map(|n| server(n, 1, false)).collect();
-        let b5 = balancer(pb::BalanceAlgorithm::Hdr, true, &all);
-        let b4 = balancer(pb::BalanceAlgorithm::Hdr, true, &four);
-        let mut moved = 0;
-        let mut per_server = [0usize; 5];
-        for k in 0..5000 {
-            let parts = request(&format!("user-{k}"));
-            let before = pick(&b5, &all, &parts).unwrap();
-            let after = pick(&b4, &four, &parts).unwrap();
-            per_server[before] += 1;
-            if before != 4 {
-                assert_eq!(all[before].name, four[after].name, "key {k} moved");
-            } else {
-                moved += 1;
+/// Picks a server with a free slot. When every available server is at its `maxconn`, the
+/// request waits in the backend's queue (first come, first served) for a slot, at most
+/// `timeout queue`. Backup servers are used only while no regular server is up — not
+/// because regular ones are busy. Returns the time spent queueing with the result.
+async fn choose(
+    backend: &BackendPlan,
+    input: &PickInput<'_>,
+) -> (i64, Result<(usize, Held<ServerCounters>), ChoiceError>) {
+    let started = tokio::time::Instant::now();
+    let waited = || started.elapsed().as_millis() as i64;
+    let regular_up = backend.servers.iter().any(|s| !s.backup && s.up_for_new());
+    let tier = |s: &ServerPlan| !regular_up || !s.backup;
+    let deadline = tokio::time::Instant::now() + backend.queue_timeout;
+    let mut queued = None;
+    loop {
+        // Registered before looking, so a slot freed in between is not missed.
+        let freed = backend.counters.slot_freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if let Some(i) = backend
+            .balancer
+            .pick(&backend.servers, input, |_, s| tier(s) && s.accepts_new())
+        {
+            // Another request may have taken the last slot since the pick looked.
+            match backend.servers[i].try_slot() {
+                Some(slot) => return (waited(), Ok((i, slot))),
+                None => continue,
             }
         }
-        // About 1/5 of the keys lived on the removed server.
-        assert!((700..1300).contains(&moved), "{moved} of 5000 moved");
-        assert!(per_server.iter().all(|&n| n > 600), "{per_server:?}");
-    }
-
-    #[test]
-    fn a_missing_hash_key_falls_back_to_round_robin() {
-        let servers = vec![server("a", 1, false), server("b", 1, false)];
-        let b = balancer(pb::BalanceAlgorithm::Hdr, false, &servers);
-        let parts = http::Request::builder()
-            .uri("/")
-            .body(())
-            .unwrap()
-            .into_parts()
-            .0;
-        let picks: Vec<_> = (0..4)
-            .map(|_| pick(&b, &servers, &parts).unwrap())
-            .collect();
-        assert_eq!(picks, vec![0, 1, 0, 1]);
-        // With the key: always the same server.
-        let keyed = request("alice");
-        let first = pick(&b, &servers, &keyed);
-        assert!((0..10).all(|_| pick(&b, &servers, &keyed) == first));
-    }
-
-    #[test]
-    fn uri_and_url_param_hash_their_part_of_the_request() {
-        let servers: Vec<_> = (0..8).map(|i| server(&format!("s{i}"), 1, false)).collect();
-        let req = |uri: &str| {
-            http::Request::builder()
-                .uri(uri)
-                .body(())
-                .unwrap()
-                .into_parts()
-                .0
-        };
-        let by_uri = balancer(pb::BalanceAlgorithm::Uri, false, &servers);
-        // The path decides; the query does not.
-        let a = pick(&by_uri, &servers, &req("/room/42?x=1"));
-        assert_eq!(a, pick(&by_uri, &servers, &req("/room/42?x=2")));
-        let spread: HashSet<_> = (0..40)
-            .map(|i| pick(&by_uri, &servers, &req(&format!("/room/{i}"))))
-            .collect();
-        assert!(spread.len() >= 4, "{spread:?}");
-
-        let b = pb::Balance {
-            algorithm: pb::BalanceAlgorithm::UrlParam as i32,
-            arg: "room".into(),
-            hash_type: pb::HashType::MapBased as i32,
-        };
-        let by_param = Balancer::new(Some(&b), &servers).unwrap();
-        let one = pick(&by_param, &servers, &req("/a?user=1&room=7"));
-        assert_eq!(one, pick(&by_param, &servers, &req("/b?room=7")));
-    }
-
-    #[test]
-    fn random_two_choices_avoid_the_loaded_server() {
-        let servers = vec![server("busy", 1, false), server("idle", 1, false)];
-        servers[0].counters.current_connections.store(50, Relaxed);
-        let b = balancer(pb::BalanceAlgorithm::Random, false, &servers);
-        let parts = request("u");
-        let idle = (0..200)
-            .filter(|_| pick(&b, &servers, &parts) == Some(1))
-            .count();
-        // The busy server wins only when both draws land on it (about 1 in 4).
-        assert!(idle > 120, "{idle} of 200 went to the idle server");
+        if !backend.servers.iter().any(|s| tier(s) && s.up_for_new()) {
+            return (-1, Err(ChoiceError::NoServer(backend.name.to_string())));
+        }
+        queued.get_or_insert_with(|| {
+            Held::new(backend.counters.clone(), |c: &BackendCounters| &c.queued)
+        });
+        if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            backend.counters.queue_timeouts.fetch_add(1, Relaxed);
+            return (
+                waited(),
+                Err(ChoiceError::QueueTimeout(backend.name.to_string())),
+            );
+        }
     }
 }

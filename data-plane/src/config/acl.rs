@@ -11,6 +11,35 @@ use http::request::Parts;
 use regex::Regex;
 use sluice_proto::v1 as pb;
 
+/// Why an ACL or condition of a snapshot cannot be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum AclError {
+    #[error("ACL without a fetch")]
+    NoFetch,
+    #[error("ACL without a match")]
+    NoMatch,
+    #[error("{0:?} is not a header name")]
+    HeaderName(String),
+    #[error("{0:?} is not an IP")]
+    Ip(String),
+    #[error("{0:?} has a bad prefix")]
+    Prefix(String),
+    #[error("{0:?}: stick counter {1} (0-2)")]
+    StickCounter(String, usize),
+    #[error("{0:?}: unknown fetch")]
+    Fetch(String),
+    #[error("{0:?} is not an integer")]
+    Integer(String),
+    #[error("regex {0:?}: {1}")]
+    Regex(String, regex::Error),
+    #[error("{0:?}: unknown matcher")]
+    Matcher(String),
+    #[error("condition {0:?}: unknown ACL {1:?}")]
+    UnknownAcl(String, String),
+    #[error("condition {0:?}: empty term")]
+    EmptyTerm(String),
+}
+
 /// What a request looks like to an ACL.
 pub struct RequestCtx<'a> {
     pub parts: &'a Parts,
@@ -95,28 +124,28 @@ enum Sample<'a> {
     Ip(IpAddr),
 }
 
-fn header_name(arg: &str) -> Result<Option<http::HeaderName>, String> {
+fn header_name(arg: &str) -> Result<Option<http::HeaderName>, AclError> {
     if arg.is_empty() {
         return Ok(None);
     }
     http::HeaderName::from_bytes(arg.as_bytes())
         .map(Some)
-        .map_err(|_| format!("{arg:?} is not a header name"))
+        .map_err(|_| AclError::HeaderName(arg.to_string()))
 }
 
-fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
+fn parse_cidr(text: &str) -> Result<(IpAddr, u8), AclError> {
     let (ip, prefix) = match text.split_once('/') {
         Some((ip, p)) => (ip, Some(p)),
         None => (text, None),
     };
-    let ip: IpAddr = ip.parse().map_err(|_| format!("{text:?} is not an IP"))?;
+    let ip: IpAddr = ip.parse().map_err(|_| AclError::Ip(text.to_string()))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let prefix = match prefix {
         Some(p) => p
             .parse::<u8>()
             .ok()
             .filter(|p| *p <= max)
-            .ok_or_else(|| format!("{text:?} has a bad prefix"))?,
+            .ok_or_else(|| AclError::Prefix(text.to_string()))?,
         None => max,
     };
     Ok((ip, prefix))
@@ -150,9 +179,9 @@ fn ip_in(addr: IpAddr, net: IpAddr, prefix: u8) -> bool {
 }
 
 impl AclMatcher {
-    pub fn compile(expr: &pb::AclExpr) -> Result<Self, String> {
-        let fetch = expr.fetch.as_ref().ok_or("ACL without a fetch")?;
-        let m = expr.r#match.as_ref().ok_or("ACL without a match")?;
+    pub fn compile(expr: &pb::AclExpr) -> Result<Self, AclError> {
+        let fetch = expr.fetch.as_ref().ok_or(AclError::NoFetch)?;
+        let m = expr.r#match.as_ref().ok_or(AclError::NoMatch)?;
         let ci = m.case_insensitive;
         let fetch_spec = match fetch.kind() {
             pb::FetchKind::Hdr => FetchSpec::Hdr(header_name(&fetch.arg)?),
@@ -173,7 +202,7 @@ impl AclMatcher {
             | pb::FetchKind::ScHttpReqRate) => {
                 let n: usize = fetch.arg.parse().unwrap_or(0);
                 if n > 2 {
-                    return Err(format!("{:?}: stick counter {n} (0-2)", expr.source));
+                    return Err(AclError::StickCounter(expr.source.clone(), n));
                 }
                 let which = match kind {
                     pb::FetchKind::ScConnCur => ScKind::ConnCur,
@@ -182,7 +211,7 @@ impl AclMatcher {
                 };
                 FetchSpec::StickCounter(n, which)
             }
-            pb::FetchKind::Unspecified => return Err(format!("{:?}: unknown fetch", expr.source)),
+            pb::FetchKind::Unspecified => return Err(AclError::Fetch(expr.source.clone())),
         };
         let strings = || -> Vec<String> {
             m.values
@@ -196,13 +225,10 @@ impl AclMatcher {
                 })
                 .collect()
         };
-        let ints = || -> Result<Vec<i64>, String> {
+        let ints = || -> Result<Vec<i64>, AclError> {
             m.values
                 .iter()
-                .map(|v| {
-                    v.parse::<i64>()
-                        .map_err(|_| format!("{v:?} is not an integer"))
-                })
+                .map(|v| v.parse::<i64>().map_err(|_| AclError::Integer(v.clone())))
                 .collect()
         };
         let op = match m.int_op() {
@@ -225,7 +251,7 @@ impl AclMatcher {
                     .iter()
                     .map(|v| {
                         let p = if ci { format!("(?i){v}") } else { v.clone() };
-                        Regex::new(&p).map_err(|e| format!("regex {v:?}: {e}"))
+                        Regex::new(&p).map_err(|e| AclError::Regex(v.clone(), e))
                     })
                     .collect::<Result<_, _>>()?,
             ),
@@ -239,9 +265,7 @@ impl AclMatcher {
                     .collect::<Result<_, _>>()?,
             ),
             pb::MatchKind::Bool => Matcher::Bool,
-            pb::MatchKind::Unspecified => {
-                return Err(format!("{:?}: unknown matcher", expr.source))
-            }
+            pb::MatchKind::Unspecified => return Err(AclError::Matcher(expr.source.clone())),
         };
         Ok(Self {
             fetch: fetch_spec,
@@ -437,21 +461,20 @@ impl Condition {
     pub fn compile(
         cond: &pb::Condition,
         named: &std::collections::HashMap<String, Vec<Arc<AclMatcher>>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, AclError> {
         let mut groups = Vec::with_capacity(cond.groups.len());
         for g in &cond.groups {
             let mut terms = Vec::with_capacity(g.terms.len());
             for t in &g.terms {
                 let matchers = match &t.term {
-                    Some(pb::condition_term::Term::Acl(name)) => {
-                        named.get(name).cloned().ok_or_else(|| {
-                            format!("condition {:?}: unknown ACL {name:?}", cond.source)
-                        })?
-                    }
+                    Some(pb::condition_term::Term::Acl(name)) => named
+                        .get(name)
+                        .cloned()
+                        .ok_or_else(|| AclError::UnknownAcl(cond.source.clone(), name.clone()))?,
                     Some(pb::condition_term::Term::Inline(expr)) => {
                         vec![Arc::new(AclMatcher::compile(expr)?)]
                     }
-                    None => return Err(format!("condition {:?}: empty term", cond.source)),
+                    None => return Err(AclError::EmptyTerm(cond.source.clone())),
                 };
                 terms.push((t.negate, matchers));
             }

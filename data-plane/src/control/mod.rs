@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand::Rng;
 use sluice_proto::v1::{
@@ -15,6 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
 use crate::Node;
+
+pub mod report;
 
 /// How to reach and identify with the control plane.
 #[derive(Debug, Clone)]
@@ -31,13 +33,6 @@ pub struct ControlConfig {
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Why a session ended.
 enum SessionEnd {
@@ -147,9 +142,9 @@ async fn session(cfg: &ControlConfig, node: &Arc<Node>) -> SessionEnd {
                             tracing::info!(version, "applied snapshot");
                             node_message::Msg::Ack(pb::Ack { version })
                         }
-                        Err(reason) => {
-                            tracing::warn!(version, %reason, "rejected snapshot; keeping version {}", node.applied_version());
-                            node_message::Msg::Nack(pb::Nack { version, reason })
+                        Err(error) => {
+                            tracing::warn!(version, %error, "rejected snapshot; keeping version {}", node.applied_version());
+                            node_message::Msg::Nack(pb::Nack { version, reason: error.to_string() })
                         }
                     };
                     if tx.send(NodeMessage { msg: Some(reply) }).await.is_err() {
@@ -161,7 +156,7 @@ async fn session(cfg: &ControlConfig, node: &Arc<Node>) -> SessionEnd {
                 Err(status) => break format!("stream error: {status}"),
             },
             _ = stats_tick.tick() => {
-                let stats = node.stats.report(&node.plan.load(), unix_ms());
+                let stats = report::report(&node.plan.load(), crate::clock::unix_ms());
                 // Never block the stream on stats: if the channel is full, skip this round.
                 let _ = tx.try_send(NodeMessage { msg: Some(node_message::Msg::Stats(stats)) });
             }

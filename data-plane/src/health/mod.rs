@@ -6,7 +6,8 @@
 //! `Sec-WebSocket-Accept` is right, after which the check closes cleanly with a close
 //! frame). `fall` consecutive failures mark a server down, `rise` consecutive successes
 //! bring it back; a server is up until its checks say otherwise. The state lives in the
-//! server's counters (outside the plan), so it survives config swaps; [`Checks::reconcile`]
+//! server's counters (outside the plan), so it survives config swaps. Checks are compiled
+//! into the plan (`ServerPlan::check`, every default resolved); [`Checks::reconcile`]
 //! keeps the tasks of unchanged checks running across swaps.
 
 use std::collections::HashMap;
@@ -17,85 +18,47 @@ use std::time::Duration;
 
 use base64::Engine;
 use sha1::{Digest, Sha1};
-use sluice_proto::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
-use crate::config::Plan;
-use crate::stats::{Health, ServerCounters};
+use crate::config::{CheckKind, CheckPlan, Plan};
+use crate::counters::{Health, ServerCounters};
 
-/// The check of one server, as configured: a change restarts it.
+/// The check of one server, as planned: a change restarts it.
 #[derive(Debug, Clone, PartialEq)]
 struct Spec {
-    backend: String,
-    server: String,
-    /// Where to connect: the server's address, with the check port if set.
-    target: String,
-    check: pb::HealthCheck,
-    inter: Duration,
-    timeout: Duration,
-    fall: u32,
-    rise: u32,
+    backend: Arc<str>,
+    server: Arc<str>,
+    plan: CheckPlan,
 }
+
+/// A server, by backend and server name.
+type ServerKey = (Arc<str>, Arc<str>);
 
 /// The running checks of a node.
 #[derive(Default)]
 pub struct Checks {
-    running: Mutex<HashMap<(String, String), (Spec, AbortHandle)>>,
+    running: Mutex<HashMap<ServerKey, (Spec, AbortHandle)>>,
 }
 
 impl Checks {
     /// Starts the checks `plan` adds or changes and stops the ones it drops. Servers
     /// without a check go back to `Unchecked`.
-    pub fn reconcile(&self, snap: &pb::Snapshot, plan: &Plan) {
+    pub fn reconcile(&self, plan: &Plan) {
         let mut wanted = HashMap::new();
-        let default_check = snap
-            .defaults
-            .as_ref()
-            .and_then(|d| d.timeouts)
-            .and_then(|t| t.check_ms);
-        for b in &snap.backends {
-            let Some(bp) = plan.backends.iter().find(|p| *p.name == *b.name) else {
-                continue;
-            };
-            for (s, sp) in b.servers.iter().zip(&bp.servers) {
-                let (Some(check), Some(sc)) = (&b.health_check, &s.check) else {
-                    sp.counters.health.set(Health::Unchecked);
+        for b in &plan.backends {
+            for s in &b.servers {
+                let Some(check) = &s.check else {
+                    s.counters.health.set(Health::Unchecked);
                     continue;
-                };
-                let inter = Duration::from_millis(sc.inter_ms.max(100));
-                let timeout = b
-                    .timeouts
-                    .and_then(|t| t.check_ms)
-                    .or(default_check)
-                    .map(Duration::from_millis)
-                    .unwrap_or(
-                        bp.connect_timeout
-                            .min(inter)
-                            .max(Duration::from_millis(100)),
-                    );
-                let target = match sc.port {
-                    Some(port) => match s.address.rsplit_once(':') {
-                        Some((host, _)) => format!("{host}:{port}"),
-                        None => s.address.clone(),
-                    },
-                    None => s.address.clone(),
                 };
                 let spec = Spec {
                     backend: b.name.clone(),
                     server: s.name.clone(),
-                    target,
-                    check: check.clone(),
-                    inter,
-                    timeout,
-                    fall: sc.fall.max(1),
-                    rise: sc.rise.max(1),
+                    plan: check.clone(),
                 };
-                wanted.insert(
-                    (b.name.clone(), s.name.clone()),
-                    (spec, sp.counters.clone()),
-                );
+                wanted.insert((b.name.clone(), s.name.clone()), (spec, s.counters.clone()));
             }
         }
         let mut running = self.running.lock().expect("checks lock");
@@ -117,22 +80,23 @@ impl Checks {
 }
 
 async fn run(spec: Spec, counters: Arc<ServerCounters>) {
+    let check = &spec.plan;
     // Spread the first checks of many servers over the interval.
-    let jitter = rand::random_range(0..spec.inter.as_millis().max(1) as u64);
+    let jitter = rand::random_range(0..check.inter.as_millis().max(1) as u64);
     tokio::time::sleep(Duration::from_millis(jitter)).await;
     let (mut failures, mut successes) = (0u32, 0u32);
     loop {
         let started = tokio::time::Instant::now();
-        let result = tokio::time::timeout(spec.timeout, probe(&spec))
+        let result = tokio::time::timeout(check.timeout, probe(check))
             .await
-            .unwrap_or_else(|_| Err("timeout".to_string()));
+            .unwrap_or(Err(ProbeError::Timeout));
         let was = counters.health.get();
         match result {
             Ok(()) => {
                 failures = 0;
                 successes = successes.saturating_add(1);
                 let up = match was {
-                    Health::Down => successes >= spec.rise,
+                    Health::Down => successes >= check.rise,
                     _ => true,
                 };
                 if up && was != Health::Up {
@@ -147,7 +111,7 @@ async fn run(spec: Spec, counters: Arc<ServerCounters>) {
                 successes = 0;
                 failures = failures.saturating_add(1);
                 counters.check_failures.fetch_add(1, Relaxed);
-                if was != Health::Down && failures >= spec.fall {
+                if was != Health::Down && failures >= check.fall {
                     counters.health.set(Health::Down);
                     counters.health_transitions.fetch_add(1, Relaxed);
                     tracing::warn!(backend = %spec.backend, server = %spec.server, %reason, checks = failures, "server is DOWN");
@@ -156,21 +120,42 @@ async fn run(spec: Spec, counters: Arc<ServerCounters>) {
                 }
             }
         }
-        tokio::time::sleep_until(started + spec.inter).await;
+        tokio::time::sleep_until(started + check.inter).await;
     }
 }
 
+/// Why a check failed (logged with the transition).
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("timeout")]
+    Timeout,
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("send: {0}")]
+    Send(std::io::Error),
+    #[error("read: {0}")]
+    Read(std::io::Error),
+    #[error("connection closed before a response")]
+    Closed,
+    #[error("response head too large")]
+    HeadTooLarge,
+    #[error("invalid response: {0}")]
+    Invalid(httparse::Error),
+    #[error("status {0}")]
+    Status(u16),
+    #[error("wrong Sec-WebSocket-Accept {0:?}")]
+    Accept(Option<String>),
+}
+
 /// One check; the error says why it failed.
-async fn probe(spec: &Spec) -> Result<(), String> {
-    let mut stream = match spec.target.parse::<SocketAddr>() {
+async fn probe(check: &CheckPlan) -> Result<(), ProbeError> {
+    let mut stream = match check.target.parse::<SocketAddr>() {
         Ok(addr) => TcpStream::connect(addr).await,
-        Err(_) => TcpStream::connect(spec.target.as_str()).await,
+        Err(_) => TcpStream::connect(check.target.as_str()).await,
     }
-    .map_err(|e| format!("connect: {e}"))?;
-    let check = &spec.check;
-    let websocket = check.check_type() == pb::CheckType::Websocket;
-    if check.check_type() == pb::CheckType::Tcp || check.check_type() == pb::CheckType::Unspecified
-    {
+    .map_err(ProbeError::Connect)?;
+    let websocket = check.kind == CheckKind::Websocket;
+    if check.kind == CheckKind::Tcp {
         return Ok(());
     }
     let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
@@ -179,19 +164,19 @@ async fn probe(spec: &Spec) -> Result<(), String> {
         check
             .headers
             .iter()
-            .any(|h| h.name.eq_ignore_ascii_case(name))
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
     };
     if !has("host") {
-        req.push_str(&format!("Host: {}\r\n", spec.target));
+        req.push_str(&format!("Host: {}\r\n", check.target));
     }
     // A check that performs a WebSocket handshake always sends a fresh key (a configured
     // one, like the article's sample nonce, is replaced).
     let sends_key = websocket || has("sec-websocket-key");
-    for h in &check.headers {
-        if sends_key && h.name.eq_ignore_ascii_case("sec-websocket-key") {
+    for (name, value) in &check.headers {
+        if sends_key && name.eq_ignore_ascii_case("sec-websocket-key") {
             continue;
         }
-        req.push_str(&format!("{}: {}\r\n", h.name, h.value));
+        req.push_str(&format!("{name}: {value}\r\n"));
     }
     let upgrade = websocket || has("upgrade");
     if websocket {
@@ -215,17 +200,14 @@ async fn probe(spec: &Spec) -> Result<(), String> {
     stream
         .write_all(req.as_bytes())
         .await
-        .map_err(|e| format!("send: {e}"))?;
+        .map_err(ProbeError::Send)?;
 
     let mut buf = Vec::with_capacity(1024);
     let (status, accept) = loop {
         let mut chunk = [0u8; 2048];
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
+        let n = stream.read(&mut chunk).await.map_err(ProbeError::Read)?;
         if n == 0 {
-            return Err("connection closed before a response".into());
+            return Err(ProbeError::Closed);
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -240,32 +222,20 @@ async fn probe(spec: &Spec) -> Result<(), String> {
                 break (resp.code.unwrap_or(0), accept);
             }
             Ok(httparse::Status::Partial) if buf.len() < 16 * 1024 => {}
-            Ok(httparse::Status::Partial) => return Err("response head too large".into()),
-            Err(e) => return Err(format!("invalid response: {e}")),
+            Ok(httparse::Status::Partial) => return Err(ProbeError::HeadTooLarge),
+            Err(e) => return Err(ProbeError::Invalid(e)),
         }
     };
-    let expected = if check.expect_status.is_empty() {
-        if websocket {
-            vec![(101, 101)]
-        } else {
-            vec![(200, 399)]
-        }
-    } else {
-        check
-            .expect_status
-            .iter()
-            .map(|r| (r.min as u16, r.max as u16))
-            .collect()
-    };
-    if !expected
+    if !check
+        .expect
         .iter()
         .any(|(lo, hi)| (*lo..=*hi).contains(&status))
     {
-        return Err(format!("status {status}"));
+        return Err(ProbeError::Status(status));
     }
     if status == 101 && sends_key {
         if accept.as_deref() != Some(accept_key(&key).as_str()) {
-            return Err(format!("wrong Sec-WebSocket-Accept {accept:?}"));
+            return Err(ProbeError::Accept(accept));
         }
         // Close cleanly: a masked close frame (1000), then wait briefly for the reply.
         let mask = rand::random::<[u8; 4]>();

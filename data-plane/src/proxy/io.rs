@@ -31,6 +31,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use crate::config::pages::RefusalPages;
+
 /// What the HTTP service and the socket wrapper share about one client connection.
 #[derive(Default)]
 pub struct ConnState {
@@ -45,17 +47,6 @@ pub struct ConnState {
     /// The status of the refusal page sent, if any (0: none): 408 on `timeout
     /// http-request`, or the page replacing the parser's own 400/414/431.
     pub refused: AtomicU16,
-}
-
-/// The complete responses for refusals made before any request exists, rendered once
-/// per frontend and snapshot (see the module docs).
-#[derive(Debug)]
-pub struct RefusalPages {
-    /// 408, on `timeout http-request`.
-    pub timeout: Bytes,
-    pub bad_request: Bytes,
-    pub uri_too_long: Bytes,
-    pub too_large: Bytes,
 }
 
 impl RefusalPages {

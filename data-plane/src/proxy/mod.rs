@@ -1,17 +1,23 @@
-//! The proxy: listeners, client connections, forwarding and tunnels.
+//! The proxy: listeners and accept loops, and the request path by phase — the client
+//! connection ([`conn`], [`io`]), routing ([`route`]), the upstream connection and
+//! exchange ([`upstream`]), the per-request driver ([`request`]), and the tunnel session
+//! ([`session`], bytes copied by [`tunnel`]); plus the access log ([`log`]), local
+//! responses ([`error`]) and graceful stop ([`drain`]).
 //!
 //! [`Listeners::reconcile`] opens the binds a new plan adds *before* the plan is swapped
 //! in (so a bind failure rejects the whole snapshot) and closes the binds it removes after
 //! — connections already accepted on a closed bind live on.
 
+pub mod conn;
 pub mod drain;
 pub mod error;
-pub mod http;
 pub mod io;
 pub mod log;
-pub mod pool;
-pub mod tls;
+pub mod request;
+pub mod route;
+pub mod session;
 pub mod tunnel;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,10 +31,19 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 
 use crate::config::Plan;
-use crate::stats::{FrontendCounters, Held};
+use crate::counters::{FrontendCounters, Held};
 
 /// Response body type of the proxy.
 pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A listener a plan needs could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("frontend {frontend}: cannot bind {address}: {error}")]
+pub struct BindError {
+    pub frontend: String,
+    pub address: SocketAddr,
+    pub error: std::io::Error,
+}
 
 /// Listen backlog for frontend binds.
 const BACKLOG: u32 = 4096;
@@ -70,7 +85,7 @@ impl Listeners {
     /// Opens what `next` adds; on any failure closes what it opened and says why.
     /// Returns a commit function that starts the new accept loops and stops removed ones;
     /// call it right after the plan swap.
-    pub fn prepare(&self, next: &Plan) -> Result<Vec<(SocketAddr, TcpListener)>, String> {
+    pub fn prepare(&self, next: &Plan) -> Result<Vec<(SocketAddr, TcpListener)>, BindError> {
         let active = self.active.lock().expect("listeners lock");
         let mut opened = Vec::new();
         let mut addrs: Vec<_> = next.binds.keys().copied().collect();
@@ -81,9 +96,12 @@ impl Listeners {
             }
             match bind(addr, self.reuse_port) {
                 Ok(l) => opened.push((addr, l)),
-                Err(e) => {
-                    let fe = &next.binds[&addr].frontend.name;
-                    return Err(format!("frontend {fe}: cannot bind {addr}: {e}"));
+                Err(error) => {
+                    return Err(BindError {
+                        frontend: next.binds[&addr].frontend.name.to_string(),
+                        address: addr,
+                        error,
+                    });
                 }
             }
         }
@@ -159,7 +177,7 @@ async fn accept_loop(
                     let held = Held::new(bind.frontend.counters.clone(), |c: &FrontendCounters| {
                         &c.current_connections
                     });
-                    tokio::spawn(http::serve_connection(stream, src, bind, held));
+                    tokio::spawn(conn::serve_connection(stream, src, bind, held));
                 }
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning.

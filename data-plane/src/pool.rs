@@ -5,19 +5,17 @@
 //! waits at most [`PURGE_DELAY`] (HAProxy's `pool-purge-delay` default), and at most
 //! [`MAX_IDLE`] wait per server. WebSocket upgrades never use pooled connections: a
 //! connection that becomes a tunnel belongs to that tunnel alone.
+//!
+//! The plan holds one pool per server (so idle connections live with the plan that opened
+//! them); the request path takes and returns connections (`proxy::upstream`).
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
-
-use crate::stats::{Held, ServerCounters};
 
 /// How long an idle server connection is kept.
 pub const PURGE_DELAY: Duration = Duration::from_secs(5);
@@ -84,69 +82,5 @@ async fn janitor(pool: Weak<Pool>) {
                 return;
             }
         }
-    }
-}
-
-/// A server's response body on a pooled connection: relays the frames and gives the
-/// connection back to the pool once the body has ended.
-pub struct PooledBody {
-    inner: Incoming,
-    back: Option<(Sender, Arc<Pool>)>,
-    /// The server's connection count, held until the body has been relayed.
-    _held: Held<ServerCounters>,
-}
-
-impl PooledBody {
-    pub fn new(
-        inner: Incoming,
-        sender: Sender,
-        pool: Arc<Pool>,
-        held: Held<ServerCounters>,
-    ) -> Self {
-        let mut body = Self {
-            inner,
-            back: Some((sender, pool)),
-            _held: held,
-        };
-        // A body that is already complete may never be polled.
-        if body.inner.is_end_stream() {
-            body.release();
-        }
-        body
-    }
-
-    fn release(&mut self) {
-        if let Some((s, pool)) = self.back.take() {
-            pool.put(s);
-        }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        match &r {
-            // A writer that knows the length stops polling after the last byte, so the
-            // end is also recognised right after the last frame.
-            Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            Poll::Ready(Some(Err(_))) => self.back = None,
-            _ => {}
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

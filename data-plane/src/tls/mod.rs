@@ -1,5 +1,6 @@
 //! TLS termination for binds with `tls`: a rustls server configuration per bind, built
-//! from the snapshot's certificates when the plan is compiled.
+//! from the snapshot's certificates when the plan is compiled. A leaf: it knows the
+//! snapshot's TLS messages and rustls, nothing of plans or the proxy.
 //!
 //! - Certificates are chosen by SNI: the first of the bind's certificates valid for the
 //!   requested name, else the first one (clients without SNI get it too).
@@ -21,6 +22,25 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sluice_proto::v1 as pb;
 use tokio_rustls::TlsAcceptor;
+
+/// Why a bind's TLS settings cannot be served (the node nacks with it).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("certificate {0}: {1}")]
+    Certificate(String, String),
+    #[error("certificate {0}: key: {1}")]
+    Key(String, String),
+    #[error("no certificate named {0:?} in the snapshot")]
+    MissingCertificate(String),
+    #[error("a TLS bind needs a certificate")]
+    NoCertificate,
+    #[error("unknown cipher {0:?}")]
+    Cipher(String),
+    #[error("unsupported min_version {0:?}")]
+    MinVersion(String),
+    #[error("{0}")]
+    Rustls(rustls::Error),
+}
 
 /// A bind's TLS acceptor.
 #[derive(Clone)]
@@ -45,17 +65,20 @@ fn tls12_suite(name: &str) -> Option<SupportedCipherSuite> {
 }
 
 /// Parses one stored certificate into what rustls serves.
-fn certified(c: &pb::Certificate) -> Result<Arc<CertifiedKey>, String> {
+fn certified(c: &pb::Certificate) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(c.cert_pem.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("certificate {}: {e}", c.name))?;
+        .map_err(|e| TlsError::Certificate(c.name.clone(), e.to_string()))?;
     if chain.is_empty() {
-        return Err(format!("certificate {}: no certificate in the PEM", c.name));
+        return Err(TlsError::Certificate(
+            c.name.clone(),
+            "no certificate in the PEM".into(),
+        ));
     }
     let key = PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes())
-        .map_err(|e| format!("certificate {}: key: {e}", c.name))?;
+        .map_err(|e| TlsError::Key(c.name.clone(), e.to_string()))?;
     let key = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| format!("certificate {}: key: {e}", c.name))?;
+        .map_err(|e| TlsError::Key(c.name.clone(), e.to_string()))?;
     Ok(Arc::new(CertifiedKey::new(chain, key)))
 }
 
@@ -94,16 +117,16 @@ impl ResolvesServerCert for BySni {
 pub fn acceptor(
     tls: &pb::BindTls,
     certificates: &HashMap<&str, &pb::Certificate>,
-) -> Result<Tls, String> {
+) -> Result<Tls, TlsError> {
     let mut certs = Vec::new();
     for name in &tls.certificates {
         let c = certificates
             .get(name.as_str())
-            .ok_or_else(|| format!("no certificate named {name:?} in the snapshot"))?;
+            .ok_or_else(|| TlsError::MissingCertificate(name.clone()))?;
         certs.push(certified(c)?);
     }
     if certs.is_empty() {
-        return Err("a TLS bind needs a certificate".into());
+        return Err(TlsError::NoCertificate);
     }
     let base = default_provider();
     let mut suites: Vec<SupportedCipherSuite> = base
@@ -121,7 +144,7 @@ pub fn acceptor(
         );
     } else {
         for name in &tls.ciphers {
-            suites.push(tls12_suite(name).ok_or_else(|| format!("unknown cipher {name:?}"))?);
+            suites.push(tls12_suite(name).ok_or_else(|| TlsError::Cipher(name.clone()))?);
         }
     }
     let provider = CryptoProvider {
@@ -131,11 +154,11 @@ pub fn acceptor(
     let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version.as_str() {
         "TLSv1.3" => &[&rustls::version::TLS13],
         "" | "TLSv1.2" => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        other => return Err(format!("unsupported min_version {other:?}")),
+        other => return Err(TlsError::MinVersion(other.to_string())),
     };
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(versions)
-        .map_err(|e| e.to_string())?
+        .map_err(TlsError::Rustls)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(BySni { certs }));
     config.alpn_protocols = if tls.alpn.is_empty() || tls.alpn.iter().any(|p| p == "http/1.1") {
@@ -144,7 +167,7 @@ pub fn acceptor(
         Vec::new()
     };
     if tls.session_tickets {
-        config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
+        config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(TlsError::Rustls)?;
     }
     Ok(Tls(TlsAcceptor::from(Arc::new(config))))
 }

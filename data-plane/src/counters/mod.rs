@@ -1,14 +1,11 @@
-//! Traffic counters, kept outside the plan and keyed by stable names so they survive
-//! snapshot swaps. The request path only touches atomics; [`StatsRegistry::report`]
-//! renders the `Stats` message the node sends to the control plane.
+//! Traffic counters and health cells: the runtime state that outlives a plan, kept in a
+//! [`Registry`] keyed by stable names so a snapshot swap picks up the same counters. The
+//! plan holds `Arc`s to them; the request path only touches atomics. A leaf: it knows
+//! nothing of plans (the `Stats` report is built in `control::report`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-
-use sluice_proto::v1 as pb;
-
-use crate::config::Plan;
 
 #[derive(Debug, Default)]
 pub struct FrontendCounters {
@@ -86,10 +83,7 @@ impl HealthCell {
             Health::Down => 2,
         };
         if self.state.swap(v, Relaxed) != v {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            self.changed_unix_ms.store(now, Relaxed);
+            self.changed_unix_ms.store(crate::clock::unix_ms(), Relaxed);
         }
     }
 }
@@ -187,7 +181,7 @@ impl<T: Send + Sync + 'static> Drop for Held<T> {
 }
 
 #[derive(Debug, Default)]
-pub struct StatsRegistry {
+pub struct Registry {
     frontends: Mutex<HashMap<String, Arc<FrontendCounters>>>,
     backends: Mutex<HashMap<String, Arc<BackendCounters>>>,
     servers: Mutex<HashMap<(String, String), Arc<ServerCounters>>>,
@@ -195,7 +189,7 @@ pub struct StatsRegistry {
     pub sticks: crate::stick::StickRegistry,
 }
 
-impl StatsRegistry {
+impl Registry {
     pub fn frontend(&self, name: &str) -> Arc<FrontendCounters> {
         self.frontends
             .lock()
@@ -244,62 +238,5 @@ impl StatsRegistry {
             .lock()
             .expect("stats lock")
             .retain(|_, c| Arc::strong_count(c) > 1);
-    }
-
-    /// The current counters of everything in `plan`.
-    pub fn report(&self, plan: &Plan, unix_ms: i64) -> pb::Stats {
-        let frontends = plan
-            .frontends
-            .iter()
-            .map(|f| {
-                let c = &f.counters;
-                pb::FrontendStats {
-                    name: f.name.to_string(),
-                    current_connections: c.open_connections(),
-                    total_connections: c.total_connections.load(Relaxed),
-                    current_tunnels: c.current_tunnels.load(Relaxed),
-                    total_upgrades: c.total_upgrades.load(Relaxed),
-                    total_requests: c.total_requests.load(Relaxed),
-                    bytes_in: c.bytes_in.load(Relaxed),
-                    bytes_out: c.bytes_out.load(Relaxed),
-                    denied: c.denied.load(Relaxed),
-                    responses_by_class: c
-                        .responses_by_class
-                        .iter()
-                        .map(|a| a.load(Relaxed))
-                        .collect(),
-                }
-            })
-            .collect();
-        let backends = plan
-            .backends
-            .iter()
-            .map(|b| pb::BackendStats {
-                name: b.name.to_string(),
-                servers: b
-                    .servers
-                    .iter()
-                    .map(|s| pb::ServerStats {
-                        name: s.name.to_string(),
-                        current_connections: s.counters.current_connections.load(Relaxed),
-                        total_connections: s.counters.total_connections.load(Relaxed),
-                        current_tunnels: s.counters.current_tunnels.load(Relaxed),
-                        connect_errors: s.counters.connect_errors.load(Relaxed),
-                        health: match s.counters.health.get() {
-                            Health::Unchecked => pb::Health::Unchecked,
-                            Health::Up => pb::Health::Up,
-                            Health::Down => pb::Health::Down,
-                        } as i32,
-                        health_changed_unix_ms: s.counters.health.changed_unix_ms.load(Relaxed),
-                    })
-                    .collect(),
-            })
-            .collect();
-        pb::Stats {
-            applied_version: plan.version,
-            unix_ms,
-            frontends,
-            backends,
-        }
     }
 }

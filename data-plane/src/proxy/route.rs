@@ -1,0 +1,287 @@
+//! The routing phase: what the frontend's rules make of a request, and which backend it
+//! goes to. Independent of the client protocol: it sees the request head and the
+//! [`Client`] it came from.
+//!
+//! 1. `http_request` rules in configured order (redirect/deny/return answer here);
+//! 2. `option forwardfor`;
+//! 3. backend choice: first matching `use_backend`, else `default_backend`, else 503.
+//!
+//! Response rules (`http_response` on server responses, `http_after_response` on every
+//! response) see the request as the request rules left it ([`Routed::view`]).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use sluice_proto::v1 as pb;
+
+use super::error::local_response;
+use super::Body;
+use crate::config::acl::{holds, RequestCtx, Tracked};
+use crate::config::{BackendPlan, BindPlan, FrontendPlan, RequestAction, ResponseAction, Rule};
+
+/// The client side of a connection, as rules see it; shared by its requests.
+pub struct Client {
+    pub bind: Arc<BindPlan>,
+    pub src: SocketAddr,
+    pub local: SocketAddr,
+    /// Whether the connection came in over TLS (`ssl_fc`), and the ALPN protocol agreed.
+    pub tls: bool,
+    pub alpn: Option<Vec<u8>>,
+    /// Stick counters this connection tracks (`track-sc0/1/2`), held until it closes — or,
+    /// once it is a tunnel, until the tunnel does.
+    pub tracked: Mutex<Tracked>,
+}
+
+impl Client {
+    /// What ACLs see of a request on this connection.
+    fn ctx<'a>(&'a self, parts: &'a Parts, sc: &'a Tracked) -> RequestCtx<'a> {
+        RequestCtx {
+            parts,
+            src: self.src,
+            local: self.local,
+            tls: self.tls,
+            alpn: self.alpn.as_deref(),
+            sc,
+        }
+    }
+
+    /// The tracked stick counters, copied (cheap: three optional `Arc`s) when the
+    /// frontend has a stick table, else none.
+    pub fn sc(&self, fe: &FrontendPlan) -> Tracked {
+        if fe.stick.is_some() {
+            self.tracked.lock().expect("tracked lock").clone()
+        } else {
+            Tracked::default()
+        }
+    }
+}
+
+/// Where the routing phase sends a request.
+pub enum Route {
+    /// Answered by a rule (redirect, deny, return): "locally processed".
+    Answered(Response<Body>),
+    Backend(Arc<BackendPlan>),
+    /// No `use_backend` matched and there is no default backend.
+    NoBackend,
+}
+
+/// The routing phase's result.
+pub struct Routed {
+    pub route: Route,
+    /// The request as the response rules see it (after the request rules), kept only
+    /// when the frontend has response rules.
+    pub view: Option<Parts>,
+}
+
+/// Runs the routing phase on a request head (rewritten in place).
+pub fn route(parts: &mut Parts, client: &Client, fe: &FrontendPlan) -> Routed {
+    let answered = request_rules(parts, client, fe);
+    // Keep a copy of what the response rules may look at; the request itself moves on.
+    let view = (!fe.http_response.is_empty() || !fe.http_after_response.is_empty()).then(|| {
+        let mut p = Request::new(()).into_parts().0;
+        p.method = parts.method.clone();
+        p.uri = parts.uri.clone();
+        p.headers = parts.headers.clone();
+        p
+    });
+    if let Some(resp) = answered {
+        return Routed {
+            route: Route::Answered(resp),
+            view,
+        };
+    }
+    if fe.forwardfor {
+        let ip = client.src.ip().to_canonical().to_string();
+        parts.headers.append(
+            HeaderName::from_static("x-forwarded-for"),
+            HeaderValue::from_str(&ip).expect("an IP is a valid header value"),
+        );
+    }
+    let sc = client.sc(fe);
+    let ctx = client.ctx(parts, &sc);
+    let backend = fe
+        .use_backend
+        .iter()
+        .find(|(cond, _)| holds(cond, &ctx))
+        .map(|(_, b)| b.clone())
+        .or_else(|| fe.default_backend.clone());
+    Routed {
+        route: backend.map_or(Route::NoBackend, Route::Backend),
+        view,
+    }
+}
+
+/// `Connection: upgrade` plus an `Upgrade` header (RFC 9110 §7.8).
+pub fn is_upgrade_request(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE) && has_token(h, header::CONNECTION, "upgrade")
+}
+
+fn has_token(h: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    h.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Runs `http_request` rules; `Some(response)` ends the request here.
+fn request_rules(parts: &mut Parts, client: &Client, fe: &FrontendPlan) -> Option<Response<Body>> {
+    let mut sc = client.sc(fe);
+    for (cond, action) in &fe.http_request {
+        let ctx = client.ctx(parts, &sc);
+        if !holds(cond, &ctx) {
+            continue;
+        }
+        match action {
+            RequestAction::Redirect { kind, target, code } => {
+                let pq = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
+                let location = match kind {
+                    pb::RedirectKind::Scheme => {
+                        let host = parts
+                            .headers
+                            .get(header::HOST)
+                            .and_then(|h| h.to_str().ok())
+                            .map(str::to_string)
+                            .unwrap_or_else(|| client.local.to_string());
+                        format!("{target}://{host}{pq}")
+                    }
+                    pb::RedirectKind::Prefix => format!("{}{pq}", target.trim_end_matches('/')),
+                    _ => target.clone(),
+                };
+                let mut resp = empty_response(*code);
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+                return Some(resp);
+            }
+            RequestAction::Deny(status) => {
+                fe.counters.denied.fetch_add(1, Relaxed);
+                return Some(local_response(*status, &fe.errorfiles));
+            }
+            RequestAction::Return {
+                status,
+                content_type,
+                body,
+            } => {
+                let mut resp = Response::new(
+                    Full::new(body.clone())
+                        .map_err(|never| match never {})
+                        .boxed(),
+                );
+                *resp.status_mut() = *status;
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type.clone());
+                return Some(resp);
+            }
+            RequestAction::SetHeader(name, value) => {
+                parts.headers.insert(name.clone(), value.clone());
+            }
+            RequestAction::AddHeader(name, value) => {
+                parts.headers.append(name.clone(), value.clone());
+            }
+            RequestAction::DelHeader(name) => {
+                parts.headers.remove(name);
+            }
+            RequestAction::ReplaceHeader(name, regex, replacement) => {
+                let values: Vec<HeaderValue> = parts
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| match v.to_str() {
+                        Ok(s) => HeaderValue::from_str(&regex.replace_all(s, replacement.as_str()))
+                            .unwrap_or_else(|_| v.clone()),
+                        Err(_) => v.clone(),
+                    })
+                    .collect();
+                parts.headers.remove(name);
+                for v in values {
+                    parts.headers.append(name.clone(), v);
+                }
+            }
+            RequestAction::SetPath(path) => {
+                let pq = match parts.uri.query() {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.clone(),
+                };
+                if let Ok(uri) = pq.parse::<Uri>() {
+                    parts.uri = uri;
+                }
+            }
+            RequestAction::TrackSc(n) => {
+                let Some(table) = &fe.stick else { continue };
+                let slot = &mut sc[(*n as usize).min(2)];
+                match slot {
+                    // Already tracked by this connection: one more request.
+                    Some(t) => t.entry.count_request(),
+                    None => {
+                        let t = table.track(client.src.ip());
+                        t.entry.count_request();
+                        *slot = Some(t);
+                        *client.tracked.lock().expect("tracked lock") = sc.clone();
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A response with no body.
+pub fn empty_response(status: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp
+}
+
+/// Runs response rules (`http_response` or `http_after_response`) on a response's headers;
+/// they see the request as `view` holds it.
+pub fn response_rules(
+    h: &mut HeaderMap,
+    view: &Parts,
+    client: &Client,
+    rules: &[Rule<ResponseAction>],
+    sc: &Tracked,
+) {
+    let ctx = client.ctx(view, sc);
+    for (cond, action) in rules {
+        if !holds(cond, &ctx) {
+            continue;
+        }
+        match action {
+            ResponseAction::SetHeader(n, v) => {
+                h.insert(n.clone(), v.clone());
+            }
+            ResponseAction::AddHeader(n, v) => {
+                h.append(n.clone(), v.clone());
+            }
+            ResponseAction::DelHeader(n) => {
+                h.remove(n);
+            }
+        }
+    }
+}
+
+/// `http_response` rules on a server's response, when the frontend has any.
+pub fn server_response_rules(
+    h: &mut HeaderMap,
+    view: Option<&Parts>,
+    client: &Client,
+    fe: &FrontendPlan,
+) {
+    if let Some(view) = view.filter(|_| !fe.http_response.is_empty()) {
+        response_rules(h, view, client, &fe.http_response, &client.sc(fe));
+    }
+}

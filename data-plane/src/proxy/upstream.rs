@@ -1,0 +1,342 @@
+//! The upstream phase: a connection to the chosen server, and the exchange on it.
+//!
+//! - **connect**: [`connect`] hands [`balance::dispatch`](crate::balance::dispatch) the
+//!   way to reach a server: an idle pooled connection when the request may use one, else
+//!   a new socket under `timeout connect`.
+//! - **exchange**: a plain request on a keep-alive connection ([`exchange_pooled`]; the
+//!   connection goes back to the server's pool once the body has been relayed), or one
+//!   request on a connection of its own ([`exchange`]) — which, for a WebSocket upgrade
+//!   answered `101`, hands the server socket over for the tunnel ([`Exchange::Switched`]).
+//!   The response head must come within `timeout server`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::error::{ProxyError, ServerRef};
+use super::Body;
+use crate::balance::{self, ChoiceError, Dispatch, PickInput};
+use crate::config::{BackendPlan, ServerPlan};
+use crate::counters::{Held, ServerCounters};
+use crate::pool::{Pool, Sender};
+
+/// A server connection for one request: a new socket, or an idle pooled connection.
+pub enum Upstream {
+    Fresh(TcpStream),
+    Pooled(Sender),
+}
+
+/// Why a new server connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("timeout connect")]
+    Timeout,
+}
+
+/// A new connection to `server` within `timeout`.
+pub async fn connect_server(
+    server: &ServerPlan,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
+    let connecting = async {
+        match server.socket_addr {
+            Some(addr) => TcpStream::connect(addr).await,
+            None => TcpStream::connect(server.address.as_str()).await,
+        }
+    };
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(ConnectError::Timeout),
+    }
+}
+
+/// Chooses a server of `backend` and connects to it: an idle pooled connection when
+/// `pooled`, else a new one (see [`balance::dispatch`] for retries and redispatch).
+pub async fn connect(
+    backend: &BackendPlan,
+    input: &PickInput<'_>,
+    sticky: Option<usize>,
+    pooled: bool,
+) -> Dispatch<Upstream> {
+    balance::dispatch(backend, input, sticky, |server| async move {
+        if pooled {
+            if let Some(sender) = server.pool.as_ref().and_then(|p| p.take()) {
+                return Ok(Upstream::Pooled(sender));
+            }
+        }
+        connect_server(server, backend.connect_timeout)
+            .await
+            .map(Upstream::Fresh)
+    })
+    .await
+}
+
+/// Sends a plain (non-upgrade) request on a keep-alive server connection and relays the
+/// response; the connection returns to the server's pool once the body has been relayed.
+/// A pooled connection the server closed meanwhile is replaced by a new one, as long as
+/// the request has not been sent on it.
+pub async fn exchange_pooled(
+    mut request: Request<Incoming>,
+    mut upstream: Upstream,
+    server: &ServerPlan,
+    backend: &BackendPlan,
+    server_name: &ServerRef,
+    held: Held<ServerCounters>,
+) -> Result<Response<Body>, ProxyError> {
+    let pool = server.pool.clone().expect("a pooled exchange needs a pool");
+    let bad = |reason: String| ProxyError::BadResponse {
+        server: server_name.clone(),
+        reason,
+    };
+    let fresh = || async {
+        connect_server(server, backend.connect_timeout)
+            .await
+            .map(Upstream::Fresh)
+            .map_err(|e| {
+                ProxyError::Choice(ChoiceError::Connect {
+                    server: server_name.to_string(),
+                    attempts: 1,
+                    reason: e.to_string(),
+                })
+            })
+    };
+    let exchange = async {
+        loop {
+            let (mut sender, reused) = match upstream {
+                Upstream::Pooled(s) => (s, true),
+                Upstream::Fresh(stream) => {
+                    let (s, connection) = hyper::client::conn::http1::Builder::new()
+                        .handshake::<_, Incoming>(TokioIo::new(stream))
+                        .await
+                        .map_err(|e| bad(e.to_string()))?;
+                    tokio::spawn(async move {
+                        let _ = connection.await;
+                    });
+                    (s, false)
+                }
+            };
+            let result = match sender.ready().await {
+                Ok(()) => sender.try_send_request(request).await,
+                Err(e) if reused => {
+                    tracing::debug!(server = %server_name, error = %e, "pooled connection closed; reconnecting");
+                    upstream = fresh().await?;
+                    continue;
+                }
+                Err(e) => return Err(bad(e.to_string())),
+            };
+            match result {
+                Ok(resp) => return Ok((resp, sender)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => {
+                        tracing::debug!(server = %server_name, error = %e.error(), "pooled connection failed before sending; reconnecting");
+                        request = unsent;
+                        upstream = fresh().await?;
+                    }
+                    _ => return Err(bad(e.into_error().to_string())),
+                },
+            }
+        }
+    };
+    let (resp, sender) = match tokio::time::timeout(backend.server_timeout, exchange).await {
+        Err(_) => return Err(ProxyError::ServerTimeout(server_name.clone())),
+        Ok(r) => r?,
+    };
+    let (parts, body) = resp.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        PooledBody::new(body, sender, pool, held).boxed(),
+    ))
+}
+
+/// What one request on a server connection of its own gave.
+pub enum Exchange {
+    /// A response to relay; the server connection keeps running (in its own task) while
+    /// the body is relayed.
+    Response(Response<Incoming>),
+    /// A `101` to an upgrade: its head, and the server socket with any bytes the server
+    /// sent past the head.
+    Switched(Response<Incoming>, (TcpStream, Bytes)),
+}
+
+/// Sends one request on a new server connection and waits for the response head within
+/// `timeout server`. `upgrade`: the client asked to upgrade, so a `101` hands the socket
+/// over instead of relaying a body.
+pub async fn exchange(
+    request: Request<Incoming>,
+    stream: TcpStream,
+    timeout: Duration,
+    server_name: &ServerRef,
+    upgrade: bool,
+) -> Result<Exchange, ProxyError> {
+    let bad = |reason: String| ProxyError::BadResponse {
+        server: server_name.clone(),
+        reason,
+    };
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake::<_, Incoming>(TokioIo::new(stream))
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    // The server connection is driven from this task until the response head is in:
+    // no extra task and no cross-task wake-up on the handshake path.
+    let mut connection = Box::pin(connection.with_upgrades());
+    // The connection may finish first: on a 101 it completes as soon as it has handed
+    // the socket over, possibly before the response is picked up here.
+    let mut connection_done = None;
+    let exchange = async {
+        let mut send = std::pin::pin!(sender.send_request(request));
+        tokio::select! {
+            biased;
+            r = &mut send => r,
+            r = &mut connection => {
+                connection_done = Some(r);
+                send.await
+            }
+        }
+    };
+    let mut resp = match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => return Err(ProxyError::ServerTimeout(server_name.clone())),
+        Ok(Err(e)) => {
+            let reason = match &connection_done {
+                Some(Err(ce)) => ce.to_string(),
+                _ => e.to_string(),
+            };
+            return Err(bad(reason));
+        }
+        Ok(Ok(r)) => r,
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if !upgrade {
+            return Err(bad("101 to a request that did not ask to upgrade".into()));
+        }
+        let server_upgrade = hyper::upgrade::on(&mut resp);
+        // With the 101 read, the connection hands its socket over and completes. (The
+        // sender must stay alive until then, or the connection would just close.)
+        let connected = match connection_done {
+            Some(r) => r,
+            None => connection.await,
+        };
+        let upgraded = match connected {
+            Ok(()) => server_upgrade.await,
+            Err(e) => return Err(bad(e.to_string())),
+        };
+        drop(sender);
+        return match upgraded.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
+            Ok(Ok(parts)) => Ok(Exchange::Switched(
+                resp,
+                (parts.io.into_inner(), parts.read_buf),
+            )),
+            _ => Err(bad(
+                "the upgraded server connection is not a TCP stream".into()
+            )),
+        };
+    }
+    // A plain response: the connection must keep running while the body is relayed.
+    if connection_done.is_none() {
+        tokio::spawn(connection);
+    }
+    Ok(Exchange::Response(resp))
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) that must not be forwarded on plain requests.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        h.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        h.remove(name);
+    }
+}
+
+/// A server's response body on a pooled connection: relays the frames and gives the
+/// connection back to the pool once the body has ended.
+pub struct PooledBody {
+    inner: Incoming,
+    back: Option<(Sender, Arc<Pool>)>,
+    /// The server's connection count, held until the body has been relayed.
+    _held: Held<ServerCounters>,
+}
+
+impl PooledBody {
+    pub fn new(
+        inner: Incoming,
+        sender: Sender,
+        pool: Arc<Pool>,
+        held: Held<ServerCounters>,
+    ) -> Self {
+        let mut body = Self {
+            inner,
+            back: Some((sender, pool)),
+            _held: held,
+        };
+        // A body that is already complete may never be polled.
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    }
+
+    fn release(&mut self) {
+        if let Some((s, pool)) = self.back.take() {
+            pool.put(s);
+        }
+    }
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            // A writer that knows the length stops polling after the last byte, so the
+            // end is also recognised right after the last frame.
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            Poll::Ready(Some(Err(_))) => self.back = None,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
