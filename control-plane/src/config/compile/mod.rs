@@ -221,7 +221,5 @@ fn header_value(errs: &mut Errors, field: &str, v: &Option<String>) -> String {
     value.to_string()
 }
 
-/// Which fields an action may carry besides `action`, `if` and `unless`.
-
 #[cfg(test)]
 mod tests;
