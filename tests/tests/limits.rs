@@ -65,13 +65,26 @@ async fn upgrades_are_limited_per_source_address() {
     .await;
     let a3 = ws_connect_from(f.bind, "127.0.0.2", "/a").await.unwrap();
     assert_eq!(ws_roundtrip(&mut a1, "hi").await, "hi");
-    drop((a1, a3));
 
     // The rate: short-lived tunnels, never more than one open at a time, from a fresh
     // address — the sixth within 10 s is over `conn_rate(10s) gt 5`.
+    // (The node sees a close after the client made it: wait for each to be released, or
+    // the next one could still count two open tunnels.)
+    drop((a1, a3));
+    let open_tunnels = |n: u32| {
+        let url = metrics_url.clone();
+        let line = format!("sluice_frontend_tunnels{{frontend=\"fe\"}} {n}");
+        async move {
+            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            text.contains(&line).then_some(())
+        }
+    };
+    eventually(WAIT, "the earlier tunnels to be released", || open_tunnels(1)).await;
     for i in 0..5 {
         let ws = ws_connect_from(f.bind, "127.0.0.4", "/r").await;
         assert!(ws.is_ok(), "connection {i}: {:?}", ws.err());
+        drop(ws);
+        eventually(WAIT, "the tunnel to be released", || open_tunnels(1)).await;
     }
     assert_eq!(
         ws_connect_from(f.bind, "127.0.0.4", "/r").await.err(),
