@@ -1,0 +1,219 @@
+//! The REST layer through the real router (`app`), request by request with
+//! `tower::ServiceExt::oneshot`, over a temporary SQLite store.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::AppState;
+use crate::auth::TokenDigest;
+use crate::grpc::registry::Registry;
+use crate::snapshot::ConfigService;
+use crate::store::Store;
+
+const TOKEN: &str = "test-admin-token";
+
+struct Api {
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    async fn new() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("t.db").to_str().unwrap())
+            .await
+            .unwrap();
+        let config = Arc::new(ConfigService::start(store.clone()).await.unwrap());
+        let state = AppState {
+            config,
+            store,
+            registry: Arc::new(Registry::default()),
+            admin_token: TokenDigest::of(TOKEN),
+            stale_after_ms: 15_000,
+        };
+        Api { state, _dir: dir }
+    }
+
+    /// One request with the admin token; the status, the ETag and the JSON body.
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Option<String>, Value) {
+        self.call_with(
+            method,
+            path,
+            body,
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+        )
+        .await
+    }
+
+    async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Option<String>, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let body = body.map_or(Body::empty(), |b| Body::from(b.to_string()));
+        let resp = crate::app(self.state.clone())
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let etag = resp
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_string());
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, etag, json)
+    }
+}
+
+fn document() -> Value {
+    json!({
+        "frontends": [{ "name": "web", "binds": [{ "address": "127.0.0.1:8080" }], "default_backend": "app" }],
+        "backends": [{ "name": "app", "servers": [{ "name": "s1", "address": "127.0.0.1:9001" }] }]
+    })
+}
+
+#[tokio::test]
+async fn every_endpoint_needs_the_admin_token() {
+    let api = Api::new().await;
+    for path in [
+        "/api/v1/config",
+        "/api/v1/nodes",
+        "/api/v1/certificates",
+        "/api/v1/nowhere",
+    ] {
+        let (status, _, body) = api.call_with("GET", path, None, &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(body["code"], "unauthorized");
+        let (status, _, _) = api
+            .call_with("GET", path, None, &[("authorization", "Bearer wrong")])
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let (status, _, body) = api.call("GET", "/api/v1/nowhere", None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
+
+#[tokio::test]
+async fn config_writes_are_validated_versioned_and_conditional() {
+    let api = Api::new().await;
+    let (status, etag, _) = api.call("GET", "/api/v1/config", None).await;
+    assert_eq!((status, etag.as_deref()), (StatusCode::OK, Some("\"1\"")));
+
+    // Invalid: 422 naming the field, nothing stored.
+    let mut bad = document();
+    bad["frontends"][0]["default_backend"] = json!("missing");
+    let (status, _, body) = api.call("PUT", "/api/v1/config", Some(bad)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["errors"][0]["field"], "frontends[0].default_backend");
+    // Malformed: 400 naming the JSON path.
+    let mut malformed = document();
+    malformed["backends"][0]["servers"][0]["weight"] = json!("heavy");
+    let (status, _, body) = api.call("PUT", "/api/v1/config", Some(malformed)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["code"], "invalid_json");
+    assert_eq!(body["errors"][0]["field"], "backends[0].servers[0].weight");
+    let (_, etag, _) = api.call("GET", "/api/v1/config", None).await;
+    assert_eq!(etag.as_deref(), Some("\"1\""), "nothing was stored");
+
+    // Valid: a new version, the same body read back.
+    let (status, _, body) = api.call("PUT", "/api/v1/config", Some(document())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (body["version"].as_u64(), body["changed"].as_bool()),
+        (Some(2), Some(true))
+    );
+    let (_, etag, body) = api.call("GET", "/api/v1/config", None).await;
+    assert_eq!(etag.as_deref(), Some("\"2\""));
+    assert_eq!(
+        body["backends"][0]["servers"][0]["address"],
+        "127.0.0.1:9001"
+    );
+
+    // A write based on an older version is refused with the current one.
+    let (status, _, body) = api
+        .call_with(
+            "PUT",
+            "/api/v1/backends/app/servers/s1/state",
+            Some(json!({ "state": "drain" })),
+            &[
+                ("authorization", &format!("Bearer {TOKEN}")),
+                ("if-match", "\"1\""),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(body["current_version"], 2);
+    let (status, _, body) = api
+        .call_with(
+            "PUT",
+            "/api/v1/backends/app/servers/s1/state",
+            Some(json!({ "state": "drain" })),
+            &[
+                ("authorization", &format!("Bearer {TOKEN}")),
+                ("if-match", "\"2\""),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body["version"].as_u64()),
+        (StatusCode::OK, Some(3))
+    );
+    let (_, _, body) = api.call("GET", "/api/v1/backends/app", None).await;
+    assert_eq!(body["servers"][0]["state"], "drain");
+}
+
+#[tokio::test]
+async fn a_certificate_key_goes_in_and_never_comes_out() {
+    let api = Api::new().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let key_pem = cert.key_pair.serialize_pem();
+    let (status, _, body) = api
+        .call(
+            "POST",
+            "/api/v1/certificates",
+            Some(json!({ "name": "site", "cert_pem": "not PEM", "key_pem": key_pem })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["errors"][0]["field"], "cert_pem");
+    let (status, _, body) = api
+        .call(
+            "POST",
+            "/api/v1/certificates",
+            Some(json!({ "name": "site", "cert_pem": cert.cert.pem(), "key_pem": key_pem })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["version"].as_u64()),
+        (StatusCode::CREATED, Some(2))
+    );
+    let (status, _, body) = api.call("GET", "/api/v1/certificates", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body[0]["name"], "site");
+    assert_eq!(body[0]["chain_length"], 1);
+    let text = body.to_string();
+    assert!(
+        !text.contains("PRIVATE KEY") && !text.contains("key_pem"),
+        "{text}"
+    );
+}

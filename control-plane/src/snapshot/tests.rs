@@ -1,0 +1,179 @@
+//! The write path against a real (temporary) SQLite store: versions, If-Match, nothing
+//! stored on error, certificates and documents through the same path, publication.
+
+use super::*;
+use crate::config::{Backend, Certificate, Frontend};
+
+async fn service() -> (ConfigService, Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("t.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let service = ConfigService::start(store.clone()).await.unwrap();
+    (service, store, dir)
+}
+
+fn backend(name: &str) -> Backend {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "servers": [{ "name": "s1", "address": "127.0.0.1:9001" }]
+    }))
+    .unwrap()
+}
+
+fn frontend(name: &str, tls: Option<&str>) -> Frontend {
+    let bind = match tls {
+        Some(cert) => {
+            serde_json::json!({ "address": "127.0.0.1:8443", "tls": { "certificates": [cert] } })
+        }
+        None => serde_json::json!({ "address": "127.0.0.1:8443" }),
+    };
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "binds": [bind],
+        "default_backend": "app"
+    }))
+    .unwrap()
+}
+
+fn certificate(name: &str) -> Certificate {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    Certificate {
+        name: name.into(),
+        cert_pem: c.cert.pem(),
+        key_pem: c.key_pair.serialize_pem(),
+        created_unix_ms: 1,
+    }
+}
+
+#[tokio::test]
+async fn a_change_is_versioned_stored_and_published() {
+    let (service, store, _dir) = service().await;
+    let mut updates = service.subscribe();
+    assert_eq!(
+        service.current().version,
+        1,
+        "a fresh store starts at version 1"
+    );
+    let applied = service
+        .apply(None, "create backend app", |c| {
+            c.document.backends.push(backend("app"));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!((applied.version, applied.changed), (2, true));
+    assert_eq!(applied.summary, "create backend app: +backend app");
+    assert!(updates.has_changed().unwrap());
+    let published = updates.borrow_and_update().clone();
+    assert_eq!(published.version, 2);
+    assert_eq!(published.backends[0].name, "app");
+    let (version, stored) = store.load().await.unwrap();
+    assert_eq!(version, 2);
+    assert_eq!(stored.document.backends, vec![backend("app")]);
+
+    // The same change again: no new version, nothing published.
+    let again = service
+        .apply(Some(2), "create backend app", |c| {
+            c.document.backends = vec![backend("app")];
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!((again.version, again.changed), (2, false));
+    assert!(!updates.has_changed().unwrap());
+    assert_eq!(store.list_snapshots(10).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_stale_or_invalid_change_stores_nothing() {
+    let (service, store, _dir) = service().await;
+    let stale = service
+        .apply(Some(7), "x", |c| {
+            c.document.backends.push(backend("app"));
+            Ok(())
+        })
+        .await;
+    assert!(matches!(
+        stale,
+        Err(ChangeError::Precondition { current: 1 })
+    ));
+    let invalid = service
+        .apply(None, "x", |c| {
+            c.document.frontends.push(frontend("web", None));
+            Ok(())
+        })
+        .await;
+    match invalid {
+        Err(ChangeError::Invalid(Invalid(errors))) => {
+            assert_eq!(errors[0].field, "frontends[0].default_backend");
+        }
+        other => panic!("expected an invalid document, got {other:?}"),
+    }
+    let refused = service
+        .apply(None, "x", |_| {
+            Err(ChangeError::NotFound("no such thing".into()))
+        })
+        .await;
+    assert!(matches!(refused, Err(ChangeError::NotFound(_))));
+    assert_eq!(store.load().await.unwrap().0, 1);
+    assert_eq!(service.current().version, 1);
+}
+
+#[tokio::test]
+async fn certificates_and_documents_share_the_write_path() {
+    let (service, store, _dir) = service().await;
+    // A bind naming a certificate that is not there is refused on the bind's field.
+    let missing = service
+        .apply(None, "x", |c| {
+            c.document.backends.push(backend("app"));
+            c.document.frontends.push(frontend("web", Some("site")));
+            Ok(())
+        })
+        .await;
+    match missing {
+        Err(ChangeError::Invalid(Invalid(errors))) => {
+            assert_eq!(errors[0].field, "frontends[0].binds[0].tls.certificates[0]");
+        }
+        other => panic!("expected a missing certificate, got {other:?}"),
+    }
+    // Certificates first, then the document: two versions; only the used one ships.
+    let v = service
+        .apply(None, "create certificates", |c| {
+            c.certificates.push(certificate("unused"));
+            c.certificates.push(certificate("site"));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!((v.version, v.summary.as_str()), (2, "create certificates"));
+    let v = service
+        .apply(Some(2), "x", |c| {
+            c.document.backends.push(backend("app"));
+            c.document.frontends.push(frontend("web", Some("site")));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(v.version, 3);
+    let shipped = service.current();
+    let names: Vec<_> = shipped.certificates.iter().map(|c| &c.name).collect();
+    assert_eq!(names, ["site"]);
+    let (_, stored) = store.load().await.unwrap();
+    let names: Vec<_> = stored.certificates.iter().map(|c| &c.name).collect();
+    assert_eq!(names, ["site", "unused"], "stored sorted by name");
+
+    // A server state is a versioned change like any other.
+    let v = service
+        .apply(None, "set server app/s1 state drain", |c| {
+            c.document.backends[0].servers[0].state = Some("drain".into());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(v.version, 4);
+    assert_eq!(
+        service.current().backends[0].servers[0].state(),
+        pb::ServerState::Drain
+    );
+}
