@@ -8,7 +8,7 @@ use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::snapshot::now_ms;
+use crate::clock::unix_ms;
 use crate::store::{Store, StoreError};
 
 /// The digest of a secret token.
@@ -62,7 +62,7 @@ pub async fn establish(
     if let Some(token) = given {
         let digest = TokenDigest::of(token);
         store
-            .set_secret_digest(name, &digest.to_hex(), now_ms())
+            .set_secret_digest(name, &digest.to_hex(), unix_ms())
             .await?;
         return Ok(digest);
     }
@@ -76,7 +76,7 @@ pub async fn establish(
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
     let digest = TokenDigest::of(&token);
     store
-        .set_secret_digest(name, &digest.to_hex(), now_ms())
+        .set_secret_digest(name, &digest.to_hex(), unix_ms())
         .await?;
     // Printed once, on stdout only, so the operator can copy it; never logged.
     println!("generated {name} (shown once, store it now): {token}");

@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("setting up the node token")?;
     let config = Arc::new(
-        ConfigService::start(store)
+        ConfigService::start(store.clone())
             .await
             .context("loading the configuration")?,
     );
@@ -83,12 +83,14 @@ async fn main() -> anyhow::Result<()> {
 
     let state = api::AppState {
         config: config.clone(),
+        store: store.clone(),
         registry: registry.clone(),
         admin_token,
         stale_after_ms: args.node_stale_after.as_millis() as i64,
     };
     let fleet = grpc::FleetService {
-        config: config.clone(),
+        snapshots: config.subscribe(),
+        store,
         registry,
         node_token,
         stale_after: args.node_stale_after,

@@ -35,7 +35,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     );
     let applied = Family::<NodeLabels, Gauge>::default();
     let tunnels = Family::<NodeLabels, Gauge>::default();
-    if let Ok(nodes) = state.config.store().list_nodes().await {
+    if let Ok(nodes) = state.store.list_nodes().await {
         for n in nodes {
             let labels = NodeLabels {
                 node: n.node_id.clone(),

@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, env = "SLUICE_NODE_LABELS", default_value = "")]
     labels: String,
     /// How often traffic counters are reported.
-    #[arg(long, env = "SLUICE_STATS_INTERVAL", default_value = "2s", value_parser = humantime_ms)]
+    #[arg(long, env = "SLUICE_STATS_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     stats_interval: Duration,
     /// Admin listener: Prometheus metrics at /metrics, liveness at /healthz.
     #[arg(long, env = "SLUICE_ADMIN_LISTEN", default_value = "127.0.0.1:7082")]
@@ -62,21 +62,8 @@ struct Args {
     /// On SIGTERM/SIGINT: stop accepting, let open connections and tunnels finish for at
     /// most this long, then close the tunnels still open and exit. A second signal exits
     /// at once.
-    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime_ms)]
+    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
-}
-
-fn humantime_ms(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?}: unit must be ms, s or m")),
-    }
 }
 
 fn parse_labels(s: &str) -> anyhow::Result<HashMap<String, String>> {

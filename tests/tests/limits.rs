@@ -79,7 +79,10 @@ async fn upgrades_are_limited_per_source_address() {
             text.contains(&line).then_some(())
         }
     };
-    eventually(WAIT, "the earlier tunnels to be released", || open_tunnels(1)).await;
+    eventually(WAIT, "the earlier tunnels to be released", || {
+        open_tunnels(1)
+    })
+    .await;
     for i in 0..5 {
         let ws = ws_connect_from(f.bind, "127.0.0.4", "/r").await;
         assert!(ws.is_ok(), "connection {i}: {:?}", ws.err());

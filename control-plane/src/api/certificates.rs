@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -16,10 +16,9 @@ use utoipa::ToSchema;
 use super::config::write_response;
 use super::snapshots::rfc3339;
 use super::{etag, if_match, parse_json, ApiError, AppState};
-use crate::config::compile::valid_name;
-use crate::config::{FieldError, Invalid};
-use crate::snapshot::{now_ms, ChangeError};
-use crate::store::CertificateRow;
+use crate::clock::unix_ms;
+use crate::config::certificates::{check_upload, Certificate};
+use crate::snapshot::ChangeError;
 
 /// A certificate upload: the chain (leaf first) and its private key, both PEM.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -41,7 +40,7 @@ pub struct CertificateView {
     pub created: String,
 }
 
-fn view(c: &CertificateRow) -> CertificateView {
+fn view(c: &Certificate) -> CertificateView {
     let chain: Vec<_> = CertificateDer::pem_slice_iter(c.cert_pem.as_bytes())
         .filter_map(Result::ok)
         .collect();
@@ -64,69 +63,17 @@ fn view(c: &CertificateRow) -> CertificateView {
 
 /// Checks an upload: a name, at least one certificate, one private key that belongs to
 /// the leaf. Errors name the field.
+/// Checks an upload; every problem names its field.
 fn check(u: &CertificateUpload) -> Result<(), ApiError> {
-    let mut errors = Vec::new();
-    let mut add = |field: &str, message: String| {
-        errors.push(FieldError {
-            field: field.into(),
-            message,
-        })
-    };
-    if !valid_name(&u.name) {
-        add(
-            "name",
-            format!(
-                "{:?} is not a valid name (1-128 of A-Z a-z 0-9 _ - . :)",
-                u.name
-            ),
-        );
-    }
-    let chain: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(u.cert_pem.as_bytes()).collect();
-    let chain = match chain {
-        Ok(c) if !c.is_empty() => Some(c),
-        Ok(_) => {
-            add("cert_pem", "no CERTIFICATE block found".into());
-            None
-        }
-        Err(e) => {
-            add("cert_pem", format!("not valid PEM: {e}"));
-            None
-        }
-    };
-    let key = match PrivateKeyDer::from_pem_slice(u.key_pem.as_bytes()) {
-        Ok(k) => Some(k),
-        Err(e) => {
-            add("key_pem", format!("no usable private key: {e}"));
-            None
-        }
-    };
-    if let (Some(chain), Some(key)) = (chain, key) {
-        match rustls::crypto::ring::sign::any_supported_type(&key) {
-            Err(e) => add("key_pem", format!("unsupported key: {e}")),
-            Ok(signing) => {
-                let certified = rustls::sign::CertifiedKey::new(chain, signing);
-                if let Err(e) = certified.keys_match() {
-                    add(
-                        "key_pem",
-                        format!("the key does not belong to the certificate: {e}"),
-                    );
-                }
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::Invalid(Invalid(errors)))
-    }
+    check_upload(&u.name, &u.cert_pem, &u.key_pem).map_err(ApiError::Invalid)
 }
 
-fn row(u: CertificateUpload) -> CertificateRow {
-    CertificateRow {
+fn row(u: CertificateUpload) -> Certificate {
+    Certificate {
         name: u.name,
         cert_pem: u.cert_pem,
         key_pem: u.key_pem,
-        created_unix_ms: now_ms(),
+        created_unix_ms: unix_ms(),
     }
 }
 
@@ -134,10 +81,10 @@ fn row(u: CertificateUpload) -> CertificateRow {
 #[utoipa::path(get, path = "/api/v1/certificates", tag = "certificates",
     responses((status = 200, body = Vec<CertificateView>)))]
 pub async fn list_certificates(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let (version, certs) = s.config.certificates().await?;
+    let (version, config) = s.config.read().await?;
     Ok((
         [etag(version)],
-        Json(certs.iter().map(view).collect::<Vec<_>>()),
+        Json(config.certificates.iter().map(view).collect::<Vec<_>>()),
     ))
 }
 
@@ -149,8 +96,9 @@ pub async fn get_certificate(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (version, certs) = s.config.certificates().await?;
-    let c = certs
+    let (version, config) = s.config.read().await?;
+    let c = config
+        .certificates
         .iter()
         .find(|c| c.name == name)
         .ok_or_else(|| ApiError::NotFound(format!("no certificate named {name:?}")))?;
@@ -175,7 +123,8 @@ pub async fn create_certificate(
     let new = row(upload);
     let applied = s
         .config
-        .apply_certificates(expected, &what, move |certs| {
+        .apply(expected, &what, move |config| {
+            let certs = &mut config.certificates;
             if certs.iter().any(|c| c.name == new.name) {
                 return Err(ChangeError::Conflict(format!(
                     "a certificate named {:?} already exists",
@@ -215,7 +164,8 @@ pub async fn put_certificate(
     let new = row(upload);
     let applied = s
         .config
-        .apply_certificates(expected, &what, move |certs| {
+        .apply(expected, &what, move |config| {
+            let certs = &mut config.certificates;
             match certs.iter_mut().find(|c| c.name == new.name) {
                 // The same PEM again is not a change.
                 Some(old) if old.cert_pem == new.cert_pem && old.key_pem == new.key_pem => {}
@@ -243,7 +193,8 @@ pub async fn delete_certificate(
     let what = format!("delete certificate {name}");
     let applied = s
         .config
-        .apply_certificates(expected, &what, move |certs| {
+        .apply(expected, &what, move |config| {
+            let certs = &mut config.certificates;
             let before = certs.len();
             certs.retain(|c| c.name != name);
             if certs.len() == before {

@@ -42,8 +42,8 @@ pub fn write_response(status: StatusCode, applied: Applied) -> impl IntoResponse
     responses((status = 200, body = ConfigDocument, headers(("ETag" = String))),
               (status = 401, body = super::error::ErrorBody)))]
 pub async fn get_config(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let (version, doc) = state.config.document().await?;
-    Ok(([etag(version)], Json(doc)))
+    let (version, config) = state.config.read().await?;
+    Ok(([etag(version)], Json(config.document)))
 }
 
 /// Replaces the whole configuration atomically. With `If-Match`, only if it is still at
@@ -64,7 +64,7 @@ pub async fn put_config(
     let applied = state
         .config
         .apply(expected, "PUT /api/v1/config", move |current| {
-            *current = doc;
+            current.document = doc;
             Ok(())
         })
         .await?;
@@ -81,6 +81,6 @@ pub async fn validate_config(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let doc: ConfigDocument = parse_json(&body)?;
-    s.config.validate(&doc).await?;
+    s.config.validate(doc).await?;
     Ok(Json(serde_json::json!({ "valid": true })))
 }

@@ -1,7 +1,8 @@
 //! The REST API under `/api/v1`: JSON, bearer admin token on every endpoint.
 //!
 //! Handlers are thin: they parse input (with the JSON path of any bad field), call the
-//! [`ConfigService`] write path or the store, and map results to HTTP. Config responses
+//! [`ConfigService`] (configuration reads and the one write path) or the store (history,
+//! nodes), and map results to HTTP. Config responses
 //! carry the configuration version as an `ETag`; writes honour `If-Match` (412 when
 //! stale). One file per resource.
 
@@ -26,11 +27,15 @@ use serde::de::DeserializeOwned;
 use crate::auth::TokenDigest;
 use crate::grpc::registry::Registry;
 use crate::snapshot::ConfigService;
+use crate::store::Store;
 pub use error::ApiError;
 
 #[derive(Clone)]
 pub struct AppState {
+    /// Configuration reads and the write path.
     pub config: Arc<ConfigService>,
+    /// History and the node registry's durable half (read-only here).
+    pub store: Store,
     pub registry: Arc<Registry>,
     pub admin_token: TokenDigest,
     /// A node whose last message is older than this is shown as disconnected.
@@ -156,3 +161,6 @@ pub fn etag(version: u64) -> (header::HeaderName, HeaderValue) {
         HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header"),
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::snapshots::rfc3339;
 use super::{ApiError, AppState};
-use crate::snapshot::now_ms;
+use crate::clock::unix_ms;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NodeView {
@@ -94,8 +94,8 @@ fn traffic(stats: &pb::Stats) -> TrafficView {
 #[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes",
     responses((status = 200, body = Vec<NodeView>)))]
 pub async fn list_nodes(State(state): State<AppState>) -> Result<Json<Vec<NodeView>>, ApiError> {
-    let rows = state.config.store().list_nodes().await?;
-    let now = now_ms();
+    let rows = state.store.list_nodes().await?;
+    let now = unix_ms();
     let views = rows
         .into_iter()
         .map(|r| {

@@ -50,14 +50,14 @@ fn not_found<T: Named>(name: &str) -> ChangeError {
 }
 
 async fn list<T: Named>(state: AppState) -> Result<impl IntoResponse, ApiError> {
-    let (version, mut doc) = state.config.document().await?;
-    let items = std::mem::take(T::list(&mut doc));
+    let (version, mut config) = state.config.read().await?;
+    let items = std::mem::take(T::list(&mut config.document));
     Ok(([etag(version)], Json(items)))
 }
 
 async fn get_one<T: Named>(state: AppState, name: String) -> Result<impl IntoResponse, ApiError> {
-    let (version, mut doc) = state.config.document().await?;
-    let items = std::mem::take(T::list(&mut doc));
+    let (version, mut config) = state.config.read().await?;
+    let items = std::mem::take(T::list(&mut config.document));
     let item = items
         .into_iter()
         .find(|i| i.name() == name)
@@ -75,8 +75,8 @@ async fn create<T: Named>(
     let what = format!("create {} {}", T::KIND, item.name());
     let applied = state
         .config
-        .apply(expected, &what, move |doc| {
-            let items = T::list(doc);
+        .apply(expected, &what, move |config| {
+            let items = T::list(&mut config.document);
             if items.iter().any(|i| i.name() == item.name()) {
                 return Err(ChangeError::Conflict(format!(
                     "a {} named {:?} already exists",
@@ -109,8 +109,8 @@ async fn replace<T: Named>(
     let what = format!("update {} {name}", T::KIND);
     let applied = state
         .config
-        .apply(expected, &what, move |doc| {
-            let items = T::list(doc);
+        .apply(expected, &what, move |config| {
+            let items = T::list(&mut config.document);
             match items.iter_mut().find(|i| i.name() == name) {
                 Some(slot) => *slot = item,
                 None => items.push(item),
@@ -130,8 +130,8 @@ async fn delete<T: Named>(
     let what = format!("delete {} {name}", T::KIND);
     let applied = state
         .config
-        .apply(expected, &what, move |doc| {
-            let items = T::list(doc);
+        .apply(expected, &what, move |config| {
+            let items = T::list(&mut config.document);
             let before = items.len();
             items.retain(|i| i.name() != name);
             if items.len() == before {
@@ -250,8 +250,9 @@ pub async fn get_backend(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (version, doc) = s.config.document().await?;
-    let backend = doc
+    let (version, config) = s.config.read().await?;
+    let backend = config
+        .document
         .backends
         .into_iter()
         .find(|b| b.name == name)
@@ -324,8 +325,9 @@ pub async fn put_server_state(
     let what = format!("set server {name}/{server} state {}", change.state);
     let applied = s
         .config
-        .apply(expected, &what, move |doc| {
-            let backend = doc
+        .apply(expected, &what, move |config| {
+            let backend = config
+                .document
                 .backends
                 .iter_mut()
                 .find(|b| b.name == name)

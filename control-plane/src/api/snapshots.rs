@@ -44,8 +44,7 @@ pub async fn list_snapshots(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<SnapshotSummary>>, ApiError> {
     let rows = state
-        .config
-        .store()
+        .store
         .list_snapshots(q.limit.unwrap_or(100).min(1000))
         .await?;
     Ok(Json(
@@ -68,8 +67,7 @@ pub async fn get_snapshot(
     Path(version): Path<u64>,
 ) -> Result<Json<SnapshotDetail>, ApiError> {
     let row = state
-        .config
-        .store()
+        .store
         .get_snapshot(version)
         .await
         .map_err(|e| match e {

@@ -295,7 +295,7 @@ fn expr_from_tokens(src: &str, tokens: &[Token]) -> Result<AclExpr, ParseError> 
         }
         MatchKind::Ip => {
             for v in &values {
-                parse_ip_or_cidr(&v.text).map_err(|m| err(v.column, m))?;
+                parse_ip_or_cidr(&v.text).map_err(|m| err(v.column, m.to_string()))?;
             }
         }
         MatchKind::Reg => {
@@ -327,20 +327,29 @@ fn expr_from_tokens(src: &str, tokens: &[Token]) -> Result<AclExpr, ParseError> 
     })
 }
 
+/// What is wrong with an address in an `ip` match.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("{0:?} is not an IP address or CIDR")]
+    NotAnAddress(String),
+    #[error("{0:?} has an invalid prefix length")]
+    Prefix(String),
+}
+
 /// Accepts `1.2.3.4`, `10.0.0.0/8`, `::1`, `2001:db8::/32`.
-pub fn parse_ip_or_cidr(text: &str) -> Result<(), String> {
+pub fn parse_ip_or_cidr(text: &str) -> Result<(), AddressError> {
     let (ip, prefix) = match text.split_once('/') {
         Some((ip, p)) => (ip, Some(p)),
         None => (text, None),
     };
     let addr: std::net::IpAddr = ip
         .parse()
-        .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
+        .map_err(|_| AddressError::NotAnAddress(text.to_string()))?;
     if let Some(p) = prefix {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         match p.parse::<u8>() {
             Ok(n) if n <= max => {}
-            _ => return Err(format!("{text:?} has an invalid prefix length")),
+            _ => return Err(AddressError::Prefix(text.to_string())),
         }
     }
     Ok(())

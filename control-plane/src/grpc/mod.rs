@@ -1,8 +1,8 @@
 //! The `Fleet` gRPC service: one bidirectional stream per data-plane node.
 //!
 //! Authenticates the node token, takes the node's `Hello`, sends the newest snapshot and
-//! then every newer one from the [`ConfigService`] watch channel, and records the node's
-//! acks, nacks and stats. A stream ends when the node goes away, when it is silent past
+//! then every newer one from the write path's watch channel, and records the node's acks,
+//! nacks (in the registry and the store) and stats (in the registry). A stream ends when the node goes away, when it is silent past
 //! the stale deadline, when a newer stream of the same node id replaces it, or at
 //! shutdown. The protocol rules are in `proto/sluice/v1/fleet.proto`.
 
@@ -21,11 +21,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::TokenDigest;
-use crate::snapshot::{now_ms, ConfigService};
+use crate::clock::unix_ms;
+use crate::store::Store;
 use registry::Registry;
 
+/// Every committed version, newest last (`ConfigService::subscribe`).
+pub type Snapshots = tokio::sync::watch::Receiver<Arc<pb::Snapshot>>;
+
 pub struct FleetService {
-    pub config: Arc<ConfigService>,
+    pub snapshots: Snapshots,
+    /// Where node hellos, replies and last-seen times are recorded.
+    pub store: Store,
     pub registry: Arc<Registry>,
     pub node_token: TokenDigest,
     /// A node silent for longer than this is considered gone.
@@ -64,10 +70,9 @@ impl Fleet for FleetService {
         if hello.node_id.is_empty() || hello.node_id.len() > 128 {
             return Err(Status::invalid_argument("node_id must be 1-128 characters"));
         }
-        let now = now_ms();
+        let now = unix_ms();
         let labels = serde_json::to_string(&hello.labels).unwrap_or_else(|_| "{}".into());
-        self.config
-            .store()
+        self.store
             .upsert_node(
                 &hello.node_id,
                 &labels,
@@ -89,7 +94,8 @@ impl Fleet for FleetService {
         let task = NodeSession {
             node_id: hello.node_id,
             session,
-            config: self.config.clone(),
+            snapshots: self.snapshots.clone(),
+            store: self.store.clone(),
             registry: self.registry.clone(),
             stale_after: self.stale_after,
             shutdown: self.shutdown.clone(),
@@ -102,7 +108,8 @@ impl Fleet for FleetService {
 struct NodeSession {
     node_id: String,
     session: u64,
-    config: Arc<ConfigService>,
+    snapshots: Snapshots,
+    store: Store,
     registry: Arc<Registry>,
     stale_after: Duration,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -114,7 +121,7 @@ impl NodeSession {
         mut inbound: Streaming<NodeMessage>,
         tx: mpsc::Sender<Result<ControlMessage, Status>>,
     ) {
-        let mut snapshots = self.config.subscribe();
+        let mut snapshots = self.snapshots.clone();
         let mut pending = Some(snapshots.borrow_and_update().clone());
         let mut replaced = tokio::time::interval(Duration::from_secs(1));
         let end = loop {
@@ -154,17 +161,13 @@ impl NodeSession {
             }
         };
         self.registry.disconnect(&self.node_id, self.session);
-        let _ = self
-            .config
-            .store()
-            .touch_node(&self.node_id, now_ms())
-            .await;
+        let _ = self.store.touch_node(&self.node_id, unix_ms()).await;
         tracing::info!(node = %self.node_id, reason = end, "node disconnected");
     }
 
     async fn handle(&mut self, m: NodeMessage) {
-        let now = now_ms();
-        let store = self.config.store();
+        let now = unix_ms();
+        let store = &self.store;
         // The registry first (the fleet view is current at once), then the store.
         let result = match m.msg {
             Some(node_message::Msg::Ack(pb::Ack { version })) => {

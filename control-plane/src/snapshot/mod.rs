@@ -1,20 +1,21 @@
 //! Turning committed configuration into versioned snapshots and publishing them.
 //!
-//! [`ConfigService`] is the single write path: it serializes writers, computes the new
-//! document from the current one, validates it as a whole ([`crate::config::compile`]),
-//! stores document and snapshot in one transaction ([`Store::commit`]) and only then
+//! [`ConfigService::apply`] is the single write path for every versioned change: it
+//! serializes writers, reads the current configuration (document and certificates, one
+//! read), computes the next one, validates it as a whole ([`crate::config::snapshot`]),
+//! stores it with its snapshot in one transaction ([`Store::commit`]) and only then
 //! publishes the new `Arc<Snapshot>` on a `watch` channel. Node streams subscribe to that
 //! channel; `watch` collapses versions, so a slow node jumps straight to the newest.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 use sluice_proto::v1 as pb;
 use tokio::sync::{watch, Mutex};
 
-use crate::config::{compile, ConfigDocument, FieldError, Invalid};
-use crate::store::{CertificateRow, Store, StoreError};
+use crate::clock::unix_ms;
+use crate::config::{self, ConfigDocument, Configuration, Invalid};
+use crate::store::{Store, StoreError};
 
 /// Why a change was not committed.
 #[derive(Debug, thiserror::Error)]
@@ -35,16 +36,10 @@ pub enum ChangeError {
 #[derive(Debug, Clone)]
 pub struct Applied {
     pub version: u64,
-    /// False when the resulting document equals the current one: no version is created.
+    /// False when the resulting configuration equals the current one: no version is
+    /// created.
     pub changed: bool,
     pub summary: String,
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 pub struct ConfigService {
@@ -58,7 +53,7 @@ pub struct ConfigService {
 impl ConfigService {
     /// Loads the newest snapshot; a fresh database gets version 1, the empty configuration.
     pub async fn start(store: Store) -> Result<Self, ChangeError> {
-        let (version, doc) = store.load().await?;
+        let (version, config) = store.load().await?;
         let (tx, _) = watch::channel(Arc::new(pb::Snapshot::default()));
         let service = Self {
             store,
@@ -67,7 +62,7 @@ impl ConfigService {
         };
         if version == 0 {
             service
-                .commit(0, &doc, None, "initial empty configuration".into())
+                .commit(0, &config, false, "initial empty configuration".into())
                 .await?;
         } else {
             let row = service.store.get_snapshot(version).await?;
@@ -80,10 +75,7 @@ impl ConfigService {
         Ok(service)
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
+    /// Every new version, as it is committed (the current one first).
     pub fn subscribe(&self) -> watch::Receiver<Arc<pb::Snapshot>> {
         self.tx.subscribe()
     }
@@ -92,12 +84,15 @@ impl ConfigService {
         self.tx.borrow().clone()
     }
 
-    pub async fn document(&self) -> Result<(u64, ConfigDocument), ChangeError> {
+    /// The current version and configuration (one committed version).
+    pub async fn read(&self) -> Result<(u64, Configuration), ChangeError> {
         Ok(self.store.load().await?)
     }
 
-    /// Applies `change` to the current document and commits the result if it is valid.
-    /// `expected`: the version the caller's change is based on (If-Match), if any.
+    /// The single write path for every versioned change (documents, objects, server
+    /// states, certificates): applies `change` to the current configuration and commits
+    /// the result if it is valid. `expected`: the version the caller's change is based on
+    /// (If-Match), if any.
     pub async fn apply<F>(
         &self,
         expected: Option<u64>,
@@ -105,73 +100,34 @@ impl ConfigService {
         change: F,
     ) -> Result<Applied, ChangeError>
     where
-        F: FnOnce(&mut ConfigDocument) -> Result<(), ChangeError>,
+        F: FnOnce(&mut Configuration) -> Result<(), ChangeError>,
     {
         let _guard = self.write.lock().await;
         let (version, current) = self.store.load().await?;
         check_expected(expected, version)?;
         let mut next = current.clone();
         change(&mut next)?;
+        next.certificates.sort_by(|a, b| a.name.cmp(&b.name));
         if next == current {
             // Nothing to store, but the answer is the same as for a write.
-            self.validate(&next).await?;
+            config::snapshot(&next)?;
             return Ok(Applied {
                 version,
                 changed: false,
                 summary: "no change".into(),
             });
         }
-        let summary = format!("{what}: {}", diff_summary(&current, &next));
-        let version = self.commit(version, &next, None, summary.clone()).await?;
-        Ok(Applied {
-            version,
-            changed: true,
-            summary,
-        })
-    }
-
-    /// Checks a document as a write would, certificate references included; stores
-    /// nothing.
-    pub async fn validate(&self, doc: &ConfigDocument) -> Result<(), ChangeError> {
-        let certs = self.store.list_certificates().await?;
-        attach_certificates(&mut compile(doc)?, &certs)?;
-        Ok(())
-    }
-
-    /// The stored certificates (keys included: for the node stream and validation only).
-    pub async fn certificates(&self) -> Result<(u64, Vec<CertificateRow>), ChangeError> {
-        let version = self.store.version().await?;
-        Ok((version, self.store.list_certificates().await?))
-    }
-
-    /// Applies `change` to the certificate set and commits a new version if it changed
-    /// and every bind still finds its certificates.
-    pub async fn apply_certificates<F>(
-        &self,
-        expected: Option<u64>,
-        what: &str,
-        change: F,
-    ) -> Result<Applied, ChangeError>
-    where
-        F: FnOnce(&mut Vec<CertificateRow>) -> Result<(), ChangeError>,
-    {
-        let _guard = self.write.lock().await;
-        let (version, doc) = self.store.load().await?;
-        check_expected(expected, version)?;
-        let current = self.store.list_certificates().await?;
-        let mut next = current.clone();
-        change(&mut next)?;
-        next.sort_by(|a, b| a.name.cmp(&b.name));
-        if next == current {
-            return Ok(Applied {
-                version,
-                changed: false,
-                summary: "no change".into(),
-            });
-        }
-        let summary = what.to_string();
+        let summary = if next.document == current.document {
+            what.to_string()
+        } else {
+            format!(
+                "{what}: {}",
+                diff_summary(&current.document, &next.document)
+            )
+        };
+        let certificates_changed = next.certificates != current.certificates;
         let version = self
-            .commit(version, &doc, Some(&next), summary.clone())
+            .commit(version, &next, certificates_changed, summary.clone())
             .await?;
         Ok(Applied {
             version,
@@ -180,32 +136,34 @@ impl ConfigService {
         })
     }
 
+    /// Checks a document as a write would, against the stored certificates; stores
+    /// nothing.
+    pub async fn validate(&self, document: ConfigDocument) -> Result<(), ChangeError> {
+        let (_, current) = self.store.load().await?;
+        config::snapshot(&Configuration {
+            document,
+            certificates: current.certificates,
+        })?;
+        Ok(())
+    }
+
     async fn commit(
         &self,
         from: u64,
-        doc: &ConfigDocument,
-        certs: Option<&[CertificateRow]>,
+        config: &Configuration,
+        certificates_changed: bool,
         summary: String,
     ) -> Result<u64, ChangeError> {
-        let mut snap = compile(doc)?;
-        let stored;
-        let certs = match certs {
-            Some(c) => c,
-            None => {
-                stored = self.store.list_certificates().await?;
-                &stored
-            }
-        };
-        attach_certificates(&mut snap, certs)?;
+        let mut snap = config::snapshot(config)?;
         snap.version = from + 1;
-        snap.created_unix_ms = now_ms();
+        snap.created_unix_ms = unix_ms();
         let bytes = snap.encode_to_vec();
         let version = self
             .store
             .commit(
                 from,
-                doc,
-                Some(certs),
+                config,
+                certificates_changed,
                 &summary,
                 snap.created_unix_ms,
                 &bytes,
@@ -227,42 +185,6 @@ fn check_expected(expected: Option<u64>, version: u64) -> Result<(), ChangeError
         Some(e) if e != version => Err(ChangeError::Precondition { current: version }),
         _ => Ok(()),
     }
-}
-
-/// Resolves the binds' certificate names and carries the certificates they use in the
-/// snapshot (only those: a node gets no key it does not serve).
-fn attach_certificates(snap: &mut pb::Snapshot, certs: &[CertificateRow]) -> Result<(), Invalid> {
-    let mut errors = Vec::new();
-    let mut used: Vec<&CertificateRow> = Vec::new();
-    for (i, f) in snap.frontends.iter().enumerate() {
-        for (j, b) in f.binds.iter().enumerate() {
-            let Some(tls) = &b.tls else { continue };
-            for (k, name) in tls.certificates.iter().enumerate() {
-                match certs.iter().find(|c| &c.name == name) {
-                    Some(c) if !used.iter().any(|u| u.name == c.name) => used.push(c),
-                    Some(_) => {}
-                    None => errors.push(FieldError {
-                        field: format!("frontends[{i}].binds[{j}].tls.certificates[{k}]"),
-                        message: format!(
-                            "no certificate named {name:?} (upload it with POST /api/v1/certificates)"
-                        ),
-                    }),
-                }
-            }
-        }
-    }
-    if !errors.is_empty() {
-        return Err(Invalid(errors));
-    }
-    snap.certificates = used
-        .into_iter()
-        .map(|c| pb::Certificate {
-            name: c.name.clone(),
-            cert_pem: c.cert_pem.clone(),
-            key_pem: c.key_pem.clone(),
-        })
-        .collect();
-    Ok(())
 }
 
 /// A one-line account of what changed between two documents.
@@ -313,3 +235,6 @@ pub fn diff_summary(old: &ConfigDocument, new: &ConfigDocument) -> String {
         out.join(", ")
     }
 }
+
+#[cfg(test)]
+mod tests;

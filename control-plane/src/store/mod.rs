@@ -12,7 +12,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 
-use crate::config::{Backend, ConfigDocument, Defaults, Frontend};
+use crate::config::{Backend, Certificate, ConfigDocument, Configuration, Defaults, Frontend};
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -41,15 +41,6 @@ pub struct SnapshotRow {
     pub summary: String,
     pub document: Option<String>,
     pub snapshot: Option<Vec<u8>>,
-}
-
-/// A TLS certificate chain and its key, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertificateRow {
-    pub name: String,
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub created_unix_ms: i64,
 }
 
 /// What the store remembers about a node.
@@ -95,7 +86,6 @@ impl Store {
         Ok(Self { pool })
     }
 
-    /// The current version and document.
     /// The current configuration version alone.
     pub async fn version(&self) -> Result<u64, StoreError> {
         let v: i64 = sqlx::query_scalar("SELECT version FROM config_state WHERE id = 1")
@@ -104,55 +94,78 @@ impl Store {
         Ok(v as u64)
     }
 
-    pub async fn load(&self) -> Result<(u64, ConfigDocument), StoreError> {
-        let mut conn = self.pool.acquire().await?;
+    /// The current version and configuration, read in one transaction: what is
+    /// returned is one committed version.
+    pub async fn load(&self) -> Result<(u64, Configuration), StoreError> {
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query("SELECT version, defaults FROM config_state WHERE id = 1")
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut *tx)
             .await?;
         let version: i64 = row.get(0);
         let defaults: String = row.get(1);
         let defaults: Defaults =
             serde_json::from_str(&defaults).map_err(corrupt("config_state.defaults"))?;
-        let mut doc = ConfigDocument {
+        let mut document = ConfigDocument {
             defaults,
             ..Default::default()
         };
         for row in sqlx::query("SELECT name, body FROM frontends ORDER BY position")
-            .fetch_all(&mut *conn)
+            .fetch_all(&mut *tx)
             .await?
         {
             let name: String = row.get(0);
             let body: String = row.get(1);
             let f: Frontend =
                 serde_json::from_str(&body).map_err(corrupt(format!("frontend {name}")))?;
-            doc.frontends.push(f);
+            document.frontends.push(f);
         }
         for row in sqlx::query("SELECT name, body FROM backends ORDER BY position")
-            .fetch_all(&mut *conn)
+            .fetch_all(&mut *tx)
             .await?
         {
             let name: String = row.get(0);
             let body: String = row.get(1);
             let b: Backend =
                 serde_json::from_str(&body).map_err(corrupt(format!("backend {name}")))?;
-            doc.backends.push(b);
+            document.backends.push(b);
         }
-        Ok((version as u64, doc))
+        let certificates = sqlx::query(
+            "SELECT name, cert_pem, key_pem, created_unix_ms FROM certificates ORDER BY name",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| Certificate {
+            name: r.get("name"),
+            cert_pem: r.get("cert_pem"),
+            key_pem: r.get("key_pem"),
+            created_unix_ms: r.get("created_unix_ms"),
+        })
+        .collect();
+        tx.commit().await?;
+        Ok((
+            version as u64,
+            Configuration {
+                document,
+                certificates,
+            },
+        ))
     }
 
-    /// Stores `doc` as version `from_version + 1` with its encoded snapshot, atomically.
-    /// Fails with [`StoreError::Conflict`] if the stored version is no longer `from_version`.
-    /// `certificates`: the new set of certificates, or `None` to keep the stored one.
+    /// Stores `config` as version `from_version + 1` with its encoded snapshot,
+    /// atomically. Fails with [`StoreError::Conflict`] if the stored version is no longer
+    /// `from_version`. The certificate set is rewritten only when `certificates_changed`.
     pub async fn commit(
         &self,
         from_version: u64,
-        doc: &ConfigDocument,
-        certificates: Option<&[CertificateRow]>,
+        config: &Configuration,
+        certificates_changed: bool,
         summary: &str,
         created_unix_ms: i64,
         snapshot: &[u8],
     ) -> Result<u64, StoreError> {
         let new_version = from_version + 1;
+        let doc = &config.document;
         let mut tx = self.pool.begin().await?;
         let bumped = sqlx::query(
             "UPDATE config_state SET version = ?1, defaults = ?2 WHERE id = 1 AND version = ?3",
@@ -192,11 +205,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        if let Some(certs) = certificates {
+        if certificates_changed {
             sqlx::query("DELETE FROM certificates")
                 .execute(&mut *tx)
                 .await?;
-            for c in certs {
+            for c in &config.certificates {
                 sqlx::query(
                     "INSERT INTO certificates (name, cert_pem, key_pem, created_unix_ms)
                      VALUES (?1, ?2, ?3, ?4)",
@@ -222,24 +235,6 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(new_version)
-    }
-
-    /// Every stored certificate, by name.
-    pub async fn list_certificates(&self) -> Result<Vec<CertificateRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT name, cert_pem, key_pem, created_unix_ms FROM certificates ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| CertificateRow {
-                name: r.get("name"),
-                cert_pem: r.get("cert_pem"),
-                key_pem: r.get("key_pem"),
-                created_unix_ms: r.get("created_unix_ms"),
-            })
-            .collect())
     }
 
     /// Snapshot history, newest first, without bodies.
@@ -406,13 +401,16 @@ mod tests {
         let store = Store::open(dir.path().join("t.db").to_str().unwrap())
             .await
             .unwrap();
-        let (v, doc) = store.load().await.unwrap();
+        let (v, config) = store.load().await.unwrap();
         assert_eq!(v, 0);
         assert_eq!(
-            store.commit(0, &doc, None, "first", 1, b"x").await.unwrap(),
+            store
+                .commit(0, &config, false, "first", 1, b"x")
+                .await
+                .unwrap(),
             1
         );
-        match store.commit(0, &doc, None, "stale", 2, b"y").await {
+        match store.commit(0, &config, false, "stale", 2, b"y").await {
             Err(StoreError::Conflict { current: 1 }) => {}
             other => panic!("expected a conflict, got {other:?}"),
         }

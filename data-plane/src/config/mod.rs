@@ -82,9 +82,7 @@ pub enum RequestAction {
         code: http::StatusCode,
     },
     Deny(http::StatusCode),
-    SetHeader(http::HeaderName, http::HeaderValue),
-    AddHeader(http::HeaderName, http::HeaderValue),
-    DelHeader(http::HeaderName),
+    Header(HeaderOp),
     ReplaceHeader(http::HeaderName, regex::Regex, String),
     SetPath(String),
     Return {
@@ -96,12 +94,16 @@ pub enum RequestAction {
     TrackSc(u32),
 }
 
+/// A header rewrite: the same in request and response rules.
 #[derive(Debug)]
-pub enum ResponseAction {
-    SetHeader(http::HeaderName, http::HeaderValue),
-    AddHeader(http::HeaderName, http::HeaderValue),
-    DelHeader(http::HeaderName),
+pub enum HeaderOp {
+    Set(http::HeaderName, http::HeaderValue),
+    Add(http::HeaderName, http::HeaderValue),
+    Del(http::HeaderName),
 }
+
+/// What a response rule does: response rules only rewrite headers.
+pub type ResponseAction = HeaderOp;
 
 #[derive(Debug)]
 pub struct FrontendPlan {

@@ -23,7 +23,9 @@ use sluice_proto::v1 as pb;
 use super::error::local_response;
 use super::Body;
 use crate::config::acl::{holds, RequestCtx, Tracked};
-use crate::config::{BackendPlan, BindPlan, FrontendPlan, RequestAction, ResponseAction, Rule};
+use crate::config::{
+    BackendPlan, BindPlan, FrontendPlan, HeaderOp, RequestAction, ResponseAction, Rule,
+};
 
 /// The client side of a connection, as rules see it; shared by its requests.
 pub struct Client {
@@ -182,15 +184,7 @@ fn request_rules(parts: &mut Parts, client: &Client, fe: &FrontendPlan) -> Optio
                     .insert(header::CONTENT_TYPE, content_type.clone());
                 return Some(resp);
             }
-            RequestAction::SetHeader(name, value) => {
-                parts.headers.insert(name.clone(), value.clone());
-            }
-            RequestAction::AddHeader(name, value) => {
-                parts.headers.append(name.clone(), value.clone());
-            }
-            RequestAction::DelHeader(name) => {
-                parts.headers.remove(name);
-            }
+            RequestAction::Header(op) => rewrite(&mut parts.headers, op),
             RequestAction::ReplaceHeader(name, regex, replacement) => {
                 let values: Vec<HeaderValue> = parts
                     .headers
@@ -260,16 +254,21 @@ pub fn response_rules(
         if !holds(cond, &ctx) {
             continue;
         }
-        match action {
-            ResponseAction::SetHeader(n, v) => {
-                h.insert(n.clone(), v.clone());
-            }
-            ResponseAction::AddHeader(n, v) => {
-                h.append(n.clone(), v.clone());
-            }
-            ResponseAction::DelHeader(n) => {
-                h.remove(n);
-            }
+        rewrite(h, action);
+    }
+}
+
+/// Applies a header rewrite of a request or response rule.
+fn rewrite(h: &mut HeaderMap, op: &HeaderOp) {
+    match op {
+        HeaderOp::Set(name, value) => {
+            h.insert(name.clone(), value.clone());
+        }
+        HeaderOp::Add(name, value) => {
+            h.append(name.clone(), value.clone());
+        }
+        HeaderOp::Del(name) => {
+            h.remove(name);
         }
     }
 }

@@ -82,7 +82,7 @@ fn duration(errs: &mut Errors, field: String, value: &Option<String>) -> Option<
     match parse_ms(text) {
         Ok(ms) => Some(ms),
         Err(m) => {
-            errs.add(field, m);
+            errs.add(field, m.to_string());
             None
         }
     }

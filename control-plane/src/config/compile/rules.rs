@@ -19,6 +19,33 @@ pub(super) fn allowed_fields(action: &str) -> &'static [&'static str] {
     }
 }
 
+/// A header rewrite (`set-header`, `add-header`, `del-header`): the same fields and
+/// checks in request and response rules.
+enum HeaderOp {
+    Set(pb::HeaderValue),
+    Add(pb::HeaderValue),
+    Del(pb::HeaderName),
+}
+
+/// The header rewrite of a rule whose action is one (checked by the caller).
+fn header_op(errs: &mut Errors, field: &str, r: &HttpRule) -> HeaderOp {
+    let name = header_name(errs, field, &r.name);
+    match r.action.as_str() {
+        "del-header" => HeaderOp::Del(pb::HeaderName { name }),
+        action => {
+            let h = pb::HeaderValue {
+                name,
+                value: header_value(errs, field, &r.value),
+            };
+            if action == "set-header" {
+                HeaderOp::Set(h)
+            } else {
+                HeaderOp::Add(h)
+            }
+        }
+    }
+}
+
 pub(super) fn check_extra_fields(errs: &mut Errors, field: &str, r: &HttpRule) {
     let present: [(&str, bool); 13] = [
         ("name", r.name.is_some()),
@@ -108,20 +135,11 @@ pub(super) fn request_action(
                 status: status.into(),
             })
         }
-        "set-header" | "add-header" => {
-            let hv = pb::HeaderValue {
-                name: header_name(errs, field, &r.name),
-                value: header_value(errs, field, &r.value),
-            };
-            if r.action == "set-header" {
-                Action::SetHeader(hv)
-            } else {
-                Action::AddHeader(hv)
-            }
-        }
-        "del-header" => Action::DelHeader(pb::HeaderName {
-            name: header_name(errs, field, &r.name),
-        }),
+        "set-header" | "add-header" | "del-header" => match header_op(errs, field, r) {
+            HeaderOp::Set(h) => Action::SetHeader(h),
+            HeaderOp::Add(h) => Action::AddHeader(h),
+            HeaderOp::Del(h) => Action::DelHeader(h),
+        },
         "replace-header" => {
             let name = header_name(errs, field, &r.name);
             let regex = require(errs, field, "regex", &r.regex).to_string();
@@ -221,17 +239,11 @@ pub(super) fn response_action(
     use pb::http_response_rule::Action;
     check_extra_fields(errs, field, r);
     Some(match r.action.as_str() {
-        "set-header" => Action::SetHeader(pb::HeaderValue {
-            name: header_name(errs, field, &r.name),
-            value: header_value(errs, field, &r.value),
-        }),
-        "add-header" => Action::AddHeader(pb::HeaderValue {
-            name: header_name(errs, field, &r.name),
-            value: header_value(errs, field, &r.value),
-        }),
-        "del-header" => Action::DelHeader(pb::HeaderName {
-            name: header_name(errs, field, &r.name),
-        }),
+        "set-header" | "add-header" | "del-header" => match header_op(errs, field, r) {
+            HeaderOp::Set(h) => Action::SetHeader(h),
+            HeaderOp::Add(h) => Action::AddHeader(h),
+            HeaderOp::Del(h) => Action::DelHeader(h),
+        },
         other => {
             errs.add(
                 format!("{field}.action"),

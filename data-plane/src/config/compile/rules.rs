@@ -4,7 +4,25 @@
 use sluice_proto::v1 as pb;
 
 use super::{header_name, header_value, status, PlanError};
-use crate::config::{RequestAction, ResponseAction};
+use crate::config::{HeaderOp, RequestAction};
+
+fn set(h: &pb::HeaderValue) -> Result<HeaderOp, PlanError> {
+    Ok(HeaderOp::Set(
+        header_name(&h.name)?,
+        header_value(&h.value)?,
+    ))
+}
+
+fn add(h: &pb::HeaderValue) -> Result<HeaderOp, PlanError> {
+    Ok(HeaderOp::Add(
+        header_name(&h.name)?,
+        header_value(&h.value)?,
+    ))
+}
+
+fn del(h: &pb::HeaderName) -> Result<HeaderOp, PlanError> {
+    Ok(HeaderOp::Del(header_name(&h.name)?))
+}
 
 impl TryFrom<&pb::http_request_rule::Action> for RequestAction {
     type Error = PlanError;
@@ -18,13 +36,9 @@ impl TryFrom<&pb::http_request_rule::Action> for RequestAction {
                 code: status(rd.code)?,
             },
             A::Deny(d) => RequestAction::Deny(status(d.status)?),
-            A::SetHeader(h) => {
-                RequestAction::SetHeader(header_name(&h.name)?, header_value(&h.value)?)
-            }
-            A::AddHeader(h) => {
-                RequestAction::AddHeader(header_name(&h.name)?, header_value(&h.value)?)
-            }
-            A::DelHeader(h) => RequestAction::DelHeader(header_name(&h.name)?),
+            A::SetHeader(h) => RequestAction::Header(set(h)?),
+            A::AddHeader(h) => RequestAction::Header(add(h)?),
+            A::DelHeader(h) => RequestAction::Header(del(h)?),
             A::ReplaceHeader(h) => RequestAction::ReplaceHeader(
                 header_name(&h.name)?,
                 regex::Regex::new(&h.regex).map_err(PlanError::Regex)?,
@@ -41,19 +55,15 @@ impl TryFrom<&pb::http_request_rule::Action> for RequestAction {
     }
 }
 
-impl TryFrom<&pb::http_response_rule::Action> for ResponseAction {
+impl TryFrom<&pb::http_response_rule::Action> for HeaderOp {
     type Error = PlanError;
 
     fn try_from(action: &pb::http_response_rule::Action) -> Result<Self, PlanError> {
         use pb::http_response_rule::Action as A;
-        Ok(match action {
-            A::SetHeader(h) => {
-                ResponseAction::SetHeader(header_name(&h.name)?, header_value(&h.value)?)
-            }
-            A::AddHeader(h) => {
-                ResponseAction::AddHeader(header_name(&h.name)?, header_value(&h.value)?)
-            }
-            A::DelHeader(h) => ResponseAction::DelHeader(header_name(&h.name)?),
-        })
+        match action {
+            A::SetHeader(h) => set(h),
+            A::AddHeader(h) => add(h),
+            A::DelHeader(h) => del(h),
+        }
     }
 }
