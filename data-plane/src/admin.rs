@@ -1,6 +1,7 @@
 //! The node's admin listener (`--admin-listen`, default `127.0.0.1:7082`): Prometheus
-//! metrics at `/metrics`, rendered on scrape from the counters in [`crate::counters`], and a
-//! liveness probe at `/healthz`. Not for clients: bind it to an address only operators
+//! metrics at `/metrics`, rendered on scrape from the counters in [`crate::counters`], a
+//! liveness probe at `/healthz`, and the open listeners at `/listeners` (with the port the
+//! kernel chose for a bind configured with port 0). Not for clients: bind it to an address only operators
 //! and the monitoring system reach.
 
 use std::convert::Infallible;
@@ -325,6 +326,24 @@ pub fn render(node: &Node) -> String {
     out
 }
 
+/// The open listeners as JSON: `[{"frontend", "address", "bound"}]`, where `bound` is the
+/// address the node accepts on (the kernel's choice for a configured port 0).
+fn listeners(node: &Node) -> String {
+    let plan = node.plan.load();
+    let list: Vec<serde_json::Value> = node
+        .listeners()
+        .into_iter()
+        .map(|(address, bound)| {
+            let frontend = plan
+                .binds
+                .get(&address)
+                .map(|b| b.frontend.name.to_string());
+            serde_json::json!({ "frontend": frontend, "address": address, "bound": bound })
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
 /// Serves the admin endpoints on `listener` until the process exits.
 pub async fn serve(listener: TcpListener, node: Arc<Node>) {
     loop {
@@ -343,6 +362,7 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
                             render(&node),
                         ),
                         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+                        "/listeners" => (StatusCode::OK, "application/json", listeners(&node)),
                         _ => (
                             StatusCode::NOT_FOUND,
                             "text/plain",

@@ -79,6 +79,12 @@ impl Node {
         self.listeners.close_all();
     }
 
+    /// Every open listener: configured address and bound address (see
+    /// [`Listeners::bound`]).
+    pub fn listeners(&self) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
+        self.listeners.bound()
+    }
+
     pub fn applied_version(&self) -> u64 {
         self.plan.load().version
     }

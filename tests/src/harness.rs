@@ -38,12 +38,27 @@ fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
+/// A bind address for node listeners on `ip` with port 0: each node lets the kernel pick
+/// a free port and reports it ([`DataPlane::bound`]), so no port is chosen first and
+/// released, for another process to take in between.
+pub fn any_port(ip: &str) -> SocketAddr {
+    format!("{ip}:0").parse().expect("an IP address")
+}
+
+/// An address nothing listens on (a port that was free a moment ago), for servers that
+/// are meant to be down.
+pub fn closed_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .map(|a| a.port())
         .expect("an ephemeral port")
+}
+
+/// The port of a `scheme://ip:port` URL.
+fn url_port(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url:?}"))
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
@@ -212,20 +227,15 @@ impl ControlPlane {
     /// Starts a control plane with `extra` command-line arguments.
     pub fn start_with_args(dir: &Path, extra: &[&str]) -> ControlPlane {
         let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
-        let (api_port, node_port) = (free_port(), free_port());
         let (admin_token, node_token) = (
             "test-admin-token".to_string(),
             "test-node-token".to_string(),
         );
         let db = dir.join("sluice.db");
-        let (proc, api, node_url) = Self::launch(
-            dir,
-            0,
-            (api_port, node_port),
-            &db,
-            (&admin_token, &node_token),
-            &extra,
-        );
+        // The first start lets the kernel pick the ports; restarts reuse them.
+        let (proc, api, node_url) =
+            Self::launch(dir, 0, (0, 0), &db, (&admin_token, &node_token), &extra);
+        let (api_port, node_port) = (url_port(&api), url_port(&node_url));
         ControlPlane {
             extra,
             proc,
@@ -355,6 +365,42 @@ impl DataPlane {
             proc,
             node_id: node_id.to_string(),
             admin: field(&line, "admin").to_string(),
+        }
+    }
+
+    /// The address the node accepts on for the configured bind `configured` (the port
+    /// it got when `configured` has port 0); waits until the node listens there.
+    pub async fn bound(&self, configured: SocketAddr) -> SocketAddr {
+        let url = format!("{}/listeners", self.admin);
+        let want = configured.to_string();
+        eventually(
+            Duration::from_secs(10),
+            &format!("{} to listen on {configured}", self.node_id),
+            || async {
+                let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+                let list: Value = serde_json::from_str(&text).ok()?;
+                list.as_array()?
+                    .iter()
+                    .find(|l| l["address"] == want.as_str())?["bound"]
+                    .as_str()?
+                    .parse()
+                    .ok()
+            },
+        )
+        .await
+    }
+
+    /// The node's open listeners, as `GET /listeners` on its admin listener lists them.
+    pub async fn listeners(&self) -> Vec<Value> {
+        let text = reqwest::get(format!("{}/listeners", self.admin))
+            .await
+            .expect("the admin listener")
+            .text()
+            .await
+            .expect("a body");
+        match serde_json::from_str(&text) {
+            Ok(Value::Array(list)) => list,
+            _ => panic!("not a list of listeners: {text}"),
         }
     }
 }
@@ -556,51 +602,91 @@ pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
     )
 }
 
-/// Backends, a control plane and one node (`node-a`) with a config applied.
+/// Backends, a control plane and one node (`node-a`), the shared setup of the end-to-end
+/// tests. [`fixture`] also applies a configuration; [`Fixture::start`] leaves that to the
+/// test.
 pub struct Fixture {
     pub cp: ControlPlane,
     pub dp: DataPlane,
     pub backends: Vec<Backend>,
+    /// Where `node-a` accepts connections for the configuration [`fixture`] applied (its
+    /// first bind); `127.0.0.1:0` until one is applied.
     pub bind: SocketAddr,
     /// Dropped last, so logs can still be dumped when a test fails.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Fixture {
+    /// Starts the backends named in `servers`, a control plane and `node-a`.
+    pub async fn start(servers: &[&str]) -> Fixture {
+        Self::start_with(servers, &[], &[]).await
+    }
+
+    /// Like [`Fixture::start`], with extra arguments for the control plane and the node.
+    pub async fn start_with(servers: &[&str], cp_args: &[&str], node_args: &[&str]) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let mut backends = Vec::new();
+        for name in servers {
+            backends.push(Backend::start(name, "127.0.0.1:0").await.unwrap());
+        }
+        let cp = ControlPlane::start_with_args(dir.path(), cp_args);
+        let dp = DataPlane::start_with_args(
+            dir.path(),
+            &cp,
+            "node-a",
+            &cp.node_token.clone(),
+            node_args,
+        );
+        Fixture {
+            cp,
+            dp,
+            backends,
+            bind: any_port("127.0.0.1"),
+            dir,
+        }
+    }
+
+    /// The directory of this test's databases and logs (for more processes).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn backend(&self, name: &str) -> &Backend {
         self.backends.iter().find(|b| b.name == name).unwrap()
     }
+
+    /// The address of the backend `name`, or one nothing listens on when there is no such
+    /// backend (a server meant to be down).
+    pub fn addr(&self, name: &str) -> String {
+        self.backends
+            .iter()
+            .find(|b| b.name == name)
+            .map_or_else(|| closed_addr().to_string(), |b| b.addr.to_string())
+    }
+
+    /// Applies `doc` through the REST API and waits until `node-a` runs it.
+    pub async fn apply(&self, doc: &Value) -> u64 {
+        let api = self.cp.api();
+        let v = api.put_config(doc).await;
+        api.wait_applied("node-a", v, Duration::from_secs(10)).await;
+        v
+    }
+
+    /// Where `node-a` accepts connections for the configured bind `configured`.
+    pub async fn bound(&self, configured: SocketAddr) -> SocketAddr {
+        self.dp.bound(configured).await
+    }
 }
 
-/// Starts backends named in `servers` (backend name → server names), the control plane
-/// and a node, and applies `make(bind, addresses)`.
+/// Starts backends named in `servers`, the control plane and a node, applies
+/// `make(bind, addresses)` with `bind` = `127.0.0.1:0`, and learns the port the node got.
 pub async fn fixture(
     servers: &[&str],
     make: impl Fn(SocketAddr, &dyn Fn(&str) -> String) -> Value,
 ) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let mut backends = Vec::new();
-    for name in servers {
-        backends.push(Backend::start(name, "127.0.0.1:0").await.unwrap());
-    }
-    let cp = ControlPlane::start(dir.path());
-    let dp = DataPlane::start(dir.path(), &cp, "node-a");
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let addr_of = |n: &str| {
-        backends
-            .iter()
-            .find(|b| b.name == n)
-            .map(|b| b.addr.to_string())
-            .unwrap_or_else(|| format!("127.0.0.1:{}", free_port()))
-    };
-    let api = cp.api();
-    let v = api.put_config(&make(bind, &addr_of)).await;
-    api.wait_applied("node-a", v, Duration::from_secs(10)).await;
-    Fixture {
-        _dir: dir,
-        cp,
-        dp,
-        backends,
-        bind,
-    }
+    let mut f = Fixture::start(servers).await;
+    let configured = f.bind;
+    f.apply(&make(configured, &|n| f.addr(n))).await;
+    f.bind = f.bound(configured).await;
+    f
 }

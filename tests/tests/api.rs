@@ -92,8 +92,8 @@ async fn invalid_documents_name_the_field_and_store_nothing() {
     d["backends"][1]["name"] = json!("ws");
     cases.push(("duplicate name", d, "backends[1].name"));
     let mut d = base();
-    d["frontends"][0]["binds"][0]["address"] = json!("127.0.0.1:0");
-    cases.push(("port 0", d, "frontends[0].binds[0].address"));
+    d["frontends"][0]["binds"][0]["address"] = json!("127.0.0.1:65536");
+    cases.push(("port out of range", d, "frontends[0].binds[0].address"));
     let mut d = base();
     d["backends"][0]["servers"][0]["address"] = json!("127.0.0.1:0");
     cases.push(("server port 0", d, "backends[0].servers[0].address"));

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_tests::harness::{
-    eventually, fixture, http_get, ws_connect, ws_connect_from, ws_roundtrip, ws_whoami, Fixture,
+    any_port, eventually, fixture, http_get, ws_connect, ws_connect_from, ws_roundtrip, ws_whoami,
+    Fixture,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -126,7 +127,8 @@ async fn consistent_hashing_remaps_about_one_in_n_keys() {
         .iter()
         .map(|b| (b.name.clone(), b.addr.to_string()))
         .collect();
-    let doc = one_backend(f.bind, backend(4, &|n| addrs[n].clone()));
+    // The same bind as configured (port 0), so the node keeps its listener.
+    let doc = one_backend(any_port("127.0.0.1"), backend(4, &|n| addrs[n].clone()));
     put_and_wait(&f, &doc).await;
     let mut moved = 0;
     for k in &keys {

@@ -6,33 +6,24 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sluice_tests::backend::Backend;
 use sluice_tests::harness::{
-    free_port, simple_config, ws_connect, ws_roundtrip, ws_whoami, ControlPlane, DataPlane,
+    any_port, simple_config, ws_connect, ws_roundtrip, ws_whoami, Fixture,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn bind_addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
-}
-
 #[tokio::test]
 async fn routing_change_reaches_new_connections_and_spares_open_tunnels() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Backend::start("alpha", "127.0.0.1:0").await.unwrap();
-    let b = Backend::start("beta", "127.0.0.1:0").await.unwrap();
-    let cp = ControlPlane::start(dir.path());
-    let _dp = DataPlane::start(dir.path(), &cp, "node-a");
-    let api = cp.api();
-    let bind = bind_addr();
+    let f = Fixture::start(&["alpha", "beta"]).await;
+    let (a, b) = (f.backend("alpha"), f.backend("beta"));
+    let api = f.cp.api();
+    let configured = any_port("127.0.0.1");
     let backends: &[(&str, &[SocketAddr])] = &[("pool_a", &[a.addr]), ("pool_b", &[b.addr])];
 
-    let v = api
-        .put_config(&simple_config(bind, backends, "pool_a"))
+    f.apply(&simple_config(configured, backends, "pool_a"))
         .await;
-    api.wait_applied("node-a", v, WAIT).await;
+    let bind = f.bound(configured).await;
     assert_eq!(ws_whoami(bind, "/ws/chat").await, "alpha");
 
     // A tunnel opened under the old routing.
@@ -41,7 +32,7 @@ async fn routing_change_reaches_new_connections_and_spares_open_tunnels() {
 
     // Switch the default backend; new connections must reach beta within 1 s of the
     // REST response.
-    api.put_config(&simple_config(bind, backends, "pool_b"))
+    api.put_config(&simple_config(configured, backends, "pool_b"))
         .await;
     let switched = Instant::now();
     loop {
@@ -59,7 +50,7 @@ async fn routing_change_reaches_new_connections_and_spares_open_tunnels() {
     let mut last = 0;
     for i in 0..20 {
         let default = if i % 2 == 0 { "pool_a" } else { "pool_b" };
-        let mut doc = simple_config(bind, backends, default);
+        let mut doc = simple_config(configured, backends, default);
         doc["defaults"]["timeouts"]["server"] = json!(format!("{}s", 30 + i));
         last = api.put_config(&doc).await;
         let echo = ws_roundtrip(&mut old, &format!("message {i}")).await;
@@ -78,18 +69,14 @@ async fn routing_change_reaches_new_connections_and_spares_open_tunnels() {
 
 #[tokio::test]
 async fn idle_tunnel_outlives_client_timeout_and_closes_at_tunnel_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::start("echo", "127.0.0.1:0").await.unwrap();
-    let cp = ControlPlane::start(dir.path());
-    let _dp = DataPlane::start(dir.path(), &cp, "node-a");
-    let api = cp.api();
-    let bind = bind_addr();
-    let mut doc = simple_config(bind, &[("echo", &[backend.addr])], "echo");
+    let f = Fixture::start(&["echo"]).await;
+    let configured = any_port("127.0.0.1");
+    let mut doc = simple_config(configured, &[("echo", &[f.backend("echo").addr])], "echo");
     doc["defaults"]["timeouts"] = json!({
         "connect": "1s", "client": "1s", "server": "1s", "tunnel": "3s", "http_request": "1s"
     });
-    let v = api.put_config(&doc).await;
-    api.wait_applied("node-a", v, WAIT).await;
+    f.apply(&doc).await;
+    let bind = f.bound(configured).await;
 
     let mut ws = ws_connect(bind, "/ws/chat").await;
     assert_eq!(ws_roundtrip(&mut ws, "first").await, "first");
@@ -121,16 +108,13 @@ async fn idle_tunnel_outlives_client_timeout_and_closes_at_tunnel_timeout() {
 
 #[tokio::test]
 async fn slow_request_headers_are_cut_at_http_request_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::start("echo", "127.0.0.1:0").await.unwrap();
-    let cp = ControlPlane::start(dir.path());
-    let _dp = DataPlane::start(dir.path(), &cp, "node-a");
-    let api = cp.api();
-    let bind = bind_addr();
-    let mut doc = simple_config(bind, &[("echo", &[backend.addr])], "echo");
+    let f = Fixture::start(&["echo"]).await;
+    let backend = f.backend("echo");
+    let configured = any_port("127.0.0.1");
+    let mut doc = simple_config(configured, &[("echo", &[backend.addr])], "echo");
     doc["defaults"]["timeouts"]["http_request"] = json!("1s");
-    let v = api.put_config(&doc).await;
-    api.wait_applied("node-a", v, WAIT).await;
+    f.apply(&doc).await;
+    let bind = f.bound(configured).await;
 
     let mut tcp = tokio::net::TcpStream::connect(bind).await.unwrap();
     tcp.write_all(b"GET / HTTP/1.1\r\nHost: slow\r\n")
@@ -161,37 +145,35 @@ async fn slow_request_headers_are_cut_at_http_request_timeout() {
 
 #[tokio::test]
 async fn removed_binds_close_but_their_open_tunnels_live_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::start("echo", "127.0.0.1:0").await.unwrap();
-    let cp = ControlPlane::start(dir.path());
-    let _dp = DataPlane::start(dir.path(), &cp, "node-a");
-    let api = cp.api();
-    let (keep, drop_me) = (bind_addr(), bind_addr());
+    let f = Fixture::start(&["echo"]).await;
+    let backend = f.backend("echo");
+    let (keep, drop_me) = (any_port("127.0.0.1"), any_port("127.0.0.2"));
     let mut doc = simple_config(keep, &[("echo", &[backend.addr])], "echo");
     doc["frontends"][0]["binds"]
         .as_array_mut()
         .unwrap()
         .push(json!({ "address": drop_me.to_string() }));
-    let v = api.put_config(&doc).await;
-    api.wait_applied("node-a", v, WAIT).await;
-    let mut tunnel = ws_connect(drop_me, "/ws").await;
+    f.apply(&doc).await;
+    let (kept, dropped) = (f.bound(keep).await, f.bound(drop_me).await);
+    let mut tunnel = ws_connect(dropped, "/ws").await;
     assert_eq!(ws_roundtrip(&mut tunnel, "before").await, "before");
 
     // Remove the second bind, and add a new frontend on a third address.
-    let added = bind_addr();
+    let added = any_port("127.0.0.3");
     let mut doc = simple_config(keep, &[("echo", &[backend.addr])], "echo");
     let mut second = doc["frontends"][0].clone();
     second["name"] = json!("second");
     second["binds"] = json!([{ "address": added.to_string() }]);
     doc["frontends"].as_array_mut().unwrap().push(second);
-    let v = api.put_config(&doc).await;
-    api.wait_applied("node-a", v, WAIT).await;
+    f.apply(&doc).await;
+    let added = f.bound(added).await;
 
     assert!(
-        tokio::net::TcpStream::connect(drop_me).await.is_err(),
+        tokio::net::TcpStream::connect(dropped).await.is_err(),
         "the removed bind still accepts connections"
     );
     assert_eq!(ws_whoami(added, "/ws").await, "echo");
-    assert_eq!(ws_whoami(keep, "/ws").await, "echo");
+    assert_eq!(f.bound(keep).await, kept, "the kept bind kept its listener");
+    assert_eq!(ws_whoami(kept, "/ws").await, "echo");
     assert_eq!(ws_roundtrip(&mut tunnel, "after").await, "after");
 }

@@ -5,33 +5,24 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::json;
-use sluice_tests::backend::Backend;
 use sluice_tests::harness::{
-    eventually, free_port, simple_config, ws_connect, ws_roundtrip, ws_whoami, ControlPlane,
-    DataPlane,
+    any_port, eventually, simple_config, ws_connect, ws_roundtrip, ws_whoami, DataPlane, Fixture,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn bind_addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
-}
-
 #[tokio::test]
 async fn node_keeps_serving_through_a_control_plane_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::start("echo", "127.0.0.1:0").await.unwrap();
-    let mut cp = ControlPlane::start(dir.path());
-    let _dp = DataPlane::start(dir.path(), &cp, "node-a");
-    let bind = bind_addr();
-    let api = cp.api();
-    let v = api
-        .put_config(&simple_config(bind, &[("echo", &[backend.addr])], "echo"))
+    let mut f = Fixture::start(&["echo"]).await;
+    let echo = f.backend("echo").addr;
+    let configured = any_port("127.0.0.1");
+    let v = f
+        .apply(&simple_config(configured, &[("echo", &[echo])], "echo"))
         .await;
-    api.wait_applied("node-a", v, WAIT).await;
+    let bind = f.bound(configured).await;
     let mut tunnel = ws_connect(bind, "/ws").await;
 
-    cp.stop();
+    f.cp.stop();
     // With the control plane gone, the node keeps its plan: old tunnels and new
     // connections both work.
     assert_eq!(
@@ -40,8 +31,8 @@ async fn node_keeps_serving_through_a_control_plane_restart() {
     );
     assert_eq!(ws_whoami(bind, "/ws").await, "echo");
 
-    cp.restart();
-    let api = cp.api();
+    f.cp.restart();
+    let api = f.cp.api();
     let r = api.get("/api/v1/config").await;
     assert_eq!(r.etag, Some(format!("\"{v}\"")), "version persisted");
     api.wait_applied("node-a", v, WAIT).await;
@@ -54,7 +45,7 @@ async fn node_keeps_serving_through_a_control_plane_restart() {
     );
 
     // And it follows changes made after the restart.
-    let mut doc = simple_config(bind, &[("echo", &[backend.addr])], "echo");
+    let mut doc = simple_config(configured, &[("echo", &[echo])], "echo");
     doc["defaults"]["timeouts"]["tunnel"] = json!("2h");
     let v2 = api.put_config(&doc).await;
     assert_eq!(v2, v + 1);
@@ -63,14 +54,16 @@ async fn node_keeps_serving_through_a_control_plane_restart() {
 
 #[tokio::test]
 async fn a_node_with_a_wrong_token_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::start("echo", "127.0.0.1:0").await.unwrap();
-    let cp = ControlPlane::start(dir.path());
-    let bind = bind_addr();
+    let f = Fixture::start(&["echo"]).await;
+    let cp = &f.cp;
     let api = cp.api();
-    api.put_config(&simple_config(bind, &[("echo", &[backend.addr])], "echo"))
-        .await;
-    let mut intruder = DataPlane::start_with_token(dir.path(), &cp, "intruder", "not-the-token");
+    f.apply(&simple_config(
+        any_port("127.0.0.1"),
+        &[("echo", &[f.backend("echo").addr])],
+        "echo",
+    ))
+    .await;
+    let mut intruder = DataPlane::start_with_token(f.dir(), cp, "intruder", "not-the-token");
     eventually(WAIT, "the refusal in the node's log", || {
         let log = intruder.proc.log_text();
         async move { log.contains("refused this node's token").then_some(()) }
@@ -81,7 +74,7 @@ async fn a_node_with_a_wrong_token_is_refused() {
         "a refused node is not registered"
     );
     assert!(
-        tokio::net::TcpStream::connect(bind).await.is_err(),
+        intruder.listeners().await.is_empty(),
         "a refused node got no configuration, so it listens on nothing"
     );
     assert!(
@@ -97,24 +90,21 @@ async fn a_node_with_a_wrong_token_is_refused() {
 
 #[tokio::test]
 async fn an_unappliable_snapshot_is_nacked_and_the_old_plan_keeps_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Backend::start("alpha", "127.0.0.1:0").await.unwrap();
-    let b = Backend::start("beta", "127.0.0.1:0").await.unwrap();
-    let cp = ControlPlane::start(dir.path());
-    let _dp = DataPlane::start(dir.path(), &cp, "node-a");
-    let api = cp.api();
-    let bind = bind_addr();
-    let backends: &[(&str, &[SocketAddr])] = &[("pool_a", &[a.addr]), ("pool_b", &[b.addr])];
-    let good = api
-        .put_config(&simple_config(bind, backends, "pool_a"))
+    let f = Fixture::start(&["alpha", "beta"]).await;
+    let api = f.cp.api();
+    let configured = any_port("127.0.0.1");
+    let (a, b) = (f.backend("alpha").addr, f.backend("beta").addr);
+    let backends: &[(&str, &[SocketAddr])] = &[("pool_a", &[a]), ("pool_b", &[b])];
+    let good = f
+        .apply(&simple_config(configured, backends, "pool_a"))
         .await;
-    api.wait_applied("node-a", good, WAIT).await;
+    let bind = f.bound(configured).await;
     let mut tunnel = ws_connect(bind, "/ws").await;
 
     // Something else on the node's host holds this port.
     let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = squatter.local_addr().unwrap();
-    let mut doc = simple_config(bind, backends, "pool_b");
+    let mut doc = simple_config(configured, backends, "pool_b");
     doc["frontends"][0]["binds"]
         .as_array_mut()
         .unwrap()
@@ -164,35 +154,31 @@ async fn the_node_stream_runs_over_tls_and_nodes_verify_the_control_plane() {
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let crt = write("node-listener.crt", cert.cert.pem());
     let key = write("node-listener.key", cert.key_pair.serialize_pem());
-    let cp = ControlPlane::start_with_args(
-        dir.path(),
-        &["--node-tls-cert", &crt, "--node-tls-key", &key],
-    );
-    assert!(cp.node_url.starts_with("https://"), "{}", cp.node_url);
-
     // A node that trusts the control plane's certificate connects and serves.
-    let backend = Backend::start("echo-1", "127.0.0.1:0").await.unwrap();
-    let bind = bind_addr();
-    let _trusting = DataPlane::start_with_args(
-        dir.path(),
-        &cp,
-        "node-a",
-        &cp.node_token.clone(),
+    let f = Fixture::start_with(
+        &["echo-1"],
+        &["--node-tls-cert", &crt, "--node-tls-key", &key],
         &["--control-plane-ca", &crt],
-    );
+    )
+    .await;
+    let cp = &f.cp;
+    assert!(cp.node_url.starts_with("https://"), "{}", cp.node_url);
+    let configured = any_port("127.0.0.1");
+    f.apply(&simple_config(
+        configured,
+        &[("echo", &[f.backend("echo-1").addr])],
+        "echo",
+    ))
+    .await;
     let api = cp.api();
-    let v = api
-        .put_config(&simple_config(bind, &[("echo", &[backend.addr])], "echo"))
-        .await;
-    api.wait_applied("node-a", v, WAIT).await;
-    assert_eq!(ws_whoami(bind, "/t").await, "echo-1");
+    assert_eq!(ws_whoami(f.bound(configured).await, "/t").await, "echo-1");
 
     // A node that trusts someone else refuses the connection and never gets a snapshot.
     let stranger = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let other_ca = write("other-ca.crt", stranger.cert.pem());
     let wary = DataPlane::start_with_args(
-        dir.path(),
-        &cp,
+        f.dir(),
+        cp,
         "node-b",
         &cp.node_token.clone(),
         &["--control-plane-ca", &other_ca],

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use sluice_tests::harness::{eventually, fixture, free_port, Fixture};
+use sluice_tests::harness::{any_port, eventually, fixture, Fixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -124,7 +124,7 @@ async fn https_and_wss_with_certificates_from_the_api() {
         .contains("PRIVATE KEY"));
 
     // The article's frontend: HTTPS and plain binds, ssl_fc rules, HSTS.
-    let tls_bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let tls_configured = any_port("127.0.0.2");
     // The article's settings (h2 + http/1.1 ALPN, TLS 1.2 minimum, its cipher list, no
     // tickets), with this test's certificate.
     let mut tls_settings = article_tls();
@@ -134,8 +134,8 @@ async fn https_and_wss_with_certificates_from_the_api() {
         "frontends": [{
             "name": "fe",
             "binds": [
-                { "address": tls_bind.to_string(), "tls": tls_settings },
-                { "address": f.bind.to_string() }
+                { "address": tls_configured.to_string(), "tls": tls_settings },
+                { "address": any_port("127.0.0.1").to_string() }
             ],
             "acls": [{ "name": "is_websocket", "expr": "hdr(Upgrade) -i websocket" }],
             "http_request": [
@@ -155,6 +155,7 @@ async fn https_and_wss_with_certificates_from_the_api() {
         ]
     });
     put_and_wait(&f, &doc).await;
+    let tls_bind = f.bound(tls_configured).await;
 
     // HTTPS: http/1.1 negotiated (not h2), forwarded as https, HSTS on the response.
     let tls = tls_connect(tls_bind, "chat.example", &cert).await;

@@ -1,12 +1,10 @@
 //! A WebSocket client through a real node to a real echo backend: every kind of message
 //! arrives unmodified, and the tunnel carries raw bytes without parsing them.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use sluice_tests::backend::Backend;
-use sluice_tests::harness::{eventually, free_port, simple_config, ControlPlane, DataPlane};
+use sluice_tests::harness::{any_port, eventually, simple_config, Fixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -16,39 +14,22 @@ use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Setup {
-    _cp: ControlPlane,
-    dp: DataPlane,
-    _backend: Backend,
-    bind: SocketAddr,
-    /// Dropped last, so logs can still be dumped when a test fails.
-    _dir: tempfile::TempDir,
-}
-
-async fn setup() -> Setup {
+async fn setup() -> Fixture {
     setup_with(&[]).await
 }
 
 /// A node started with `node_args`, in front of one echo backend.
-async fn setup_with(node_args: &[&str]) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::start("echo-1", "127.0.0.1:0").await.unwrap();
-    let cp = ControlPlane::start(dir.path());
-    let dp =
-        DataPlane::start_with_args(dir.path(), &cp, "node-a", &cp.node_token.clone(), node_args);
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let api = cp.api();
-    let version = api
-        .put_config(&simple_config(bind, &[("echo", &[backend.addr])], "echo"))
-        .await;
-    api.wait_applied("node-a", version, WAIT).await;
-    Setup {
-        _dir: dir,
-        _cp: cp,
-        dp,
-        _backend: backend,
-        bind,
-    }
+async fn setup_with(node_args: &[&str]) -> Fixture {
+    let mut f = Fixture::start_with(&["echo-1"], &[], node_args).await;
+    let configured = any_port("127.0.0.1");
+    f.apply(&simple_config(
+        configured,
+        &[("echo", &[f.backend("echo-1").addr])],
+        "echo",
+    ))
+    .await;
+    f.bind = f.bound(configured).await;
+    f
 }
 
 #[tokio::test]

@@ -45,8 +45,8 @@ pub async fn serve_connection(
     let fe = bind.frontend.clone();
     fe.counters.total_connections.fetch_add(1, Relaxed);
     // TCP_NODELAY is inherited from the listener. The local address is the bind's,
-    // unless the bind is a wildcard.
-    let local = if bind.address.ip().is_unspecified() {
+    // unless the bind is a wildcard or left the port to the kernel.
+    let local = if bind.address.ip().is_unspecified() || bind.address.port() == 0 {
         stream.local_addr().unwrap_or(bind.address)
     } else {
         bind.address

@@ -48,9 +48,17 @@ pub struct BindError {
 /// Listen backlog for frontend binds.
 const BACKLOG: u32 = 4096;
 
+/// An open listener: its accept loop's stop signal and the address it got.
+struct Active {
+    _stop: oneshot::Sender<()>,
+    /// The configured address with the port the kernel chose when it was 0.
+    bound: SocketAddr,
+}
+
 #[derive(Default)]
 pub struct Listeners {
-    active: Mutex<HashMap<SocketAddr, oneshot::Sender<()>>>,
+    /// By configured address.
+    active: Mutex<HashMap<SocketAddr, Active>>,
     /// Set SO_REUSEPORT, so several node processes on one host can share binds (the
     /// kernel spreads connections among them) and a new node binary can start beside
     /// the old one.
@@ -135,10 +143,26 @@ impl Listeners {
         });
         for (addr, listener) in opened {
             let (stop_tx, stop_rx) = oneshot::channel();
-            tracing::info!(%addr, "listening");
+            let bound = listener.local_addr().unwrap_or(addr);
+            tracing::info!(%addr, %bound, "listening");
             tokio::spawn(accept_loop(listener, addr, current.clone(), stop_rx));
-            active.insert(addr, stop_tx);
+            active.insert(
+                addr,
+                Active {
+                    _stop: stop_tx,
+                    bound,
+                },
+            );
         }
+    }
+
+    /// Every open listener: its configured address and the address it is bound to
+    /// (they differ when the configured port is 0: the kernel picked one).
+    pub fn bound(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        let active = self.active.lock().expect("listeners lock");
+        let mut out: Vec<_> = active.iter().map(|(a, l)| (*a, l.bound)).collect();
+        out.sort();
+        out
     }
 }
 

@@ -27,15 +27,14 @@ pub(super) fn compile_frontend(
     for (j, b) in f.binds.iter().enumerate() {
         let bfield = format!("{field}.binds[{j}].address");
         match b.address.parse::<SocketAddr>() {
-            Ok(addr) if addr.port() == 0 => {
-                errs.add(bfield, format!("{:?}: port must be 1-65535", b.address))
-            }
             Ok(addr) => {
+                // Port 0: each node lets the kernel pick a free port (its admin listener
+                // reports it at `/listeners`); only the same address twice clashes.
                 let clash = bound.iter().find(|(other, _)| {
                     other.port() == addr.port()
                         && (other.ip() == addr.ip()
-                            || other.ip().is_unspecified()
-                            || addr.ip().is_unspecified())
+                            || (addr.port() != 0
+                                && (other.ip().is_unspecified() || addr.ip().is_unspecified())))
                 });
                 if let Some((_, owner)) = clash {
                     errs.add(
