@@ -14,7 +14,7 @@ fn main() -> std::io::Result<()> {
         PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo")).join("sluice.fds");
     fs::write(&fds_path, fds.encode_to_vec())?;
     tonic_prost_build::configure()
-        .build_server(true)
+        .build_server(false)
         .build_client(true)
         .file_descriptor_set_path(&fds_path)
         .skip_protoc_run()

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use sluice_control_plane::{api, app, auth, grpc, snapshot::ConfigService, store::Store};
-use sluice_proto::v1::fleet_server::FleetServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -130,13 +129,13 @@ async fn main() -> anyhow::Result<()> {
     let grpc_task = tokio::spawn(
         grpc.http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .add_service(FleetServer::new(fleet))
+            .add_service(grpc::wire::FleetServer::new(fleet))
             .serve_with_incoming_shutdown(TcpListenerStream::new(node_listener), async move {
                 let _ = grpc_shutdown.wait_for(|s| *s).await;
             }),
     );
 
-    tracing::info!(%api_addr, %node_addr, version = config.current().version, "control plane started");
+    tracing::info!(%api_addr, %node_addr, version = config.current().snapshot.version, "control plane started");
     println!("sluice-cp ready api=http://{api_addr} node={node_scheme}://{node_addr}");
 
     shutdown_signal().await;

@@ -20,7 +20,7 @@ struct NodeLabels {
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut registry = Registry::with_prefix("sluice_cp");
     let version = Gauge::<i64>::default();
-    version.set(state.config.current().version as i64);
+    version.set(state.config.current().snapshot.version as i64);
     registry.register(
         "config_version",
         "Newest committed configuration version",

@@ -7,26 +7,26 @@
 //! shutdown. The protocol rules are in `proto/sluice/v1/fleet.proto`.
 
 pub mod registry;
+pub mod wire;
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::Stream;
-use sluice_proto::v1::{
-    self as pb, control_message, fleet_server::Fleet, node_message, ControlMessage, NodeMessage,
-};
+use bytes::Bytes;
+use sluice_proto::v1::{self as pb, node_message, NodeMessage};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::TokenDigest;
 use crate::clock::unix_ms;
+use crate::snapshot::Published;
 use crate::store::Store;
 use registry::Registry;
+use wire::ControlStream;
 
 /// Every committed version, newest last (`ConfigService::subscribe`).
-pub type Snapshots = tokio::sync::watch::Receiver<Arc<pb::Snapshot>>;
+pub type Snapshots = tokio::sync::watch::Receiver<Arc<Published>>;
 
 pub struct FleetService {
     pub snapshots: Snapshots,
@@ -39,16 +39,13 @@ pub struct FleetService {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
-type ControlStream = Pin<Box<dyn Stream<Item = Result<ControlMessage, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Fleet for FleetService {
-    type SessionStream = ControlStream;
-
-    async fn session(
+impl FleetService {
+    /// One node's `Fleet.Session`: authenticate, take the `Hello`, then stream versions
+    /// from a session task.
+    pub async fn session(
         &self,
         request: Request<Streaming<NodeMessage>>,
-    ) -> Result<Response<Self::SessionStream>, Status> {
+    ) -> Result<Response<ControlStream>, Status> {
         let presented = request
             .metadata()
             .get("authorization")
@@ -119,18 +116,16 @@ impl NodeSession {
     async fn run(
         mut self,
         mut inbound: Streaming<NodeMessage>,
-        tx: mpsc::Sender<Result<ControlMessage, Status>>,
+        tx: mpsc::Sender<Result<Bytes, Status>>,
     ) {
         let mut snapshots = self.snapshots.clone();
         let mut pending = Some(snapshots.borrow_and_update().clone());
         let mut replaced = tokio::time::interval(Duration::from_secs(1));
         let end = loop {
-            if let Some(snap) = pending.take() {
-                let version = snap.version;
-                let msg = ControlMessage {
-                    msg: Some(control_message::Msg::Snapshot((*snap).clone())),
-                };
-                if tx.send(Ok(msg)).await.is_err() {
+            if let Some(published) = pending.take() {
+                let version = published.snapshot.version;
+                // The version's message, encoded once for every session.
+                if tx.send(Ok(published.message.clone())).await.is_err() {
                     break "stream closed by the node";
                 }
                 tracing::debug!(node = %self.node_id, version, "snapshot sent");

@@ -4,11 +4,13 @@
 //! serializes writers, reads the current configuration (document and certificates, one
 //! read), computes the next one, validates it as a whole ([`crate::config::snapshot`]),
 //! stores it with its snapshot in one transaction ([`Store::commit`]) and only then
-//! publishes the new `Arc<Snapshot>` on a `watch` channel. Node streams subscribe to that
+//! publishes the new version ([`Published`]: the snapshot and its stream message, encoded
+//! once) on a `watch` channel. Node streams subscribe to that
 //! channel; `watch` collapses versions, so a slow node jumps straight to the newest.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use prost::Message;
 use sluice_proto::v1 as pb;
 use tokio::sync::{watch, Mutex};
@@ -42,19 +44,43 @@ pub struct Applied {
     pub summary: String,
 }
 
+/// A committed version as it is published to node sessions.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub snapshot: pb::Snapshot,
+    /// The `ControlMessage` that ships it, encoded once and shared by every session.
+    pub message: Bytes,
+}
+
+impl Published {
+    fn new(snapshot: pb::Snapshot) -> Arc<Self> {
+        let message = pb::ControlMessage {
+            msg: Some(pb::control_message::Msg::Snapshot(snapshot)),
+        };
+        let bytes = Bytes::from(message.encode_to_vec());
+        let Some(pb::control_message::Msg::Snapshot(snapshot)) = message.msg else {
+            unreachable!("built with a snapshot just above");
+        };
+        Arc::new(Self {
+            snapshot,
+            message: bytes,
+        })
+    }
+}
+
 pub struct ConfigService {
     store: Store,
     /// Serializes writers within this process; the store's conditional version bump
     /// protects against writers elsewhere.
     write: Mutex<()>,
-    tx: watch::Sender<Arc<pb::Snapshot>>,
+    tx: watch::Sender<Arc<Published>>,
 }
 
 impl ConfigService {
     /// Loads the newest snapshot; a fresh database gets version 1, the empty configuration.
     pub async fn start(store: Store) -> Result<Self, ChangeError> {
         let (version, config) = store.load().await?;
-        let (tx, _) = watch::channel(Arc::new(pb::Snapshot::default()));
+        let (tx, _) = watch::channel(Arc::new(Published::default()));
         let service = Self {
             store,
             write: Mutex::new(()),
@@ -70,17 +96,18 @@ impl ConfigService {
             let snap = pb::Snapshot::decode(bytes.as_slice()).map_err(|e| {
                 ChangeError::Conflict(format!("stored snapshot {version} does not decode: {e}"))
             })?;
-            service.tx.send_replace(Arc::new(snap));
+            service.tx.send_replace(Published::new(snap));
         }
         Ok(service)
     }
 
     /// Every new version, as it is committed (the current one first).
-    pub fn subscribe(&self) -> watch::Receiver<Arc<pb::Snapshot>> {
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Published>> {
         self.tx.subscribe()
     }
 
-    pub fn current(&self) -> Arc<pb::Snapshot> {
+    /// The newest committed version.
+    pub fn current(&self) -> Arc<Published> {
         self.tx.borrow().clone()
     }
 
@@ -174,7 +201,7 @@ impl ConfigService {
                 e => e.into(),
             })?;
         tracing::info!(version, %summary, "committed configuration");
-        self.tx.send_replace(Arc::new(snap));
+        self.tx.send_replace(Published::new(snap));
         Ok(version)
     }
 }

@@ -51,7 +51,7 @@ async fn a_change_is_versioned_stored_and_published() {
     let (service, store, _dir) = service().await;
     let mut updates = service.subscribe();
     assert_eq!(
-        service.current().version,
+        service.current().snapshot.version,
         1,
         "a fresh store starts at version 1"
     );
@@ -66,8 +66,8 @@ async fn a_change_is_versioned_stored_and_published() {
     assert_eq!(applied.summary, "create backend app: +backend app");
     assert!(updates.has_changed().unwrap());
     let published = updates.borrow_and_update().clone();
-    assert_eq!(published.version, 2);
-    assert_eq!(published.backends[0].name, "app");
+    assert_eq!(published.snapshot.version, 2);
+    assert_eq!(published.snapshot.backends[0].name, "app");
     let (version, stored) = store.load().await.unwrap();
     assert_eq!(version, 2);
     assert_eq!(stored.document.backends, vec![backend("app")]);
@@ -117,7 +117,7 @@ async fn a_stale_or_invalid_change_stores_nothing() {
         .await;
     assert!(matches!(refused, Err(ChangeError::NotFound(_))));
     assert_eq!(store.load().await.unwrap().0, 1);
-    assert_eq!(service.current().version, 1);
+    assert_eq!(service.current().snapshot.version, 1);
 }
 
 #[tokio::test]
@@ -157,7 +157,12 @@ async fn certificates_and_documents_share_the_write_path() {
         .unwrap();
     assert_eq!(v.version, 3);
     let shipped = service.current();
-    let names: Vec<_> = shipped.certificates.iter().map(|c| &c.name).collect();
+    let names: Vec<_> = shipped
+        .snapshot
+        .certificates
+        .iter()
+        .map(|c| &c.name)
+        .collect();
     assert_eq!(names, ["site"]);
     let (_, stored) = store.load().await.unwrap();
     let names: Vec<_> = stored.certificates.iter().map(|c| &c.name).collect();
@@ -173,7 +178,31 @@ async fn certificates_and_documents_share_the_write_path() {
         .unwrap();
     assert_eq!(v.version, 4);
     assert_eq!(
-        service.current().backends[0].servers[0].state(),
+        service.current().snapshot.backends[0].servers[0].state(),
         pb::ServerState::Drain
     );
+}
+
+#[tokio::test]
+async fn each_version_is_encoded_once_as_the_message_nodes_receive() {
+    let (service, _store, _dir) = service().await;
+    service
+        .apply(None, "create backend app", |c| {
+            c.document.backends.push(backend("app"));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let published = service.current();
+    let decoded = pb::ControlMessage::decode(published.message.clone()).unwrap();
+    assert_eq!(
+        decoded.msg,
+        Some(pb::control_message::Msg::Snapshot(
+            published.snapshot.clone()
+        ))
+    );
+    // Every subscriber shares the same bytes.
+    let a = service.subscribe().borrow().message.clone();
+    let b = service.subscribe().borrow().message.clone();
+    assert_eq!(a.as_ptr(), b.as_ptr());
 }
