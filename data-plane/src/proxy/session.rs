@@ -118,17 +118,11 @@ impl Session {
                     ended.started = Instant::now();
                     tunnel::run(client, early, server.0, server.1, idle, &ended.meter).await
                 }
-                // A TLS client: boxed, since a TLS stream and its buffered copies are
-                // large and must not make every plain tunnel's task that large too.
+                // A TLS client (or another kind of upgraded connection): boxed, since a
+                // TLS stream and its buffered copies are large and must not make every
+                // plain tunnel's task that large too.
                 Err(upgraded) => {
-                    match Box::pin(tls_tunnel(upgraded, server, idle, &ended.meter)).await {
-                        Some(report) => report,
-                        None => {
-                            tracing::error!(client = ?peer, "upgraded client connection of an unknown kind; closing");
-                            ended.finish(TunnelEnd::ClientError);
-                            return;
-                        }
-                    }
+                    Box::pin(stream_tunnel(upgraded, server, idle, &ended.meter)).await
                 }
             };
             ended.finish(report.end);
@@ -136,16 +130,25 @@ impl Session {
     }
 }
 
-/// The tunnel of a client on a TLS bind; `None` if the upgraded connection is not one.
-async fn tls_tunnel(
+/// The tunnel of a client whose socket is not a plain TCP one: a TLS bind's stream, or
+/// any other upgraded connection (whatever the front-end protocol), copied through
+/// buffers.
+async fn stream_tunnel(
     upgraded: hyper::upgrade::Upgraded,
     server: (TcpStream, Bytes),
     idle: Duration,
     meter: &tunnel::Meter,
-) -> Option<tunnel::TunnelReport> {
-    let c = upgraded.downcast::<TokioIo<ClientIo<TlsStream>>>().ok()?;
-    let client = c.io.into_inner().into_inner();
-    Some(tunnel::run_stream(client, c.read_buf, server.0, server.1, idle, meter).await)
+) -> tunnel::TunnelReport {
+    match upgraded.downcast::<TokioIo<ClientIo<TlsStream>>>() {
+        Ok(c) => {
+            let client = c.io.into_inner().into_inner();
+            tunnel::run_stream(client, c.read_buf, server.0, server.1, idle, meter).await
+        }
+        Err(other) => {
+            let client = TokioIo::new(other);
+            tunnel::run_stream(client, Bytes::new(), server.0, server.1, idle, meter).await
+        }
+    }
 }
 
 /// A tunnel's bookkeeping, done when the tunnel task ends however it ends: at the
