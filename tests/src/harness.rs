@@ -676,6 +676,16 @@ impl Fixture {
     pub async fn bound(&self, configured: SocketAddr) -> SocketAddr {
         self.dp.bound(configured).await
     }
+
+    /// Applies [`simple_config`] on `127.0.0.1:0` with one backend `echo` holding the
+    /// server `backend`; returns where `node-a` accepts connections for it.
+    pub async fn serve_echo(&self, backend: &str) -> SocketAddr {
+        let configured = any_port("127.0.0.1");
+        let addr = self.backend(backend).addr;
+        self.apply(&simple_config(configured, &[("echo", &[addr])], "echo"))
+            .await;
+        self.bound(configured).await
+    }
 }
 
 /// Starts backends named in `servers`, the control plane and a node, applies

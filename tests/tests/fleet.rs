@@ -57,12 +57,7 @@ async fn a_node_with_a_wrong_token_is_refused() {
     let f = Fixture::start(&["echo"]).await;
     let cp = &f.cp;
     let api = cp.api();
-    f.apply(&simple_config(
-        any_port("127.0.0.1"),
-        &[("echo", &[f.backend("echo").addr])],
-        "echo",
-    ))
-    .await;
+    f.serve_echo("echo").await;
     let mut intruder = DataPlane::start_with_token(f.dir(), cp, "intruder", "not-the-token");
     eventually(WAIT, "the refusal in the node's log", || {
         let log = intruder.proc.log_text();
@@ -163,15 +158,9 @@ async fn the_node_stream_runs_over_tls_and_nodes_verify_the_control_plane() {
     .await;
     let cp = &f.cp;
     assert!(cp.node_url.starts_with("https://"), "{}", cp.node_url);
-    let configured = any_port("127.0.0.1");
-    f.apply(&simple_config(
-        configured,
-        &[("echo", &[f.backend("echo-1").addr])],
-        "echo",
-    ))
-    .await;
+    let bind = f.serve_echo("echo-1").await;
     let api = cp.api();
-    assert_eq!(ws_whoami(f.bound(configured).await, "/t").await, "echo-1");
+    assert_eq!(ws_whoami(bind, "/t").await, "echo-1");
 
     // A node that trusts someone else refuses the connection and never gets a snapshot.
     let stranger = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use sluice_tests::harness::{any_port, eventually, simple_config, Fixture};
+use sluice_tests::harness::{eventually, Fixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -21,14 +21,7 @@ async fn setup() -> Fixture {
 /// A node started with `node_args`, in front of one echo backend.
 async fn setup_with(node_args: &[&str]) -> Fixture {
     let mut f = Fixture::start_with(&["echo-1"], &[], node_args).await;
-    let configured = any_port("127.0.0.1");
-    f.apply(&simple_config(
-        configured,
-        &[("echo", &[f.backend("echo-1").addr])],
-        "echo",
-    ))
-    .await;
-    f.bind = f.bound(configured).await;
+    f.bind = f.serve_echo("echo-1").await;
     f
 }
 

@@ -150,30 +150,23 @@ async fn config_writes_are_validated_versioned_and_conditional() {
     );
 
     // A write based on an older version is refused with the current one.
-    let (status, _, body) = api
-        .call_with(
-            "PUT",
-            "/api/v1/backends/app/servers/s1/state",
-            Some(json!({ "state": "drain" })),
-            &[
-                ("authorization", &format!("Bearer {TOKEN}")),
-                ("if-match", "\"1\""),
-            ],
-        )
-        .await;
+    let drain = |version: &'static str| {
+        let auth = format!("Bearer {TOKEN}");
+        let api = &api;
+        async move {
+            api.call_with(
+                "PUT",
+                "/api/v1/backends/app/servers/s1/state",
+                Some(json!({ "state": "drain" })),
+                &[("authorization", &auth), ("if-match", version)],
+            )
+            .await
+        }
+    };
+    let (status, _, body) = drain("\"1\"").await;
     assert_eq!(status, StatusCode::PRECONDITION_FAILED);
     assert_eq!(body["current_version"], 2);
-    let (status, _, body) = api
-        .call_with(
-            "PUT",
-            "/api/v1/backends/app/servers/s1/state",
-            Some(json!({ "state": "drain" })),
-            &[
-                ("authorization", &format!("Bearer {TOKEN}")),
-                ("if-match", "\"2\""),
-            ],
-        )
-        .await;
+    let (status, _, body) = drain("\"2\"").await;
     assert_eq!(
         (status, body["version"].as_u64()),
         (StatusCode::OK, Some(3))

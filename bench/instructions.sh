@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Counts the node's user-space instructions per upgrade or per echo64 message under
+# valgrind's callgrind: repeatable for the same binary and inputs, whatever else the
+# machine is doing, so two builds can be compared where timed runs are too noisy.
+#
+#   bench/instructions.sh handshake|echo [NODE_BINARY]
+#
+# NODE_BINARY defaults to this tree's release build (built first); pass another build of
+# sluice-dp to compare. Only instructions between the start and the end of the measured
+# load are counted (a warm-up load runs first). Needs valgrind; pinning as bench/run.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WL=${1:-handshake}
+cargo build --release --quiet -p sluice-control-plane -p sluice-data-plane -p sluice-bench
+B=target/release
+DP=${2:-$B/sluice-dp}
+OUT=$(mktemp -d)
+T=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$T" "$OUT"' EXIT
+ulimit -n "$(ulimit -Hn)"
+taskset -c 1 "$B/sluice-bench-echo" 127.0.0.1:19001 127.0.0.1:19002 > /dev/null & pids+=($!)
+taskset -c 1 "$B/sluice-cp" --database "$T/db" --api-listen 127.0.0.1:17080 --node-listen 127.0.0.1:17081 \
+    --admin-token a --node-token n > /dev/null 2>&1 & pids+=($!)
+for _ in $(seq 100); do curl -fsS -o /dev/null http://127.0.0.1:17080/healthz 2>/dev/null && break; sleep 0.1; done
+curl -fsS -X PUT -H "Authorization: Bearer a" http://127.0.0.1:17080/api/v1/config --data '{
+    "frontends": [{ "name": "fe", "binds": [{ "address": "127.0.0.1:18081" }],
+      "acls": [{ "name": "is_websocket", "expr": "hdr(Upgrade) -i websocket" },
+               { "name": "is_ws_connection", "expr": "hdr_sub(Connection) -i upgrade" }],
+      "use_backend": [{ "backend": "bench", "if": "is_websocket is_ws_connection" }],
+      "default_backend": "bench" }],
+    "backends": [{ "name": "bench", "servers": [{ "name": "s1", "address": "127.0.0.1:19001" },
+                                               { "name": "s2", "address": "127.0.0.1:19002" }] }],
+    "defaults": { "forwardfor": true, "http_server_close": true,
+      "timeouts": { "connect": "5s", "client": "30s", "server": "30s", "tunnel": "3600s", "http_request": "10s" } } }' > /dev/null
+RUST_LOG=warn taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/cg.%p" \
+  "$DP" --control-plane http://127.0.0.1:17081 --token n --node-id prof --worker-threads 1 --admin-listen 127.0.0.1:0 > "$OUT/node.log" 2>&1 & NODE=$!
+pids+=("$NODE")
+for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/18081) 2>/dev/null && break; sleep 0.1; done
+sleep 1
+case $WL in
+  handshake) cmd=(handshake --target 127.0.0.1:18081 --seconds 3) ;;
+  echo) cmd=(echo --target 127.0.0.1:18081 --seconds 3) ;;
+  *) echo "usage: bench/instructions.sh handshake|echo [NODE_BINARY]" >&2; exit 2 ;;
+esac
+taskset -c 1 "$B/sluice-bench" "${cmd[@]}" > /dev/null   # warm-up
+callgrind_control -i on "$NODE" > /dev/null
+taskset -c 1 "$B/sluice-bench" "${cmd[@]}" > "$OUT/result.json"
+callgrind_control -i off "$NODE" > /dev/null
+callgrind_control -d "$NODE" > /dev/null
+sleep 1
+python3 - "$OUT" <<'PY'
+import json, sys, glob
+out = sys.argv[1]
+r = json.load(open(f"{out}/result.json"))
+ops = r.get("upgrades") or r.get("msgs") or r["msgs_per_s"] * r["cpu"]["wall_s"]
+total = 0
+for f in glob.glob(f"{out}/cg.*"):
+    for line in open(f):
+        if line.startswith("summary:") or line.startswith("totals:"):
+            total = max(total, int(line.split()[1]))
+unit = "upgrade" if "upgrades" in r else "message"
+print(f"{total} instructions / {ops:.0f} {unit}s = {total / ops:.0f} per {unit}")
+PY
