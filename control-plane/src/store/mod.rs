@@ -416,4 +416,51 @@ mod tests {
         }
         assert_eq!(store.list_snapshots(10).await.unwrap().len(), 1);
     }
+
+    fn named(frontend: &str, backend: &str) -> Configuration {
+        let document = serde_json::from_value(serde_json::json!({
+            "frontends": [{ "name": frontend, "binds": [{ "address": "127.0.0.1:8080" }],
+                            "default_backend": backend }],
+            "backends": [{ "name": backend, "servers": [{ "name": "s", "address": "127.0.0.1:9001" }] }]
+        }))
+        .unwrap();
+        Configuration {
+            document,
+            certificates: Vec::new(),
+        }
+    }
+
+    /// A reader racing a writer only ever sees committed versions: the body it gets is
+    /// the one committed at the version it gets with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_read_is_one_committed_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("t.db").to_str().unwrap())
+            .await
+            .unwrap();
+        // Odd versions hold `a`, even ones `b`.
+        let (a, b) = (named("fe-a", "be-a"), named("fe-b", "be-b"));
+        let writer = {
+            let (store, a, b) = (store.clone(), a.clone(), b.clone());
+            tokio::spawn(async move {
+                for v in 0..300u64 {
+                    let next = if v % 2 == 0 { &a } else { &b };
+                    store.commit(v, next, false, "w", 1, b"x").await.unwrap();
+                }
+            })
+        };
+        let mut reads = 0;
+        while !writer.is_finished() {
+            let (version, config) = store.load().await.unwrap();
+            let expected = match version {
+                0 => Configuration::default(),
+                v if v % 2 == 1 => a.clone(),
+                _ => b.clone(),
+            };
+            assert_eq!(config, expected, "read at version {version}");
+            reads += 1;
+        }
+        writer.await.unwrap();
+        assert!(reads > 10, "only {reads} reads raced the writes");
+    }
 }
