@@ -77,6 +77,22 @@ fn parse_labels(s: &str) -> anyhow::Result<HashMap<String, String>> {
     Ok(out)
 }
 
+/// The node's id: `--node-id`, else the host name. The control plane refuses ids outside
+/// its name rule, so a bad one is refused here, at start, with the reason.
+fn node_id(given: Option<String>) -> anyhow::Result<String> {
+    let id = given.unwrap_or_else(default_node_id);
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+    anyhow::ensure!(
+        valid,
+        "--node-id {id:?} is not 1-128 of A-Z a-z 0-9 _ - . : (set --node-id)"
+    );
+    Ok(id)
+}
+
 fn default_node_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -96,7 +112,7 @@ fn main() -> anyhow::Result<()> {
     let cfg = control::ControlConfig {
         endpoint: args.control_plane.clone(),
         token: args.token.clone(),
-        node_id: args.node_id.clone().unwrap_or_else(default_node_id),
+        node_id: node_id(args.node_id.clone())?,
         labels: parse_labels(&args.labels).context("parsing --labels")?,
         stats_interval: args.stats_interval,
         ca_pem: match &args.control_plane_ca {

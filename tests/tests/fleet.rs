@@ -181,3 +181,62 @@ async fn the_node_stream_runs_over_tls_and_nodes_verify_the_control_plane() {
     .await;
     assert!(api.node("node-b").await.is_none());
 }
+
+#[tokio::test]
+async fn a_hello_that_breaks_the_identity_limits_is_refused_and_logged_escaped() {
+    use sluice_proto::v1::{fleet_client::FleetClient, node_message, Hello, NodeMessage};
+    let f = Fixture::start(&["echo"]).await;
+    f.serve_echo("echo").await;
+    let hostile = |node_id: &str, labels: &[(&str, String)]| {
+        let hello = Hello {
+            node_id: node_id.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            software_version: "0".into(),
+            applied_version: 0,
+        };
+        let url = f.cp.node_url.clone();
+        let token = f.cp.node_token.clone();
+        async move {
+            let mut client = FleetClient::connect(url).await.unwrap();
+            let first = NodeMessage {
+                msg: Some(node_message::Msg::Hello(hello)),
+            };
+            let mut request = tonic::Request::new(tokio_stream::iter([first]));
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            client.session(request).await.map(|_| ()).unwrap_err()
+        }
+    };
+    let status = hostile("edge-9\nINFO forged: node edge-7 connected", &[]).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("node_id"), "{}", status.message());
+    let status = hostile("edge-10", &[("zone", "x".repeat(100_000))]).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("label zone"),
+        "{}",
+        status.message()
+    );
+
+    let api = f.cp.api();
+    let nodes = api.get("/api/v1/nodes").await.json;
+    let ids: Vec<_> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["node-a"], "only the well-formed node is registered");
+    assert!(
+        !f.cp
+            .proc
+            .log_text()
+            .lines()
+            .any(|l| l.starts_with("INFO forged")),
+        "a node-supplied newline reached the control plane's log"
+    );
+}

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::TokenDigest;
 use crate::clock::unix_ms;
+use crate::config::compile::valid_name;
 use crate::snapshot::Published;
 use crate::store::Store;
 use registry::Registry;
@@ -37,6 +38,52 @@ pub struct FleetService {
     /// A node silent for longer than this is considered gone.
     pub stale_after: Duration,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Most labels a node may carry.
+pub const MAX_LABELS: usize = 32;
+/// Longest label value, and longest software version.
+pub const MAX_LABEL_VALUE: usize = 256;
+
+/// A node's identity is bounded before anything of it is stored or logged: the id and
+/// label keys follow the configuration's name rule (1-128 of `A-Z a-z 0-9 _ - . :`),
+/// label values and the software version are at most 256 characters without control
+/// characters, and there are at most 32 labels.
+fn check_hello(hello: &pb::Hello) -> Result<(), Status> {
+    let bad = |what: String| Err(Status::invalid_argument(what));
+    if !valid_name(&hello.node_id) {
+        return bad(format!(
+            "node_id {:?} is not 1-128 of A-Z a-z 0-9 _ - . :",
+            hello.node_id.chars().take(160).collect::<String>()
+        ));
+    }
+    if hello.labels.len() > MAX_LABELS {
+        return bad(format!(
+            "{} labels: at most {MAX_LABELS}",
+            hello.labels.len()
+        ));
+    }
+    let text_ok =
+        |v: &str| v.chars().count() <= MAX_LABEL_VALUE && !v.chars().any(char::is_control);
+    for (key, value) in &hello.labels {
+        if !valid_name(key) {
+            return bad(format!(
+                "label key {:?} is not 1-128 of A-Z a-z 0-9 _ - . :",
+                key.chars().take(160).collect::<String>()
+            ));
+        }
+        if !text_ok(value) {
+            return bad(format!(
+                "label {key}: the value must be at most {MAX_LABEL_VALUE} characters without control characters"
+            ));
+        }
+    }
+    if !text_ok(&hello.software_version) {
+        return bad(format!(
+            "software_version must be at most {MAX_LABEL_VALUE} characters without control characters"
+        ));
+    }
+    Ok(())
 }
 
 impl FleetService {
@@ -64,9 +111,7 @@ impl FleetService {
             Ok(Err(status)) => return Err(status),
             Err(_) => return Err(Status::deadline_exceeded("no Hello within 10s")),
         };
-        if hello.node_id.is_empty() || hello.node_id.len() > 128 {
-            return Err(Status::invalid_argument("node_id must be 1-128 characters"));
-        }
+        check_hello(&hello)?;
         let now = unix_ms();
         let labels = serde_json::to_string(&hello.labels).unwrap_or_else(|_| "{}".into());
         self.store
@@ -174,7 +219,8 @@ impl NodeSession {
                     .await
             }
             Some(node_message::Msg::Nack(pb::Nack { version, reason })) => {
-                tracing::warn!(node = %self.node_id, version, %reason, "node rejected snapshot");
+                // The reason is the node's text: logged escaped (Debug), never raw.
+                tracing::warn!(node = %self.node_id, version, ?reason, "node rejected snapshot");
                 self.registry.record_reply(
                     &self.node_id,
                     self.session,
@@ -198,5 +244,58 @@ impl NodeSession {
         if let Err(e) = result {
             tracing::error!(node = %self.node_id, error = %e, "recording node message");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(node_id: &str, labels: &[(&str, String)]) -> pb::Hello {
+        pb::Hello {
+            node_id: node_id.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            software_version: "0.1.0".into(),
+            applied_version: 0,
+        }
+    }
+
+    #[test]
+    fn node_identity_is_bounded() {
+        assert!(check_hello(&hello("edge-1", &[("zone", "a".into())])).is_ok());
+        for (what, h) in [
+            ("a newline in the id", hello("edge-1\nforged line", &[])),
+            ("an empty id", hello("", &[])),
+            ("an id of 129", hello(&"n".repeat(129), &[])),
+            (
+                "a 100 KB label",
+                hello("edge-1", &[("zone", "x".repeat(100_000))]),
+            ),
+            (
+                "a control character in a label",
+                hello("edge-1", &[("zone", "a\rb".into())]),
+            ),
+            (
+                "a bad label key",
+                hello("edge-1", &[("zone a", "a".into())]),
+            ),
+        ] {
+            let status = check_hello(&h).expect_err(what);
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}");
+            assert!(
+                !status.message().contains('\n'),
+                "{what}: {:?}",
+                status.message()
+            );
+        }
+        let many: Vec<(&str, String)> = Vec::new();
+        let mut h = hello("edge-1", &many);
+        for i in 0..33 {
+            h.labels.insert(format!("k{i}"), "v".into());
+        }
+        assert!(check_hello(&h).is_err(), "33 labels");
     }
 }

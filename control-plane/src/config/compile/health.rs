@@ -45,6 +45,23 @@ pub(super) fn health_check(errs: &mut Errors, field: &str, h: &HealthCheck) -> p
         if !uri.starts_with('/') {
             errs.add(format!("{field}.uri"), "the uri must start with '/'");
         }
+        wire_text(errs, format!("{field}.uri"), uri, Text::Token);
+    }
+    if let Some(method) = &h.method {
+        if method.is_empty() || http_header_name_invalid(method) {
+            errs.add(
+                format!("{field}.method"),
+                format!("{method:?} is not a method (a token such as GET)"),
+            );
+        }
+    }
+    if let Some(version) = &h.version {
+        if !matches!(version.as_str(), "HTTP/1.0" | "HTTP/1.1") {
+            errs.add(
+                format!("{field}.version"),
+                format!("{version:?} is not HTTP/1.0 or HTTP/1.1"),
+            );
+        }
     }
     let mut headers = Vec::new();
     for (name, value) in &h.headers {
@@ -54,6 +71,12 @@ pub(super) fn health_check(errs: &mut Errors, field: &str, h: &HealthCheck) -> p
                 format!("{name:?} is not a valid header name"),
             );
         }
+        wire_text(
+            errs,
+            format!("{field}.headers.{name}"),
+            value,
+            Text::HeaderValue,
+        );
         headers.push(pb::HeaderValue {
             name: name.clone(),
             value: value.clone(),

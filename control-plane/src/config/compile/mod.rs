@@ -212,13 +212,35 @@ fn http_header_name_invalid(name: &str) -> bool {
 
 fn header_value(errs: &mut Errors, field: &str, v: &Option<String>) -> String {
     let value = require(errs, field, "value", v);
-    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-        errs.add(
-            format!("{field}.value"),
-            "header values cannot contain CR, LF or NUL",
-        );
-    }
+    wire_text(errs, format!("{field}.value"), value, Text::HeaderValue);
     value.to_string()
+}
+
+/// What kind of text reaches a wire or a log.
+#[derive(Clone, Copy)]
+enum Text {
+    /// A header value: HTAB is allowed (RFC 9110 §5.5).
+    HeaderValue,
+    /// A method, URI, path, location, content type: no control character, no space.
+    Token,
+}
+
+/// The one check for every value that a node writes on a wire (a request or response
+/// line, a header) or in a log: no CR, LF, NUL or other control character — any of them
+/// could end a line and start another (a second request on a health check's connection,
+/// a forged log line).
+fn wire_text(errs: &mut Errors, field: impl Into<String>, value: &str, kind: Text) {
+    let bad = value.chars().find(|&c| match kind {
+        Text::HeaderValue => c.is_control() && c != '\t',
+        Text::Token => c.is_control() || c == ' ',
+    });
+    if let Some(c) = bad {
+        let what = match kind {
+            Text::HeaderValue => "control characters",
+            Text::Token => "spaces or control characters",
+        };
+        errs.add(field, format!("cannot contain {what} (found {c:?})"));
+    }
 }
 
 #[cfg(test)]

@@ -117,6 +117,12 @@ pub(super) fn request_action(
                     r.prefix.as_ref().expect("counted above"),
                 )
             };
+            let target_field = match kind {
+                pb::RedirectKind::Scheme => "scheme",
+                pb::RedirectKind::Location => "location",
+                _ => "prefix",
+            };
+            wire_text(errs, format!("{field}.{target_field}"), target, Text::Token);
             Action::Redirect(pb::Redirect {
                 kind: kind as i32,
                 target: target.clone(),
@@ -157,6 +163,7 @@ pub(super) fn request_action(
             if !path.starts_with('/') {
                 errs.add(format!("{field}.path"), "the path must start with '/'");
             }
+            wire_text(errs, format!("{field}.path"), path, Text::Token);
             Action::SetPath(pb::SetPath {
                 path: path.to_string(),
             })
@@ -169,12 +176,19 @@ pub(super) fn request_action(
                     format!("{status} is not a valid status"),
                 );
             }
+            let content_type = r
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "text/plain".into());
+            wire_text(
+                errs,
+                format!("{field}.content_type"),
+                &content_type,
+                Text::HeaderValue,
+            );
             Action::ReturnResponse(pb::ReturnResponse {
                 status: status.into(),
-                content_type: r
-                    .content_type
-                    .clone()
-                    .unwrap_or_else(|| "text/plain".into()),
+                content_type,
                 body: r.body.clone().unwrap_or_default(),
             })
         }

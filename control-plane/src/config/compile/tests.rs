@@ -102,3 +102,81 @@ fn errorfiles_and_after_response_rules_are_checked() {
     assert_eq!(files[0].status, 503);
     assert_eq!(files[0].body, "<p>down</p>");
 }
+
+#[test]
+fn control_characters_are_refused_wherever_they_would_reach_a_wire() {
+    let base = serde_json::to_value(article()).unwrap();
+    let rule = |r: serde_json::Value| {
+        let mut d = base.clone();
+        d["frontends"][0]["http_request"]
+            .as_array_mut()
+            .unwrap()
+            .push(r);
+        (d, "frontends[0].http_request[7]")
+    };
+    let check = |key: &str, v: serde_json::Value| {
+        let mut d = base.clone();
+        d["backends"][1]["health_check"][key] = v;
+        d
+    };
+    let cases = [
+        (
+            check("method", "GET / HTTP/1.1\r\nHost: victim\r\n\r\nGET".into()),
+            "backends[1].health_check.method".to_string(),
+        ),
+        (
+            check("uri", "/healthz HTTP/1.1\r\nHost: victim".into()),
+            "backends[1].health_check.uri".into(),
+        ),
+        (
+            check(
+                "headers",
+                serde_json::json!({ "Host": "a\r\nX-Injected: 1" }),
+            ),
+            "backends[1].health_check.headers.Host".into(),
+        ),
+        (
+            check("version", "HTTP/1.1\r\nX: y".into()),
+            "backends[1].health_check.version".into(),
+        ),
+        {
+            let (d, f) = rule(
+                serde_json::json!({ "action": "redirect", "location": "/x\r\nSet-Cookie: a=b" }),
+            );
+            (d, format!("{f}.location"))
+        },
+        {
+            let (d, f) =
+                rule(serde_json::json!({ "action": "redirect", "prefix": "https://a\nb" }));
+            (d, format!("{f}.prefix"))
+        },
+        {
+            let (d, f) = rule(serde_json::json!({ "action": "set-path", "path": "/a\r\nb" }));
+            (d, format!("{f}.path"))
+        },
+        {
+            let (d, f) = rule(
+                serde_json::json!({ "action": "return", "content_type": "text/plain\r\nX: y" }),
+            );
+            (d, format!("{f}.content_type"))
+        },
+        {
+            let (d, f) = rule(
+                serde_json::json!({ "action": "set-header", "name": "X-A", "value": "a\u{0}b" }),
+            );
+            (d, format!("{f}.value"))
+        },
+    ];
+    for (doc, field) in cases {
+        let doc: ConfigDocument = serde_json::from_value(doc).unwrap();
+        let Invalid(errors) = compile(&doc).expect_err(&field);
+        assert!(
+            errors.iter().any(|e| e.field == field),
+            "{field} not named in {errors:?}"
+        );
+    }
+    // A tab is fine in a header value.
+    let mut d = base.clone();
+    d["backends"][1]["health_check"]["headers"] = serde_json::json!({ "X-Tab": "a\tb" });
+    compile(&serde_json::from_value(d).unwrap()).expect("a tab in a header value");
+}
