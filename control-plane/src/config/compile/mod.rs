@@ -88,16 +88,32 @@ fn duration(errs: &mut Errors, field: String, value: &Option<String>) -> Option<
     }
 }
 
+/// A timeout: a duration of at least 1 ms. Zero is refused rather than read as HAProxy's
+/// "no timeout" (which HAProxy itself warns about): a tunnel or a request without any
+/// limit is how idle sockets pile up; a very long limit (`24h`) says it on purpose.
+fn timeout(errs: &mut Errors, field: String, value: &Option<String>) -> Option<u64> {
+    match duration(errs, field.clone(), value) {
+        Some(0) => {
+            errs.add(
+                field,
+                "a timeout of 0 is not allowed: omit it for the default, or give a long one such as 24h",
+            );
+            None
+        }
+        ms => ms,
+    }
+}
+
 fn timeouts(errs: &mut Errors, field: &str, t: &Timeouts) -> pb::Timeouts {
     let f = |n: &str| format!("{field}.{n}");
     pb::Timeouts {
-        connect_ms: duration(errs, f("connect"), &t.connect),
-        client_ms: duration(errs, f("client"), &t.client),
-        server_ms: duration(errs, f("server"), &t.server),
-        tunnel_ms: duration(errs, f("tunnel"), &t.tunnel),
-        http_request_ms: duration(errs, f("http_request"), &t.http_request),
-        queue_ms: duration(errs, f("queue"), &t.queue),
-        check_ms: duration(errs, f("check"), &t.check),
+        connect_ms: timeout(errs, f("connect"), &t.connect),
+        client_ms: timeout(errs, f("client"), &t.client),
+        server_ms: timeout(errs, f("server"), &t.server),
+        tunnel_ms: timeout(errs, f("tunnel"), &t.tunnel),
+        http_request_ms: timeout(errs, f("http_request"), &t.http_request),
+        queue_ms: timeout(errs, f("queue"), &t.queue),
+        check_ms: timeout(errs, f("check"), &t.check),
     }
 }
 

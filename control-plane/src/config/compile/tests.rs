@@ -180,3 +180,31 @@ fn control_characters_are_refused_wherever_they_would_reach_a_wire() {
     d["backends"][1]["health_check"]["headers"] = serde_json::json!({ "X-Tab": "a\tb" });
     compile(&serde_json::from_value(d).unwrap()).expect("a tab in a header value");
 }
+
+#[test]
+fn a_timeout_of_zero_is_refused() {
+    for (at_backend, key, value) in [
+        (false, "tunnel", "0"),
+        (false, "client", "0s"),
+        (true, "server", "0ms"),
+        (true, "tunnel", "0"),
+    ] {
+        let mut doc = serde_json::to_value(article()).unwrap();
+        let (target, field) = if at_backend {
+            (
+                &mut doc["backends"][0],
+                format!("backends[0].timeouts.{key}"),
+            )
+        } else {
+            (&mut doc["defaults"], format!("defaults.timeouts.{key}"))
+        };
+        target["timeouts"][key] = serde_json::json!(value);
+        let Invalid(errors) = compile(&serde_json::from_value(doc).unwrap()).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.field == field && e.message.contains("0 is not allowed")),
+            "{field}: {errors:?}"
+        );
+    }
+}
