@@ -609,3 +609,34 @@ async fn tcp_and_http_checks_with_a_check_port_and_expected_statuses() {
         .iter()
         .any(|r| r.method == "GET" && r.uri == "/status/204"));
 }
+
+/// `check` on a server of a backend without `health_check` is a TCP connect check, as
+/// `check` without `option httpchk` is in HAProxy: a server on a dead port goes down and
+/// gets no traffic; a live one is shown up, never "unchecked".
+#[tokio::test]
+async fn check_alone_is_a_tcp_check() {
+    let f = fixture(&["b"], |bind, addr| {
+        json!({
+            "frontends": [{ "name": "fe", "binds": [{ "address": bind.to_string() }], "default_backend": "be" }],
+            "backends": [{ "name": "be", "servers": [
+                { "name": "dead", "address": addr("nobody"), "check": { "inter": "100ms", "fall": 2 } },
+                { "name": "b", "address": addr("b"), "check": { "inter": "100ms" } }
+            ]}]
+        })
+    })
+    .await;
+    for (server, health) in [("dead", "down"), ("b", "up")] {
+        eventually(WAIT, &format!("{server} {health}"), || async {
+            let live = live_server(&f, "be", server).await?;
+            (live["health"] == health).then_some(())
+        })
+        .await;
+    }
+    for _ in 0..4 {
+        assert_eq!(
+            http_get(f.bind, "/", &[]).await.0,
+            200,
+            "the dead server gets no request"
+        );
+    }
+}

@@ -19,6 +19,16 @@ use crate::config::{
 /// Points per unit of weight on the consistent-hash ring.
 const RING_POINTS_PER_WEIGHT: u32 = 40;
 
+/// The check of a server with `check` in a backend without `health_check`.
+static TCP_CHECK: pb::HealthCheck = pb::HealthCheck {
+    check_type: pb::CheckType::Tcp as i32,
+    method: String::new(),
+    uri: String::new(),
+    version: String::new(),
+    headers: Vec::new(),
+    expect_status: Vec::new(),
+};
+
 /// Shortest check interval and check timeout.
 const MIN_CHECK: Duration = Duration::from_millis(100);
 
@@ -42,11 +52,12 @@ pub(super) fn compile(b: &pb::Backend, cx: &Context<'_>) -> Result<BackendPlan, 
             maxconn: s.maxconn,
             cookie: (!s.cookie.is_empty()).then(|| s.cookie.as_str().into()),
             state: s.state(),
-            check: b
-                .health_check
-                .as_ref()
-                .zip(s.check.as_ref())
-                .map(|(check, sc)| check_plan(check, sc, &s.address, t.check_ms, connect_timeout)),
+            // `check` without a backend `health_check` is a TCP connect check, as `check`
+            // without `option httpchk` is in HAProxy.
+            check: s.check.as_ref().map(|sc| {
+                let check = b.health_check.as_ref().unwrap_or(&TCP_CHECK);
+                check_plan(check, sc, &s.address, t.check_ms, connect_timeout)
+            }),
             counters: cx.registry.server(&b.name, &s.name),
             pool: (!server_close).then(Arc::default),
         })

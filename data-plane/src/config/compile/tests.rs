@@ -70,7 +70,7 @@ fn snapshot() -> pb::Snapshot {
             },
             pb::Backend {
                 name: "api".into(),
-                servers: vec![server("c", false)],
+                servers: vec![server("c", false), server("d", true)],
                 timeouts: Some(pb::Timeouts {
                     server_ms: Some(50_000),
                     ..Default::default()
@@ -129,7 +129,13 @@ fn health_checks_are_compiled_into_the_plan() {
     assert!(ws.servers[1].check.is_none(), "server b has no check");
     assert!(
         plan.backends[1].servers[0].check.is_none(),
-        "no backend check"
+        "server c has no check"
+    );
+    // `check` without a backend health check: a TCP connect check.
+    let tcp = plan.backends[1].servers[1].check.as_ref().unwrap();
+    assert_eq!(
+        (tcp.kind, tcp.target.as_str()),
+        (CheckKind::Tcp, "127.0.0.1:9100")
     );
 }
 
