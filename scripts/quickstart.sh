@@ -50,7 +50,7 @@ wait_for() { # url, what
 wait_for http://127.0.0.1:7080/healthz "the control plane"
 
 "$bin/sluice-dp" --control-plane http://127.0.0.1:7081 --token "$NODE_TOKEN" \
-  --node-id demo-node-1 --labels zone=local > .demo/dp.log 2>&1 &
+  --node-id demo-node-1 --labels zone=local --state-dir .demo/dp-state > .demo/dp.log 2>&1 &
 echo $! >> .demo/pids
 
 curl -fsS -X PUT -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \

@@ -1,6 +1,7 @@
 //! The node's admin listener (`--admin-listen`, default `127.0.0.1:7082`): Prometheus
 //! metrics at `/metrics`, rendered on scrape from the counters in [`crate::counters`], a
-//! liveness probe at `/healthz`, and the open listeners at `/listeners` (with the port the
+//! liveness probe at `/healthz`, a readiness probe at `/readyz` (ready: a plan is serving),
+//! and the open listeners at `/listeners` (with the port the
 //! kernel chose for a bind configured with port 0). Not for clients: bind it to an address only operators
 //! and the monitoring system reach.
 
@@ -362,6 +363,14 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
                             render(&node),
                         ),
                         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+                        "/readyz" if node.ready() => {
+                            (StatusCode::OK, "text/plain", "ready\n".to_string())
+                        }
+                        "/readyz" => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "text/plain",
+                            "no plan is serving\n".to_string(),
+                        ),
                         "/listeners" => (StatusCode::OK, "application/json", listeners(&node)),
                         _ => (
                             StatusCode::NOT_FOUND,

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod control;
@@ -83,6 +84,11 @@ impl Node {
     /// [`Listeners::bound`]).
     pub fn listeners(&self) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
         self.listeners.bound()
+    }
+
+    /// Ready for traffic: a plan is serving and the node is not stopping (`/readyz`).
+    pub fn ready(&self) -> bool {
+        self.applied_version() > 0 && !self.stopping.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn applied_version(&self) -> u64 {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use sluice_data_plane::cache::SnapshotCache;
 use sluice_data_plane::{control, Node};
 
 /// mimalloc: cheaper small allocations on the request path than the system allocator
@@ -44,7 +45,13 @@ struct Args {
     /// How often traffic counters are reported.
     #[arg(long, env = "SLUICE_STATS_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     stats_interval: Duration,
-    /// Admin listener: Prometheus metrics at /metrics, liveness at /healthz.
+    /// Where the last applied snapshot is kept, so the node serves it at once when it
+    /// starts while the control plane is away (it holds TLS keys: keep it private).
+    /// Without it the node serves nothing until the control plane answers.
+    #[arg(long, env = "SLUICE_STATE_DIR")]
+    state_dir: Option<std::path::PathBuf>,
+    /// Admin listener: Prometheus metrics at /metrics, liveness at /healthz, readiness at
+    /// /readyz, listeners at /listeners.
     #[arg(long, env = "SLUICE_ADMIN_LISTEN", default_value = "127.0.0.1:7082")]
     admin_listen: std::net::SocketAddr,
     /// Access-log format: `haproxy` (like `option httplog`) or `json`. The log goes to
@@ -93,6 +100,24 @@ fn node_id(given: Option<String>) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// Serves the cached snapshot, if there is a usable one, before the control plane is
+/// reached; anything wrong with it is logged and the node waits for its control plane.
+fn boot_from_cache(node: &Node, cache: &SnapshotCache) {
+    match cache.load() {
+        Ok(Some(snap)) => match node.apply(&snap) {
+            Ok(()) => tracing::info!(
+                version = snap.version,
+                "serving the cached snapshot until the control plane answers"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, version = snap.version, "the cached snapshot does not apply; ignoring it")
+            }
+        },
+        Ok(None) => tracing::info!("no cached snapshot yet"),
+        Err(error) => tracing::warn!(%error, "ignoring the snapshot cache"),
+    }
+}
+
 fn default_node_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -121,6 +146,7 @@ fn main() -> anyhow::Result<()> {
             }
             None => None,
         },
+        cache: args.state_dir.clone().map(SnapshotCache::new),
     };
     if args.control_plane.starts_with("https://") && cfg.ca_pem.is_none() {
         bail!("an https:// control plane needs --control-plane-ca");
@@ -142,6 +168,9 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("binding the admin listener on {}", args.admin_listen))?;
         let admin_addr = admin.local_addr()?;
         tokio::spawn(sluice_data_plane::admin::serve(admin, node.clone()));
+        if let Some(cache) = &cfg.cache {
+            boot_from_cache(&node, cache);
+        }
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         println!(
             "sluice-dp ready node_id={} control_plane={} admin=http://{admin_addr}",

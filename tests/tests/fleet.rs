@@ -240,3 +240,66 @@ async fn a_hello_that_breaks_the_identity_limits_is_refused_and_logged_escaped()
         "a node-supplied newline reached the control plane's log"
     );
 }
+
+async fn readyz(dp: &DataPlane) -> u16 {
+    reqwest::get(format!("{}/readyz", dp.admin))
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// With `--state-dir`, a node restarted while its control plane is down serves the last
+/// plan it applied at once, is ready, and resyncs when the control plane is back; a
+/// damaged cache is reported and ignored.
+#[tokio::test]
+async fn a_node_restarted_without_its_control_plane_serves_its_cached_plan() {
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().display().to_string();
+    let node_args = ["--state-dir", state_dir.as_str()];
+    let mut f = Fixture::start_with(&["echo"], &[], &node_args).await;
+    let bind = f.serve_echo("echo").await;
+    assert_eq!(ws_whoami(bind, "/ws").await, "echo");
+    assert_eq!(readyz(&f.dp).await, 200);
+    let version = f.cp.api().node("node-a").await.unwrap()["applied_version"].clone();
+
+    f.cp.stop();
+    f.dp.proc.kill();
+    let token = f.cp.node_token.clone();
+    f.dp = DataPlane::start_with_args(f.dir(), &f.cp, "node-a", &token, &node_args);
+    // No control plane: the cached plan serves, on the port this start got.
+    let bind = f.bound(any_port("127.0.0.1")).await;
+    assert_eq!(ws_whoami(bind, "/ws").await, "echo");
+    assert_eq!(readyz(&f.dp).await, 200);
+    assert!(f.dp.proc.log_text().contains("serving the cached snapshot"));
+
+    // The control plane comes back: the node resyncs (same version) and follows changes.
+    f.cp.restart();
+    let api = f.cp.api();
+    api.wait_applied("node-a", version.as_u64().unwrap(), WAIT)
+        .await;
+    let mut doc = api.get("/api/v1/config").await.json;
+    doc["defaults"]["timeouts"]["tunnel"] = json!("2h");
+    let v = api.put_config(&doc).await;
+    api.wait_applied("node-a", v, WAIT).await;
+
+    // A damaged cache: reported, ignored, and the node is not ready without a plan.
+    let damaged = tempfile::tempdir().unwrap();
+    std::fs::write(damaged.path().join("snapshot.bin"), b"not a snapshot").unwrap();
+    f.cp.stop();
+    let damaged_dir = damaged.path().display().to_string();
+    let other = DataPlane::start_with_args(
+        f.dir(),
+        &f.cp,
+        "node-b",
+        &token,
+        &["--state-dir", &damaged_dir],
+    );
+    eventually(WAIT, "the damaged cache reported", || {
+        let log = other.proc.log_text();
+        async move { log.contains("ignoring the snapshot cache").then_some(()) }
+    })
+    .await;
+    assert_eq!(readyz(&other).await, 503);
+    assert!(other.listeners().await.is_empty());
+}

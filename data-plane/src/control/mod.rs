@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
+use crate::cache::SnapshotCache;
 use crate::Node;
 
 pub mod report;
@@ -29,10 +30,21 @@ pub struct ControlConfig {
     /// CA certificates (PEM) to verify an `https://` control plane with; `None`: the
     /// endpoint must be `http://`.
     pub ca_pem: Option<Vec<u8>>,
+    /// Where each applied snapshot is kept for the next boot (`--state-dir`).
+    pub cache: Option<SnapshotCache>,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Keeps `snap` for the next boot, off the stream's task (it syncs to disk).
+fn save(cache: SnapshotCache, snap: pb::Snapshot) {
+    tokio::task::spawn_blocking(move || {
+        if let Err(error) = cache.save(&snap) {
+            tracing::warn!(%error, version = snap.version, "could not keep the snapshot for the next boot");
+        }
+    });
+}
 
 /// Why a session ended.
 enum SessionEnd {
@@ -140,6 +152,9 @@ async fn session(cfg: &ControlConfig, node: &Arc<Node>) -> SessionEnd {
                     let reply = match node.apply(&snap) {
                         Ok(()) => {
                             tracing::info!(version, "applied snapshot");
+                            if let Some(cache) = cfg.cache.clone() {
+                                save(cache, snap);
+                            }
                             node_message::Msg::Ack(pb::Ack { version })
                         }
                         Err(error) => {
