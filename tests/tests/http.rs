@@ -113,6 +113,9 @@ async fn article_routing_by_upgrade_headers_and_path() {
         seen.header_values("sec-websocket-key"),
         vec!["dGhlIHNhbXBsZSBub25jZQ=="]
     );
+    // The client's connection options stay with the client: the server gets the node's.
+    assert_eq!(seen.header_values("connection"), vec!["upgrade"]);
+    assert_eq!(seen.header_values("upgrade"), vec!["WebSocket"]);
 
     // Upgrade without Connection: upgrade is not a WebSocket request: HTTP backend.
     let head = raw_head(f.bind, &upgrade_request("/ws/chat", "websocket", None)).await;

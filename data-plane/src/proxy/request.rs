@@ -273,7 +273,23 @@ async fn forward(
     server.counters.total_connections.fetch_add(1, Relaxed);
 
     // Exchange.
-    if !upgrade {
+    if upgrade {
+        // The client's connection options are its own (RFC 9110 §7.6.1): the server gets
+        // the protocol it asked for and the node's `Connection: upgrade`, nothing else.
+        let protocols: Vec<HeaderValue> = parts
+            .headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .cloned()
+            .collect();
+        upstream::strip_hop_by_hop(&mut parts.headers);
+        for p in protocols {
+            parts.headers.append(header::UPGRADE, p);
+        }
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
         upstream::strip_hop_by_hop(&mut parts.headers);
         if backend.server_close {
             // One request per server connection (option http-server-close).
