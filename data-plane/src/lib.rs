@@ -39,6 +39,18 @@ pub enum ApplyError {
     Bind(#[from] BindError),
 }
 
+impl ApplyError {
+    /// Whether the same snapshot may apply later without a change: a port another process
+    /// holds, or an address not (yet) on this host. A plan that does not compile never
+    /// will.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ApplyError::Bind(b) if matches!(
+            b.error.kind(),
+            std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AddrNotAvailable
+        ))
+    }
+}
+
 /// The node's state: the current plan, its listeners and its counters.
 pub struct Node {
     pub plan: Arc<ArcSwap<Plan>>,

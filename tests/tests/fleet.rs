@@ -126,8 +126,12 @@ async fn an_unappliable_snapshot_is_nacked_and_the_old_plan_keeps_serving() {
     assert_eq!(ws_whoami(bind, "/ws").await, "alpha");
     assert_eq!(ws_roundtrip(&mut tunnel, "still fine").await, "still fine");
 
-    // Once the port is free, the next change applies and the nack is gone.
+    // Once the port is free, the node applies the same version on its own (a bind that
+    // failed because the port was taken is retried with backoff)...
     drop(squatter);
+    api.wait_applied("node-a", bad, WAIT).await;
+    assert_eq!(ws_whoami(taken, "/ws").await, "beta");
+    // ...and follows the next change.
     let mut doc2 = doc.clone();
     doc2["defaults"]["timeouts"]["tunnel"] = json!("2h");
     let fixed = api.put_config(&doc2).await;

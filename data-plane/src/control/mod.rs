@@ -37,6 +37,39 @@ pub struct ControlConfig {
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
+/// First and longest wait before applying again a snapshot that failed for a cause that
+/// may pass.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Applies a snapshot and says what to answer; the snapshot comes back when it failed
+/// for a cause that may pass (it is then tried again).
+fn apply(
+    cfg: &ControlConfig,
+    node: &Node,
+    snap: pb::Snapshot,
+) -> (node_message::Msg, Option<pb::Snapshot>) {
+    let version = snap.version;
+    match node.apply(&snap) {
+        Ok(()) => {
+            tracing::info!(version, "applied snapshot");
+            if let Some(cache) = cfg.cache.clone() {
+                save(cache, snap);
+            }
+            (node_message::Msg::Ack(pb::Ack { version }), None)
+        }
+        Err(error) => {
+            let transient = error.is_transient();
+            tracing::warn!(version, %error, transient, "rejected snapshot; keeping version {}", node.applied_version());
+            let nack = node_message::Msg::Nack(pb::Nack {
+                version,
+                reason: error.to_string(),
+            });
+            (nack, transient.then_some(snap))
+        }
+    }
+}
+
 /// Keeps `snap` for the next boot, off the stream's task (it syncs to disk).
 fn save(cache: SnapshotCache, snap: pb::Snapshot) {
     tokio::task::spawn_blocking(move || {
@@ -143,25 +176,21 @@ async fn session(cfg: &ControlConfig, node: &Arc<Node>) -> SessionEnd {
     let mut got_snapshot = false;
     let mut stats_tick = tokio::time::interval(cfg.stats_interval);
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The newest snapshot, when it failed for a cause that may pass: tried again with
+    // backoff until it applies, fails for good, or a newer one arrives.
+    let mut retry: Option<(pb::Snapshot, Duration)> = None;
+    let retry_at = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(retry_at);
     let end = loop {
         tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(pb::ControlMessage { msg: Some(control_message::Msg::Snapshot(snap)) })) => {
                     got_snapshot = true;
-                    let version = snap.version;
-                    let reply = match node.apply(&snap) {
-                        Ok(()) => {
-                            tracing::info!(version, "applied snapshot");
-                            if let Some(cache) = cfg.cache.clone() {
-                                save(cache, snap);
-                            }
-                            node_message::Msg::Ack(pb::Ack { version })
-                        }
-                        Err(error) => {
-                            tracing::warn!(version, %error, "rejected snapshot; keeping version {}", node.applied_version());
-                            node_message::Msg::Nack(pb::Nack { version, reason: error.to_string() })
-                        }
-                    };
+                    let (reply, transient) = apply(cfg, node, snap);
+                    retry = transient.map(|snap| (snap, RETRY_MIN));
+                    if let Some((_, wait)) = &retry {
+                        retry_at.as_mut().reset(tokio::time::Instant::now() + *wait);
+                    }
                     if tx.send(NodeMessage { msg: Some(reply) }).await.is_err() {
                         break "stream closed".to_string();
                     }
@@ -170,6 +199,25 @@ async fn session(cfg: &ControlConfig, node: &Arc<Node>) -> SessionEnd {
                 Ok(None) => break "the control plane closed the stream".to_string(),
                 Err(status) => break format!("stream error: {status}"),
             },
+            _ = &mut retry_at, if retry.is_some() => {
+                let (snap, wait) = retry.take().expect("guarded by the branch condition");
+                let version = snap.version;
+                let (reply, transient) = apply(cfg, node, snap);
+                match transient {
+                    // Still failing for the same kind of cause: the nack already says why.
+                    Some(snap) => {
+                        let wait = (wait * 2).min(RETRY_MAX);
+                        tracing::debug!(version, retry_in = ?wait, "snapshot still cannot apply");
+                        retry_at.as_mut().reset(tokio::time::Instant::now() + wait);
+                        retry = Some((snap, wait));
+                    }
+                    None => {
+                        if tx.send(NodeMessage { msg: Some(reply) }).await.is_err() {
+                            break "stream closed".to_string();
+                        }
+                    }
+                }
+            }
             _ = stats_tick.tick() => {
                 let stats = report::report(&node.plan.load(), crate::clock::unix_ms());
                 // Never block the stream on stats: if the channel is full, skip this round.
