@@ -91,6 +91,11 @@ impl Backend {
         self.shared.requests.lock().unwrap().clone()
     }
 
+    /// Forgets the requests recorded so far.
+    pub fn clear(&self) {
+        self.shared.requests.lock().unwrap().clear();
+    }
+
     pub fn open_tunnels(&self) -> usize {
         self.shared.open_tunnels.load(Ordering::SeqCst)
     }

@@ -198,11 +198,36 @@ async fn request_smuggling_defences() {
         let r = raw_exchange(f.bind, &request).await;
         assert!(r.starts_with("HTTP/1.1 400"), "{what}: {r}");
     }
+    // Framing or routing a proxy must not guess at (RFC 9112 §3.2, §6.1).
+    for (what, request, status) in [
+        (
+            "two Host headers",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: victim\r\n\r\n".to_string(),
+            400,
+        ),
+        (
+            "no Host on HTTP/1.1",
+            "GET / HTTP/1.1\r\nX-A: 1\r\n\r\n".to_string(),
+            400,
+        ),
+        (
+            "a coding before chunked",
+            post("Transfer-Encoding: gzip, chunked\r\n", "0\r\n\r\n"),
+            501,
+        ),
+    ] {
+        let r = raw_exchange(f.bind, &request).await;
+        assert!(r.starts_with(&format!("HTTP/1.1 {status}")), "{what}: {r}");
+    }
     assert!(
         f.backend("app-01").requests().is_empty(),
         "{:?}",
         f.backend("app-01").requests()
     );
+    // HTTP/1.0 needs no Host.
+    let r = raw_exchange(f.bind, "GET /old HTTP/1.0\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.0 200"), "{r}");
+    f.backend("app-01").clear();
 
     // Content-Length with chunked: chunked wins (RFC 9112 §6.1), the length is dropped,
     // and the client connection closes after the response.

@@ -30,6 +30,12 @@ pub enum ProxyError {
     ServerTimeout(ServerRef),
     #[error("server {server}: invalid or missing response: {reason}")]
     BadResponse { server: ServerRef, reason: String },
+    /// A request head the node refuses before routing (400).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// A request the node cannot forward unchanged (501).
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
 }
 
 impl ProxyError {
@@ -42,6 +48,8 @@ impl ProxyError {
             ProxyError::Choice(ChoiceError::QueueTimeout(_)) => "sQ--",
             ProxyError::ServerTimeout(_) => "sH--",
             ProxyError::BadResponse { .. } => "SH--",
+            // Refused by the node in the request phase.
+            ProxyError::BadRequest(_) | ProxyError::NotImplemented(_) => "PR--",
         }
     }
 
@@ -50,6 +58,8 @@ impl ProxyError {
             ProxyError::NoBackend | ProxyError::Choice(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ServerTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadResponse { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 }

@@ -116,7 +116,15 @@ pub async fn handle(
                 en.termination = e.termination();
             }
             count_failure(&e, &trace);
-            (local_response(e.status(), &fe.errorfiles), None)
+            let mut resp = local_response(e.status(), &fe.errorfiles);
+            if matches!(e, ProxyError::BadRequest(_) | ProxyError::NotImplemented(_)) {
+                // Where this request ends, and so where the next one starts, is not
+                // known for sure: the connection ends with the response.
+                fe.counters.bad_requests.fetch_add(1, Relaxed);
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            (resp, None)
         }
     };
     if trace.local {
@@ -231,6 +239,9 @@ async fn forward(
     fe: &FrontendPlan,
     upgrade: bool,
 ) -> (Trace, Result<Forwarded, ProxyError>) {
+    if let Err(e) = check_head(&parts) {
+        return (Trace::default(), Err(e));
+    }
     let Routed { route, view } = route::route(&mut parts, client, fe);
     let mut trace = Trace {
         view,
@@ -367,6 +378,33 @@ async fn forward(
         trace,
         Ok(Forwarded::Response(Response::from_parts(rparts, rbody))),
     )
+}
+
+/// What the HTTP parser accepts but a proxy must not forward (RFC 9112 §3.2, §6.1): an
+/// HTTP/1.1 request without exactly one `Host`, and a transfer coding other than
+/// `chunked` alone, which the node would forward changed (it re-frames bodies).
+fn check_head(parts: &Parts) -> Result<(), ProxyError> {
+    let hosts = parts.headers.get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    if hosts == 0 && parts.version == http::Version::HTTP_11 {
+        return Err(ProxyError::BadRequest("no Host header on HTTP/1.1"));
+    }
+    let mut codings = parts
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => Ok(()),
+        (Some(c), None) if c.eq_ignore_ascii_case("chunked") => Ok(()),
+        _ => Err(ProxyError::NotImplemented(
+            "a transfer coding other than chunked",
+        )),
+    }
 }
 
 /// The upgrade phase: the server's `101` becomes the client's, its headers finished by
