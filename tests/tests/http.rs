@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice_tests::harness::{fixture, http_get, ws_whoami};
+use sluice_tests::harness::{eventually, fixture, http_get, ws_whoami};
 use sluice_tests::raw::{get, metrics, raw_head};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -138,6 +138,21 @@ async fn article_routing_by_upgrade_headers_and_path() {
         let head = raw_head(f.bind, &format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
         assert!(head.starts_with("HTTP/1.1 308"), "{head}");
         assert!(head.contains("location: /new-home"), "{head}");
+    }
+    // As HAProxy logs them: a deny is refused by the proxy (PR--), a redirect answered
+    // locally (LR--).
+    for (uri, status, termination) in [
+        ("/admin/users", " 403 ", " PR-- "),
+        ("/old-home", " 308 ", " LR-- "),
+    ] {
+        eventually(WAIT, &format!("{uri} logged{termination}"), || async {
+            f.dp.proc
+                .log_text()
+                .lines()
+                .any(|l| l.contains(uri) && l.contains(status) && l.contains(termination))
+                .then_some(())
+        })
+        .await;
     }
 }
 

@@ -48,8 +48,9 @@ struct Trace {
     retries: u32,
     /// The request as the response rules see it (see [`Routed::view`]).
     view: Option<Parts>,
-    /// Answered by a rule (logged `LR--`).
-    local: bool,
+    /// Answered by a rule: `LR--` (redirect, return) or `PR--` (deny), as HAProxy logs
+    /// them.
+    local: Option<&'static str>,
 }
 
 impl Default for Trace {
@@ -62,7 +63,7 @@ impl Default for Trace {
             response_ms: -1,
             retries: 0,
             view: None,
-            local: false,
+            local: None,
         }
     }
 }
@@ -127,10 +128,8 @@ pub async fn handle(
             (resp, None)
         }
     };
-    if trace.local {
-        if let Some(en) = entry.as_mut() {
-            en.termination = "LR--";
-        }
+    if let (Some(termination), Some(en)) = (trace.local, entry.as_mut()) {
+        en.termination = termination;
     }
     if let Some(view) = trace
         .view
@@ -249,7 +248,11 @@ async fn forward(
     };
     let backend = match route {
         Route::Answered(resp) => {
-            trace.local = true;
+            trace.local = Some("LR--");
+            return (trace, Ok(Forwarded::Response(resp)));
+        }
+        Route::Denied(resp) => {
+            trace.local = Some("PR--");
             return (trace, Ok(Forwarded::Response(resp)));
         }
         Route::NoBackend => return (trace, Err(ProxyError::NoBackend)),

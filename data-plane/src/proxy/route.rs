@@ -66,8 +66,10 @@ impl Client {
 
 /// Where the routing phase sends a request.
 pub enum Route {
-    /// Answered by a rule (redirect, deny, return): "locally processed".
+    /// Answered by a rule (redirect, return): "locally processed".
     Answered(Response<Body>),
+    /// Refused by a `deny` rule.
+    Denied(Response<Body>),
     Backend(Arc<BackendPlan>),
     /// No `use_backend` matched and there is no default backend.
     NoBackend,
@@ -92,11 +94,8 @@ pub fn route(parts: &mut Parts, client: &Client, fe: &FrontendPlan) -> Routed {
         p.headers = parts.headers.clone();
         p
     });
-    if let Some(resp) = answered {
-        return Routed {
-            route: Route::Answered(resp),
-            view,
-        };
+    if let Some(route) = answered {
+        return Routed { route, view };
     }
     if fe.forwardfor {
         let ip = client.src.ip().to_canonical().to_string();
@@ -131,8 +130,8 @@ fn has_token(h: &HeaderMap, name: HeaderName, token: &str) -> bool {
     })
 }
 
-/// Runs `http_request` rules; `Some(response)` ends the request here.
-fn request_rules(parts: &mut Parts, client: &Client, fe: &FrontendPlan) -> Option<Response<Body>> {
+/// Runs `http_request` rules; `Some(route)` ends the request here.
+fn request_rules(parts: &mut Parts, client: &Client, fe: &FrontendPlan) -> Option<Route> {
     let mut sc = client.sc(fe);
     for (cond, action) in &fe.http_request {
         let ctx = client.ctx(parts, &sc);
@@ -163,11 +162,11 @@ fn request_rules(parts: &mut Parts, client: &Client, fe: &FrontendPlan) -> Optio
                 if let Ok(v) = HeaderValue::from_str(&location) {
                     resp.headers_mut().insert(header::LOCATION, v);
                 }
-                return Some(resp);
+                return Some(Route::Answered(resp));
             }
             RequestAction::Deny(status) => {
                 fe.counters.denied.fetch_add(1, Relaxed);
-                return Some(local_response(*status, &fe.errorfiles));
+                return Some(Route::Denied(local_response(*status, &fe.errorfiles)));
             }
             RequestAction::Return {
                 status,
@@ -182,7 +181,7 @@ fn request_rules(parts: &mut Parts, client: &Client, fe: &FrontendPlan) -> Optio
                 *resp.status_mut() = *status;
                 resp.headers_mut()
                     .insert(header::CONTENT_TYPE, content_type.clone());
-                return Some(resp);
+                return Some(Route::Answered(resp));
             }
             RequestAction::Header(op) => rewrite(&mut parts.headers, op),
             RequestAction::ReplaceHeader(name, regex, replacement) => {
