@@ -177,3 +177,27 @@ async fn removed_binds_close_but_their_open_tunnels_live_on() {
     assert_eq!(ws_whoami(kept, "/ws").await, "echo");
     assert_eq!(ws_roundtrip(&mut tunnel, "after").await, "after");
 }
+
+/// A configuration of several megabytes — over the REST layer's and gRPC's usual limits —
+/// is stored, delivered to the node, and reads back to a PUT that is accepted as is.
+#[tokio::test]
+async fn a_large_configuration_is_delivered_and_round_trips() {
+    let f = Fixture::start(&["echo"]).await;
+    let configured = any_port("127.0.0.1");
+    let mut doc = simple_config(configured, &[("echo", &[f.backend("echo").addr])], "echo");
+    let page = "x".repeat(6 * 1024 * 1024);
+    doc["frontends"][0]["http_request"] = json!([
+        { "action": "return", "status": 200, "body": page, "if": "{ path /big }" }
+    ]);
+    let v = f.apply(&doc).await;
+    let bind = f.bound(configured).await;
+    assert_eq!(ws_whoami(bind, "/ws").await, "echo");
+    let api = f.cp.api();
+    let read = api.get("/api/v1/config").await;
+    assert_eq!(read.etag, Some(format!("\"{v}\"")));
+    let again = api
+        .request("PUT", "/api/v1/config", Some(&read.json), None)
+        .await;
+    assert_eq!(again.status, 200, "{}", again.json);
+    assert_eq!(again.json["changed"], false);
+}

@@ -16,7 +16,7 @@ pub mod snapshots;
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -86,6 +86,8 @@ pub fn router(state: AppState) -> Router {
         .route("/nodes", get(nodes::list_nodes))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        // A body up to the configuration limit: whatever GET returns can be PUT back.
+        .layer(DefaultBodyLimit::max(sluice_proto::MAX_CONFIG_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .with_state(state)
 }

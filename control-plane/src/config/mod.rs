@@ -35,5 +35,29 @@ pub struct Configuration {
 pub fn snapshot(config: &Configuration) -> Result<pb::Snapshot, Invalid> {
     let mut snap = compile(&config.document)?;
     certificates::attach(&mut snap, &config.certificates)?;
+    check_size(&config.document, &snap)?;
     Ok(snap)
+}
+
+/// A configuration over [`sluice_proto::MAX_CONFIG_BYTES`], as the JSON a `GET` returns or
+/// as the snapshot a node receives, is refused: it could be stored but not read back
+/// through `PUT`, or not delivered.
+fn check_size(document: &ConfigDocument, snap: &pb::Snapshot) -> Result<(), Invalid> {
+    use prost::Message;
+    let max = sluice_proto::MAX_CONFIG_BYTES;
+    let json = serde_json::to_vec(document).map_or(usize::MAX, |j| j.len());
+    let encoded = snap.encoded_len();
+    let too_large = |what: &str, size: usize| {
+        Invalid(vec![FieldError {
+            field: "(document)".into(),
+            message: format!("the configuration is {size} bytes {what}; at most {max}"),
+        }])
+    };
+    if json > max {
+        return Err(too_large("as JSON", json));
+    }
+    if encoded > max {
+        return Err(too_large("as a snapshot (certificates included)", encoded));
+    }
+    Ok(())
 }

@@ -104,6 +104,10 @@ impl tower_service::Service<http::Request<Body>> for FleetServer {
             let session = Session(self.0.clone());
             return Box::pin(async move {
                 Ok(Grpc::new(FleetCodec::default())
+                    .apply_max_message_size_config(
+                        None,
+                        Some(sluice_proto::MAX_CONFIG_BYTES + sluice_proto::STREAM_OVERHEAD),
+                    )
                     .streaming(session, req)
                     .await)
             });

@@ -206,3 +206,29 @@ async fn each_version_is_encoded_once_as_the_message_nodes_receive() {
     let b = service.subscribe().borrow().message.clone();
     assert_eq!(a.as_ptr(), b.as_ptr());
 }
+
+#[tokio::test]
+async fn a_configuration_over_the_size_limit_is_refused_on_write() {
+    let (service, store, _dir) = service().await;
+    let huge = "x".repeat(sluice_proto::MAX_CONFIG_BYTES);
+    let refused = service
+        .apply(None, "x", |c| {
+            c.document.backends.push(backend("app"));
+            let mut f = frontend("web", None);
+            f.http_request = vec![serde_json::from_value(
+                serde_json::json!({ "action": "return", "body": huge }),
+            )
+            .unwrap()];
+            c.document.frontends.push(f);
+            Ok(())
+        })
+        .await;
+    match refused {
+        Err(ChangeError::Invalid(Invalid(errors))) => {
+            assert_eq!(errors[0].field, "(document)");
+            assert!(errors[0].message.contains("at most"), "{errors:?}");
+        }
+        other => panic!("expected a size error, got {other:?}"),
+    }
+    assert_eq!(store.load().await.unwrap().0, 1, "nothing stored");
+}

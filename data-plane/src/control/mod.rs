@@ -143,7 +143,8 @@ async fn session(cfg: &ControlConfig, node: &Arc<Node>) -> SessionEnd {
         Ok(c) => c,
         Err(e) => return SessionEnd::Failed(format!("connect: {e}")),
     };
-    let mut client = FleetClient::new(channel);
+    let mut client = FleetClient::new(channel)
+        .max_decoding_message_size(sluice_proto::MAX_CONFIG_BYTES + sluice_proto::STREAM_OVERHEAD);
     let (tx, rx) = mpsc::channel::<NodeMessage>(16);
     let hello = pb::Hello {
         node_id: cfg.node_id.clone(),
