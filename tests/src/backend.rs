@@ -345,6 +345,13 @@ async fn ws_echo(stream: TcpStream, early: Vec<u8>, name: &str) -> std::io::Resu
                 let _ = ws.get_ref().set_zero_linger();
                 return Ok(());
             }
+            // A server that goes away politely but leaves its client hanging: it sends its
+            // FIN and goes quiet (it never reads or closes again).
+            Message::Text(t) if t.as_str() == "fin" => {
+                ws.get_mut().shutdown().await?;
+                std::future::pending::<()>().await;
+                return Ok(());
+            }
             Message::Text(_) | Message::Binary(_) => msg,
             // Pings are answered by the protocol layer; closes are echoed by it too.
             _ => continue,

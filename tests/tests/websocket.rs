@@ -378,3 +378,48 @@ async fn json_access_log_has_a_line_per_request_and_per_tunnel() {
     assert!(tunnel["bytes"].as_u64().unwrap() > 0, "{tunnel}");
     assert!(tunnel["ta"].as_i64().unwrap() >= 0, "{tunnel}");
 }
+
+/// A server that sends its FIN and goes quiet does not hold its client's tunnel for the
+/// tunnel timeout: once the client has been told, `timeout client-fin` ends the tunnel,
+/// and the gauges come back to zero.
+#[tokio::test]
+async fn a_half_closed_tunnel_ends_at_client_fin() {
+    let mut f = Fixture::start(&["echo-1"]).await;
+    let configured = sluice_tests::harness::any_port("127.0.0.1");
+    let mut doc = sluice_tests::harness::simple_config(
+        configured,
+        &[("echo", &[f.backend("echo-1").addr])],
+        "echo",
+    );
+    doc["defaults"]["timeouts"]["client_fin"] = serde_json::json!("1s");
+    f.apply(&doc).await;
+    f.bind = f.bound(configured).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", f.bind))
+        .await
+        .unwrap();
+    ws.send(Message::text("fin")).await.unwrap();
+    // The client is told (the server's FIN is passed on), but keeps its side open.
+    let end = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("the FIN passed on");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    let url = format!("{}/metrics", f.dp.admin);
+    eventually(WAIT, "the half-closed tunnel ended", || {
+        let url = url.clone();
+        async move {
+            let m = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            (m.contains("sluice_frontend_tunnels{frontend=\"web\"} 0")
+                && m.contains("sluice_server_tunnels{backend=\"echo\",server=\"echo-0\"} 0"))
+            .then_some(())
+        }
+    })
+    .await;
+    eventually(WAIT, "the tunnel's log line", || async {
+        let log = f.dp.proc.log_text();
+        log.lines()
+            .any(|l| l.contains(" 101 ") && l.contains(" cD-- "))
+            .then_some(())
+    })
+    .await;
+    drop(ws);
+}

@@ -89,6 +89,14 @@ pub struct Timeouts {
     /// Time a health check may take.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,
+    /// HAProxy's `timeout client-fin`: how long a tunnel whose server has closed its side
+    /// waits for the client to close too; default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_fin: Option<String>,
+    /// `timeout server-fin`: how long a tunnel whose client has closed its side waits for
+    /// the server; default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_fin: Option<String>,
 }
 
 /// A frontend: where clients connect, and how their requests are routed.

@@ -38,6 +38,8 @@ pub const DEFAULT_CLIENT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SERVER: Duration = Duration::from_secs(30);
 pub const DEFAULT_HTTP_REQUEST: Duration = Duration::from_secs(10);
 pub const DEFAULT_RETRIES: u32 = 3;
+/// Inactivity allowed on a half-closed tunnel unless configured otherwise.
+pub const DEFAULT_FIN: Duration = Duration::from_secs(30);
 /// Largest request head accepted unless configured otherwise.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 
@@ -159,8 +161,8 @@ pub struct BackendPlan {
     pub servers: Vec<ServerPlan>,
     pub connect_timeout: Duration,
     pub server_timeout: Duration,
-    /// Inactivity limit once a connection is a tunnel.
-    pub tunnel_timeout: Duration,
+    /// Inactivity limits once a connection is a tunnel.
+    pub tunnel: TunnelTimeouts,
     pub retries: u32,
     pub redispatch: bool,
     /// How long a request may wait for a server slot when every server is at `maxconn`.
@@ -171,6 +173,36 @@ pub struct BackendPlan {
     /// Cookie persistence, when configured.
     pub cookie: Option<CookiePlan>,
     pub counters: Arc<BackendCounters>,
+}
+
+/// A tunnel's inactivity limits, in milliseconds (kept small: every idle tunnel holds
+/// them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelTimeouts {
+    /// No byte either way for this long ends the tunnel (`timeout tunnel`).
+    pub idle_ms: u32,
+    /// `timeout client-fin`: the server sent its FIN (passed on to the client), the
+    /// client has not closed yet — a server that went away.
+    pub client_fin_ms: u32,
+    /// `timeout server-fin`: the client sent its FIN, the server has not closed yet.
+    pub server_fin_ms: u32,
+}
+
+impl TunnelTimeouts {
+    /// The inactivity limit that applies given which sides have sent their FIN.
+    pub fn current(&self, client_sent_fin: bool, server_sent_fin: bool) -> Duration {
+        let ms = match (client_sent_fin, server_sent_fin) {
+            (false, true) => self.client_fin_ms.min(self.idle_ms),
+            (true, false) => self.server_fin_ms.min(self.idle_ms),
+            _ => self.idle_ms,
+        };
+        Duration::from_millis(u64::from(ms))
+    }
+
+    /// The limit before any FIN.
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(u64::from(self.idle_ms))
+    }
 }
 
 /// What a health check sends and expects.

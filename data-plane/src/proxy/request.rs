@@ -352,7 +352,7 @@ async fn forward(
                 });
                 let server_side = ServerSide {
                     counters: server.counters.clone(),
-                    idle: backend.tunnel_timeout,
+                    limits: backend.tunnel,
                     slot: chosen.slot,
                     io,
                 };

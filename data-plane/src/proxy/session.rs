@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
@@ -17,7 +17,7 @@ use super::io::ClientIo;
 use super::log;
 use super::tunnel::{self, TunnelEnd};
 use crate::config::acl::Tracked;
-use crate::config::FrontendPlan;
+use crate::config::{FrontendPlan, TunnelTimeouts};
 use crate::counters::{FrontendCounters, Held, ServerCounters};
 
 /// A client connection that came in over TLS.
@@ -26,8 +26,8 @@ type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 /// The server side of a tunnel, ready once the server's `101` is in.
 pub struct ServerSide {
     pub counters: Arc<ServerCounters>,
-    /// `timeout tunnel`.
-    pub idle: Duration,
+    /// `timeout tunnel`, `client-fin`, `server-fin`.
+    pub limits: TunnelTimeouts,
     /// The server's connection slot, held until the tunnel ends.
     pub slot: Held<ServerCounters>,
     /// The server socket, with any bytes the server sent past the `101`.
@@ -42,7 +42,7 @@ pub struct Session {
     pub frontend: Arc<FrontendCounters>,
     pub server: Arc<ServerCounters>,
     pub client: SocketAddr,
-    pub idle: std::time::Duration,
+    pub limits: TunnelTimeouts,
     /// The server's connection count, held until the tunnel ends.
     pub held: Held<ServerCounters>,
     /// The access-log entry to complete and write at close (None when logging is off).
@@ -71,7 +71,7 @@ impl Session {
             frontend: fe.counters.clone(),
             server: server.counters,
             client,
-            idle: server.idle,
+            limits: server.limits,
             held: server.slot,
             log,
             tracked,
@@ -87,7 +87,7 @@ impl Session {
         client: hyper::upgrade::OnUpgrade,
         server: (TcpStream, Bytes),
     ) -> impl std::future::Future<Output = ()> + Send {
-        let idle = self.idle;
+        let limits = self.limits;
         let mut ended = TunnelEnded {
             _srv_tunnel: Held::new(self.server.clone(), |c: &ServerCounters| &c.current_tunnels),
             started: Instant::now(),
@@ -116,13 +116,13 @@ impl Session {
                         (c.io.into_inner().into_inner(), c.read_buf)
                     };
                     ended.started = Instant::now();
-                    tunnel::run(client, early, server.0, server.1, idle, &ended.meter).await
+                    tunnel::run(client, early, server.0, server.1, limits, &ended.meter).await
                 }
                 // A TLS client (or another kind of upgraded connection): boxed, since a
                 // TLS stream and its buffered copies are large and must not make every
                 // plain tunnel's task that large too.
                 Err(upgraded) => {
-                    Box::pin(stream_tunnel(upgraded, server, idle, &ended.meter)).await
+                    Box::pin(stream_tunnel(upgraded, server, limits, &ended.meter)).await
                 }
             };
             ended.finish(report.end);
@@ -136,17 +136,17 @@ impl Session {
 async fn stream_tunnel(
     upgraded: hyper::upgrade::Upgraded,
     server: (TcpStream, Bytes),
-    idle: Duration,
+    limits: TunnelTimeouts,
     meter: &tunnel::Meter,
 ) -> tunnel::TunnelReport {
     match upgraded.downcast::<TokioIo<ClientIo<TlsStream>>>() {
         Ok(c) => {
             let client = c.io.into_inner().into_inner();
-            tunnel::run_stream(client, c.read_buf, server.0, server.1, idle, meter).await
+            tunnel::run_stream(client, c.read_buf, server.0, server.1, limits, meter).await
         }
         Err(other) => {
             let client = TokioIo::new(other);
-            tunnel::run_stream(client, Bytes::new(), server.0, server.1, idle, meter).await
+            tunnel::run_stream(client, Bytes::new(), server.0, server.1, limits, meter).await
         }
     }
 }
@@ -230,7 +230,11 @@ mod tests {
             frontend: fe,
             server: counters.clone(),
             client: "127.0.0.1:1".parse().unwrap(),
-            idle: Duration::from_secs(1),
+            limits: TunnelTimeouts {
+                idle_ms: 1000,
+                client_fin_ms: 1000,
+                server_fin_ms: 1000,
+            },
             held: Held::server_slot(counters),
             log: None,
             tracked: Tracked::default(),

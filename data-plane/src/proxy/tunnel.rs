@@ -3,7 +3,10 @@
 //! Nothing is parsed. Bytes that arrived together with the upgrade (buffered by the HTTP
 //! layer on either side) are written first. EOF on one side becomes a write shutdown on
 //! the other (half-close); the tunnel ends when both directions have finished, when
-//! either side fails, or when neither direction has moved a byte for the tunnel timeout.
+//! either side fails, or when neither direction has moved a byte for the tunnel timeout —
+//! or, once one side has half-closed, for HAProxy's `client-fin` (the server sent its FIN,
+//! the client has not closed) or `server-fin` (the reverse) timeout: a server that went
+//! away must not hold its client's tunnel for the tunnel timeout.
 //!
 //! Memory: an idle tunnel owns no buffer. The task waits for readiness on both sockets;
 //! when one is readable, bytes are read into a per-thread scratch buffer and written
@@ -18,7 +21,7 @@ use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,6 +29,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::config::TunnelTimeouts;
 
 /// Why a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,13 +209,15 @@ pub async fn run(
     client_early: Bytes,
     mut server: TcpStream,
     server_early: Bytes,
-    idle: Duration,
+    limits: TunnelTimeouts,
     meter: &Meter,
 ) -> TunnelReport {
     let mut up = Flow::with_early(client_early);
     let mut down = Flow::with_early(server_early);
     let mut last_activity = Instant::now();
-    let timer = tokio::time::sleep(idle);
+    let timer = tokio::time::sleep(limits.idle());
+    // Whether the timer was brought forward to a fin timeout.
+    let mut fin_armed = false;
     tokio::pin!(timer);
     let mut client_first = None;
 
@@ -258,6 +265,13 @@ pub async fn run(
                 if moved {
                     last_activity = Instant::now();
                 }
+                if !fin_armed && (up.eof || down.eof) {
+                    // Half-closed: the shorter fin timeout applies from now on.
+                    fin_armed = true;
+                    timer
+                        .as_mut()
+                        .reset(last_activity + limits.current(up.eof, down.eof));
+                }
                 if up.done() && down.done() {
                     break 'poll Poll::Ready(TunnelEnd::Closed {
                         client_first: client_first.unwrap_or(true),
@@ -269,7 +283,7 @@ pub async fn run(
                         match timer.as_mut().poll(cx) {
                             Poll::Pending => break 'poll Poll::Pending,
                             Poll::Ready(()) => {
-                                let deadline = last_activity + idle;
+                                let deadline = last_activity + limits.current(up.eof, down.eof);
                                 if Instant::now() >= deadline {
                                     break 'poll Poll::Ready(TunnelEnd::Timeout);
                                 }
@@ -307,7 +321,7 @@ pub async fn run_stream<C>(
     client_early: Bytes,
     mut server: TcpStream,
     server_early: Bytes,
-    idle: Duration,
+    limits: TunnelTimeouts,
     meter: &Meter,
 ) -> TunnelReport
 where
@@ -319,22 +333,33 @@ where
     let touch = || last.store(started.elapsed().as_millis() as u64, Relaxed);
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut sr, mut sw) = server.split();
-    // Which direction saw its EOF first (true: the client's).
+    // Which direction saw its EOF first (true: the client's), and which have.
     let first_eof = std::sync::OnceLock::new();
+    let (client_fin, server_fin) = (AtomicBool::new(false), AtomicBool::new(false));
+    let fin_seen = tokio::sync::Notify::new();
 
     let up = copy_half(&mut cr, &mut sw, client_early, &meter.up, &touch, || {
         let _ = first_eof.set(true);
+        client_fin.store(true, Relaxed);
+        fin_seen.notify_one();
     });
     let down = copy_half(&mut sr, &mut cw, server_early, &meter.down, &touch, || {
         let _ = first_eof.set(false);
+        server_fin.store(true, Relaxed);
+        fin_seen.notify_one();
     });
     let idle_watch = async {
         loop {
-            let deadline = started + Duration::from_millis(last.load(Relaxed)) + idle;
+            let limit = limits.current(client_fin.load(Relaxed), server_fin.load(Relaxed));
+            let deadline = started + Duration::from_millis(last.load(Relaxed)) + limit;
             if Instant::now() >= deadline {
                 return;
             }
-            tokio::time::sleep_until(deadline).await;
+            // A FIN may bring the deadline forward: look again when one arrives.
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = fin_seen.notified() => {}
+            }
         }
     };
     let both = async {
@@ -418,6 +443,16 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
+    /// Inactivity `idle`, fin timeouts as long (they never shorten it).
+    fn limits(idle: Duration) -> TunnelTimeouts {
+        let ms = idle.as_millis() as u32;
+        TunnelTimeouts {
+            idle_ms: ms,
+            client_fin_ms: ms,
+            server_fin_ms: ms,
+        }
+    }
+
     /// Runs a tunnel and checks that its meter agrees with its report.
     async fn metered(
         client: TcpStream,
@@ -427,7 +462,15 @@ mod tests {
         idle: Duration,
     ) -> TunnelReport {
         let meter = Meter::default();
-        let report = run(client, client_early, server, server_early, idle, &meter).await;
+        let report = run(
+            client,
+            client_early,
+            server,
+            server_early,
+            limits(idle),
+            &meter,
+        )
+        .await;
         assert_eq!(meter.up.load(Relaxed), report.up);
         assert_eq!(meter.down.load(Relaxed), report.down);
         report
@@ -477,6 +520,42 @@ mod tests {
         let report = task.await.unwrap();
         assert_eq!(report.end, TunnelEnd::Closed { client_first: true });
         assert_eq!((report.up, report.down), (13, 13));
+    }
+
+    /// A server that half-closes and goes quiet does not hold its client's tunnel for the
+    /// tunnel timeout: `client-fin` (waiting for the client) ends it — on the socket path
+    /// and the stream path.
+    #[tokio::test]
+    async fn a_half_closed_tunnel_ends_at_its_fin_timeout() {
+        let fin = TunnelTimeouts {
+            idle_ms: 3_600_000,
+            client_fin_ms: 300,
+            server_fin_ms: 3_600_000,
+        };
+        for stream in [false, true] {
+            let (client, proxy_c, proxy_s, mut server) = pairs().await;
+            let meter = Meter::default();
+            let started = Instant::now();
+            let tunnel = async {
+                if stream {
+                    run_stream(proxy_c, Bytes::new(), proxy_s, Bytes::new(), fin, &meter).await
+                } else {
+                    run(proxy_c, Bytes::new(), proxy_s, Bytes::new(), fin, &meter).await
+                }
+            };
+            // The server sends its FIN; the client never answers and never closes.
+            server.shutdown().await.unwrap();
+            let report = tokio::time::timeout(Duration::from_secs(10), tunnel)
+                .await
+                .expect("the half-closed tunnel ended");
+            assert_eq!(report.end, TunnelEnd::Timeout, "stream: {stream}");
+            let took = started.elapsed();
+            assert!(
+                took >= Duration::from_millis(300),
+                "stream: {stream}: ended after {took:?}, before client-fin"
+            );
+            drop(client);
+        }
     }
 
     #[tokio::test]
@@ -555,7 +634,7 @@ mod tests {
                 Bytes::from_static(b"up-early"),
                 proxy_s,
                 Bytes::from_static(b"down-early"),
-                Duration::from_secs(5),
+                limits(Duration::from_secs(5)),
                 &m,
             )
             .await
@@ -593,7 +672,7 @@ mod tests {
             Bytes::new(),
             proxy_s,
             Bytes::new(),
-            Duration::from_secs(30),
+            limits(Duration::from_secs(30)),
             &Meter::default(),
         )
         .await;

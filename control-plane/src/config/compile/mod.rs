@@ -114,6 +114,8 @@ fn timeouts(errs: &mut Errors, field: &str, t: &Timeouts) -> pb::Timeouts {
         http_request_ms: timeout(errs, f("http_request"), &t.http_request),
         queue_ms: timeout(errs, f("queue"), &t.queue),
         check_ms: timeout(errs, f("check"), &t.check),
+        client_fin_ms: timeout(errs, f("client_fin"), &t.client_fin),
+        server_fin_ms: timeout(errs, f("server_fin"), &t.server_fin),
     }
 }
 

@@ -12,9 +12,14 @@ use super::{ms, Context, PlanError};
 use crate::config::balance::{Algorithm, BalancePlan, HashKey};
 use crate::config::cookie::CookiePlan;
 use crate::config::{
-    BackendPlan, CheckKind, CheckPlan, ServerPlan, DEFAULT_CLIENT, DEFAULT_CONNECT,
-    DEFAULT_RETRIES, DEFAULT_SERVER,
+    BackendPlan, CheckKind, CheckPlan, ServerPlan, TunnelTimeouts, DEFAULT_CLIENT, DEFAULT_CONNECT,
+    DEFAULT_FIN, DEFAULT_RETRIES, DEFAULT_SERVER,
 };
+
+/// A duration in whole milliseconds, at most `u32::MAX` (49 days).
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
 
 /// Points per unit of weight on the consistent-hash ring.
 const RING_POINTS_PER_WEIGHT: u32 = 40;
@@ -69,8 +74,16 @@ pub(super) fn compile(b: &pb::Backend, cx: &Context<'_>) -> Result<BackendPlan, 
         servers,
         connect_timeout,
         server_timeout,
-        // HAProxy: without `timeout tunnel`, the larger of client/server applies.
-        tunnel_timeout: ms(t.tunnel_ms).unwrap_or(server_timeout.max(client_timeout)),
+        tunnel: {
+            // HAProxy: without `timeout tunnel`, the larger of client/server applies.
+            let idle = ms(t.tunnel_ms).unwrap_or(server_timeout.max(client_timeout));
+            let fin = |v: Option<u64>| ms(v).unwrap_or(DEFAULT_FIN).min(idle);
+            TunnelTimeouts {
+                idle_ms: millis(idle),
+                client_fin_ms: millis(fin(t.client_fin_ms)),
+                server_fin_ms: millis(fin(t.server_fin_ms)),
+            }
+        },
         retries: b.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
         redispatch: b.redispatch.unwrap_or(defaults.redispatch),
         // HAProxy: without `timeout queue`, `timeout connect` applies.

@@ -97,6 +97,8 @@ impl Context<'_> {
             http_request_ms: own.http_request_ms.or(d.http_request_ms),
             queue_ms: own.queue_ms.or(d.queue_ms),
             check_ms: own.check_ms.or(d.check_ms),
+            client_fin_ms: own.client_fin_ms.or(d.client_fin_ms),
+            server_fin_ms: own.server_fin_ms.or(d.server_fin_ms),
         }
     }
 }

@@ -96,7 +96,12 @@ fn defaults_are_resolved_once_with_overrides_per_field() {
     let ws = &plan.backends[0];
     assert_eq!(ws.connect_timeout, Duration::from_secs(1), "the defaults'");
     assert_eq!(ws.server_timeout, Duration::from_secs(20));
-    assert_eq!(ws.tunnel_timeout, Duration::from_secs(3600));
+    assert_eq!(ws.tunnel.idle(), Duration::from_secs(3600));
+    assert_eq!(
+        ws.tunnel.current(false, true),
+        Duration::from_secs(30),
+        "client-fin default"
+    );
     assert_eq!(
         ws.queue_timeout, ws.connect_timeout,
         "queue falls back to connect"
@@ -105,7 +110,7 @@ fn defaults_are_resolved_once_with_overrides_per_field() {
     // Without `timeout tunnel`: the larger of the defaults' client and server timeouts.
     let api = &plan.backends[1];
     assert_eq!(api.server_timeout, Duration::from_secs(50));
-    assert_eq!(api.tunnel_timeout, Duration::from_secs(50));
+    assert_eq!(api.tunnel.idle(), Duration::from_secs(50));
     assert!(Arc::ptr_eq(
         fe.default_backend.as_ref().unwrap(),
         &plan.backends[0]
