@@ -40,6 +40,10 @@ struct Args {
     /// A node silent for this long is marked offline.
     #[arg(long, env = "SLUICE_NODE_STALE_AFTER", default_value = "15s", value_parser = humantime::parse_duration)]
     node_stale_after: Duration,
+    /// Versions whose full documents are kept for GET /api/v1/snapshots/{version}; older
+    /// versions keep their summary in the history.
+    #[arg(long, env = "SLUICE_HISTORY_KEEP", default_value_t = 500)]
+    history_keep: u64,
 }
 
 #[tokio::main]
@@ -64,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("setting up the node token")?;
     let config = Arc::new(
-        ConfigService::start(store.clone())
+        ConfigService::start(store.clone(), args.history_keep)
             .await
             .context("loading the configuration")?,
     );

@@ -26,6 +26,8 @@ pub enum ApiError {
         message: String,
     },
     Invalid(Invalid),
+    /// Existed, but is gone for good (a history entry whose body retention dropped).
+    Gone(String),
     Internal(String),
 }
 
@@ -100,6 +102,11 @@ impl IntoResponse for ApiError {
                     .join("; ");
                 body.errors = errors;
                 StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::Gone(m) => {
+                body.code = "gone".into();
+                body.message = m;
+                StatusCode::GONE
             }
             ApiError::Internal(detail) => {
                 let id = format!("{:016x}", rand::random::<u64>());

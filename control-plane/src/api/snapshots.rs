@@ -29,6 +29,9 @@ pub struct SnapshotDetail {
 pub struct ListQuery {
     /// At most this many entries, newest first (default 100, max 1000).
     pub limit: Option<u32>,
+    /// Only versions older than this one: the next page starts before the last version
+    /// of the previous one.
+    pub before: Option<u64>,
 }
 
 pub fn rfc3339(unix_ms: i64) -> String {
@@ -45,7 +48,7 @@ pub async fn list_snapshots(
 ) -> Result<Json<Vec<SnapshotSummary>>, ApiError> {
     let rows = state
         .store
-        .list_snapshots(q.limit.unwrap_or(100).min(1000))
+        .list_snapshots(q.before, q.limit.unwrap_or(100).min(1000))
         .await?;
     Ok(Json(
         rows.into_iter()
@@ -58,10 +61,11 @@ pub async fn list_snapshots(
     ))
 }
 
-/// One version with the document it held.
+/// One version with the document it held (410 once the history retention dropped it).
 #[utoipa::path(get, path = "/api/v1/snapshots/{version}", tag = "snapshots",
     params(("version" = u64, Path)),
-    responses((status = 200, body = SnapshotDetail), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = SnapshotDetail), (status = 404, body = super::error::ErrorBody),
+              (status = 410, body = super::error::ErrorBody)))]
 pub async fn get_snapshot(
     State(state): State<AppState>,
     Path(version): Path<u64>,
@@ -76,7 +80,13 @@ pub async fn get_snapshot(
             }
             e => e.into(),
         })?;
-    let document: ConfigDocument = serde_json::from_str(row.document.as_deref().unwrap_or("{}"))
+    let text = row.document.as_deref().unwrap_or_default();
+    if text.is_empty() {
+        return Err(ApiError::Gone(format!(
+            "version {version}'s document was dropped by the history retention (--history-keep); its summary is in GET /api/v1/snapshots"
+        )));
+    }
+    let document: ConfigDocument = serde_json::from_str(text)
         .map_err(|e| ApiError::Internal(format!("snapshot {version} document: {e}")))?;
     Ok(Json(SnapshotDetail {
         version: row.version,

@@ -24,11 +24,20 @@ struct Api {
 
 impl Api {
     async fn new() -> Api {
+        Self::keeping(1000).await
+    }
+
+    /// With the bodies of the newest `history_keep` versions kept.
+    async fn keeping(history_keep: u64) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("t.db").to_str().unwrap())
             .await
             .unwrap();
-        let config = Arc::new(ConfigService::start(store.clone()).await.unwrap());
+        let config = Arc::new(
+            ConfigService::start(store.clone(), history_keep)
+                .await
+                .unwrap(),
+        );
         let state = AppState {
             config,
             store,
@@ -209,4 +218,41 @@ async fn a_certificate_key_goes_in_and_never_comes_out() {
         !text.contains("PRIVATE KEY") && !text.contains("key_pem"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn history_pages_and_keeps_summaries_past_its_retention() {
+    let api = Api::keeping(2).await;
+    for i in 0..5 {
+        let mut doc = document();
+        doc["defaults"] = json!({ "timeouts": { "tunnel": format!("{}h", i + 1) } });
+        let (status, _, _) = api.call("PUT", "/api/v1/config", Some(doc)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Six versions (the initial empty one and five writes), paged newest first.
+    let (_, _, first) = api.call("GET", "/api/v1/snapshots?limit=4", None).await;
+    let versions = |page: &Value| -> Vec<u64> {
+        page.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["version"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(versions(&first), [6, 5, 4, 3]);
+    let (_, _, next) = api
+        .call("GET", "/api/v1/snapshots?before=3&limit=4", None)
+        .await;
+    assert_eq!(versions(&next), [2, 1]);
+    assert!(next[1]["summary"].as_str().unwrap().contains("initial"));
+    // The newest two keep their documents; older ones are gone, with a clear answer.
+    let (status, _, body) = api.call("GET", "/api/v1/snapshots/5", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["document"]["defaults"]["timeouts"]["tunnel"], "4h");
+    let (status, _, body) = api.call("GET", "/api/v1/snapshots/4", None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::GONE, Some("gone"))
+    );
+    let (status, _, _) = api.call("GET", "/api/v1/snapshots/99", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -70,6 +70,8 @@ impl Published {
 
 pub struct ConfigService {
     store: Store,
+    /// Versions whose documents and snapshots are kept; older ones keep their summary.
+    history_keep: u64,
     /// Serializes writers within this process; the store's conditional version bump
     /// protects against writers elsewhere.
     write: Mutex<()>,
@@ -78,10 +80,13 @@ pub struct ConfigService {
 
 impl ConfigService {
     /// Loads the newest snapshot; a fresh database gets version 1, the empty configuration.
-    pub async fn start(store: Store) -> Result<Self, ChangeError> {
+    /// The bodies of versions older than the newest `history_keep` are dropped as new ones
+    /// come.
+    pub async fn start(store: Store, history_keep: u64) -> Result<Self, ChangeError> {
         let (version, config) = store.load().await?;
         let (tx, _) = watch::channel(Arc::new(Published::default()));
         let service = Self {
+            history_keep: history_keep.max(1),
             store,
             write: Mutex::new(()),
             tx,
@@ -202,6 +207,12 @@ impl ConfigService {
             })?;
         tracing::info!(version, %summary, "committed configuration");
         self.tx.send_replace(Published::new(snap));
+        // Retention is housekeeping: the commit stands whatever happens here.
+        match self.store.prune_history(self.history_keep).await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::debug!(dropped, "dropped old history bodies"),
+            Err(error) => tracing::warn!(%error, "could not apply the history retention"),
+        }
         Ok(version)
     }
 }

@@ -9,7 +9,7 @@ async fn service() -> (ConfigService, Store, tempfile::TempDir) {
     let store = Store::open(dir.path().join("t.db").to_str().unwrap())
         .await
         .unwrap();
-    let service = ConfigService::start(store.clone()).await.unwrap();
+    let service = ConfigService::start(store.clone(), 1000).await.unwrap();
     (service, store, dir)
 }
 
@@ -82,7 +82,7 @@ async fn a_change_is_versioned_stored_and_published() {
         .unwrap();
     assert_eq!((again.version, again.changed), (2, false));
     assert!(!updates.has_changed().unwrap());
-    assert_eq!(store.list_snapshots(10).await.unwrap().len(), 2);
+    assert_eq!(store.list_snapshots(None, 10).await.unwrap().len(), 2);
 }
 
 #[tokio::test]

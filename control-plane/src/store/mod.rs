@@ -237,11 +237,18 @@ impl Store {
         Ok(new_version)
     }
 
-    /// Snapshot history, newest first, without bodies.
-    pub async fn list_snapshots(&self, limit: u32) -> Result<Vec<SnapshotRow>, StoreError> {
+    /// Snapshot history, newest first, without bodies: at most `limit` entries older than
+    /// `before` (all when `None`).
+    pub async fn list_snapshots(
+        &self,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<SnapshotRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT version, created_unix_ms, summary FROM snapshots ORDER BY version DESC LIMIT ?1",
+            "SELECT version, created_unix_ms, summary FROM snapshots WHERE version < ?1
+             ORDER BY version DESC LIMIT ?2",
         )
+        .bind(before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64))
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
@@ -257,7 +264,22 @@ impl Store {
             .collect())
     }
 
-    /// One stored snapshot with its document and encoded protobuf.
+    /// Drops the bodies (document and snapshot) of every version older than the newest
+    /// `keep` (at least one is always kept); their summaries stay. Returns how many were
+    /// dropped.
+    pub async fn prune_history(&self, keep: u64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE snapshots SET document = '', snapshot = x''
+             WHERE version <= (SELECT MAX(version) FROM snapshots) - ?1 AND document != ''",
+        )
+        .bind(keep.max(1) as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// One stored snapshot with its document and encoded protobuf (both empty when
+    /// retention dropped them).
     pub async fn get_snapshot(&self, version: u64) -> Result<SnapshotRow, StoreError> {
         let r = sqlx::query(
             "SELECT version, created_unix_ms, summary, document, snapshot FROM snapshots WHERE version = ?1",
@@ -414,7 +436,7 @@ mod tests {
             Err(StoreError::Conflict { current: 1 }) => {}
             other => panic!("expected a conflict, got {other:?}"),
         }
-        assert_eq!(store.list_snapshots(10).await.unwrap().len(), 1);
+        assert_eq!(store.list_snapshots(None, 10).await.unwrap().len(), 1);
     }
 
     fn named(frontend: &str, backend: &str) -> Configuration {
