@@ -5,8 +5,9 @@
 //!   from the accept for the first request and from its first byte for later ones. When it
 //!   expires the client gets the frontend's 408 page and the connection closes.
 //! - `timeout client`: while no request is in flight (between keep-alive requests, or
-//!   before the first), a read that stays pending this long closes the connection
-//!   silently. While a request is being served the server-side timeouts apply instead.
+//!   before the first), a read that stays pending this long closes the connection —
+//!   silently when nothing of a next request has arrived, with the 408 page when part of
+//!   its head has. While a request is being served the server-side timeouts apply instead.
 //!
 //! Both deadlines share one lazily created timer. After a 101 the HTTP layer takes the
 //! raw `TcpStream` back and the tunnel timeout takes over.
@@ -87,6 +88,9 @@ pub struct ClientIo<S = TcpStream> {
     /// `requests` when the head deadline was set; a change means that head arrived.
     generation: usize,
     head_deadline: Option<Instant>,
+    /// Bytes of the next request head have arrived (it is incomplete until `requests`
+    /// changes).
+    partial_head: bool,
     idle_deadline: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     pages: Arc<RefusalPages>,
@@ -104,6 +108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
             state: Arc::default(),
             generation: 0,
             head_deadline: Some(Instant::now() + head_timeout),
+            partial_head: false,
             idle_deadline: None,
             timer: None,
             pages,
@@ -190,17 +195,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
             // The head being timed arrived; the next one is timed from its first byte.
             this.generation = requests;
             this.head_deadline = None;
+            this.partial_head = false;
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 this.idle_deadline = None;
-                if r.is_ok()
-                    && buf.filled().len() > before
-                    && this.head_deadline.is_none()
-                    && this.state.busy.load(Relaxed) == 0
-                {
-                    this.head_deadline = Some(Instant::now() + this.head_timeout);
+                if r.is_ok() && buf.filled().len() > before && this.state.busy.load(Relaxed) == 0 {
+                    this.partial_head = true;
+                    if this.head_deadline.is_none() {
+                        this.head_deadline = Some(Instant::now() + this.head_timeout);
+                    }
                 }
                 Poll::Ready(r)
             }
@@ -220,7 +225,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                     timer.as_mut().reset(deadline);
                 }
                 ready!(timer.as_mut().poll(cx));
-                if this.head_deadline.is_some_and(|h| h <= Instant::now()) {
+                // `timeout http-request`, or `timeout client` in the middle of a head: the
+                // client gets its 408 either way. An idle connection closes silently.
+                if this.head_deadline.is_some_and(|h| h <= Instant::now()) || this.partial_head {
                     this.state.refused.store(408, Relaxed);
                     this.sending = Some(this.pages.timeout.clone());
                     ready!(this.poll_send_page_flushed(cx));
@@ -327,6 +334,34 @@ mod tests {
         let mut got = Vec::new();
         far.read_to_end(&mut got).await.unwrap();
         (got, refused)
+    }
+
+    /// `timeout client` (1 s here) passing in the middle of a request head gets the 408
+    /// page like `timeout http-request` (10 s here); an idle connection is closed silently.
+    #[tokio::test(start_paused = true)]
+    async fn a_head_cut_off_by_the_client_timeout_gets_its_408() {
+        for (sent, expect) in [
+            (&b"GET / HTTP/1.1\r\nHo"[..], &b"408 page"[..]),
+            (&b""[..], &b""[..]),
+        ] {
+            let (near, mut far) = tokio::io::duplex(4096);
+            let pages = client_io(tokio::io::duplex(1).0).pages;
+            let mut io =
+                ClientIo::new(near, Duration::from_secs(1), Duration::from_secs(10), pages);
+            // The first request was served: its head is not what is being timed.
+            io.state.requests.store(1, Relaxed);
+            far.write_all(sent).await.unwrap();
+            let mut buf = [0u8; 64];
+            if !sent.is_empty() {
+                assert_eq!(io.read(&mut buf).await.unwrap(), sent.len());
+            }
+            let err = io.read(&mut buf).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+            drop(io);
+            let mut got = Vec::new();
+            far.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, expect, "after {sent:?}");
+        }
     }
 
     const BARE_400: &[u8] =
