@@ -10,8 +10,10 @@
 //! 4. **Slot and queue**: a server's `maxconn` slot is reserved at pick time (CAS); when
 //!    every eligible server is full the request waits in the backend's FIFO queue for a
 //!    slot, at most `timeout queue`.
-//! 5. **Retry and redispatch**: a failed connect is retried `retries` times; with
-//!    `redispatch`, the last retry goes to another server if there is one.
+//! 5. **Retry and redispatch**: a failed connect is retried `retries` times, after a
+//!    turn-around pause of `min(timeout connect, 1 s)` so a restarting server is not hit
+//!    again in the same millisecond (HAProxy's rule); with `redispatch`, the last retry
+//!    goes to another server if there is one, at once.
 //!
 //! The connect itself is the caller's (`proxy::upstream`): [`dispatch`] is given it, so
 //! this module decides and the proxy does I/O.
@@ -98,6 +100,9 @@ impl ServerPlan {
     }
 }
 
+/// The longest pause before connecting again to a server that just refused.
+const TURN_AROUND: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A server chosen, with its connection.
 pub struct Chosen<T> {
     /// Index in the backend's servers.
@@ -168,8 +173,8 @@ where
                 reason,
             });
         }
+        let failed = idx;
         if backend.redispatch && attempts == backend.retries {
-            let failed = idx;
             let other = backend.balancer.pick(&backend.servers, input, |i, s| {
                 i != failed && s.accepts_new()
             });
@@ -179,6 +184,9 @@ where
                 idx = other;
                 slot = other_slot;
             }
+        }
+        if idx == failed {
+            tokio::time::sleep(backend.connect_timeout.min(TURN_AROUND)).await;
         }
     };
     Dispatch { queue_ms, result }
@@ -226,5 +234,94 @@ async fn choose(
                 Err(ChoiceError::QueueTimeout(backend.name.to_string())),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::balance::{Algorithm, BalancePlan};
+    use crate::counters::ServerCounters;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    fn backend(servers: &[&str], retries: u32, redispatch: bool) -> BackendPlan {
+        let counters = Arc::new(BackendCounters::default());
+        BackendPlan {
+            name: "be".into(),
+            servers: servers
+                .iter()
+                .map(|n| ServerPlan {
+                    name: (*n).into(),
+                    address: "127.0.0.1:1".into(),
+                    socket_addr: None,
+                    weight: 1,
+                    backup: false,
+                    maxconn: 0,
+                    cookie: None,
+                    state: pb::ServerState::Ready,
+                    check: None,
+                    counters: Arc::new(ServerCounters {
+                        backend: counters.clone(),
+                        ..ServerCounters::default()
+                    }),
+                    pool: None,
+                })
+                .collect(),
+            connect_timeout: Duration::from_secs(5),
+            server_timeout: Duration::from_secs(5),
+            tunnel: crate::config::TunnelTimeouts {
+                idle_ms: 1000,
+                client_fin_ms: 1000,
+                server_fin_ms: 1000,
+            },
+            retries,
+            redispatch,
+            queue_timeout: Duration::from_secs(1),
+            server_close: true,
+            balancer: BalancePlan {
+                algorithm: Algorithm::RoundRobin,
+                rr: Mutex::new(vec![0; servers.len()]),
+                ring: Vec::new(),
+                turn: AtomicUsize::new(0),
+            },
+            cookie: None,
+            counters,
+        }
+    }
+
+    /// Each attempt: which server, and when.
+    async fn attempts(backend: &BackendPlan) -> (Vec<(String, tokio::time::Instant)>, bool) {
+        let parts = http::Request::new(()).into_parts().0;
+        let input = PickInput {
+            src: "127.0.0.1".parse().unwrap(),
+            parts: &parts,
+        };
+        let seen = Mutex::new(Vec::new());
+        let d = dispatch(backend, &input, None, |s| {
+            seen.lock()
+                .unwrap()
+                .push((s.name.to_string(), tokio::time::Instant::now()));
+            async { Err::<(), _>("connection refused") }
+        })
+        .await;
+        (seen.into_inner().unwrap(), d.result.is_ok())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_connect_is_retried_after_a_turn_around_pause() {
+        let (seen, ok) = attempts(&backend(&["a"], 2, false)).await;
+        assert!(!ok);
+        assert_eq!(seen.len(), 3, "one attempt and two retries");
+        for pair in seen.windows(2) {
+            assert_eq!(pair[1].1 - pair[0].1, Duration::from_secs(1), "{seen:?}");
+        }
+        // With redispatch the last retry goes to another server, without waiting.
+        let (seen, _) = attempts(&backend(&["a", "b"], 2, true)).await;
+        let servers: Vec<_> = seen.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(servers, ["a", "a", "b"]);
+        assert_eq!(seen[1].1 - seen[0].1, Duration::from_secs(1));
+        assert_eq!(seen[2].1, seen[1].1, "a redispatch does not wait");
     }
 }
