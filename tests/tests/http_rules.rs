@@ -224,6 +224,24 @@ async fn request_smuggling_defences() {
         "{:?}",
         f.backend("app-01").requests()
     );
+    // A malformed chunked body is the client's fault: 400, no server error counted.
+    for (what, body) in [
+        ("a chunk size that is not hex", "zz\r\nhello\r\n0\r\n\r\n"),
+        (
+            "a chunk size of 19 digits",
+            "1000000000000000000\r\nhello\r\n0\r\n\r\n",
+        ),
+    ] {
+        let r = raw_exchange(f.bind, &post("Transfer-Encoding: chunked\r\n", body)).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{what}: {r}");
+    }
+    let m = metrics(&f).await;
+    assert!(
+        !m.lines()
+            .any(|l| l.starts_with("sluice_server_errors_total") && !l.ends_with(" 0")),
+        "a client's bad body counted against the server: {m}"
+    );
+    f.backend("app-01").clear();
     // HTTP/1.0 needs no Host.
     let r = raw_exchange(f.bind, "GET /old HTTP/1.0\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.0 200"), "{r}");

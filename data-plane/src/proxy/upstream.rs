@@ -147,6 +147,7 @@ pub async fn exchange_pooled(
                         request = unsent;
                         upstream = fresh().await?;
                     }
+                    _ if e.error().is_user() => return Err(client_body_error()),
                     _ => return Err(bad(e.into_error().to_string())),
                 },
             }
@@ -161,6 +162,12 @@ pub async fn exchange_pooled(
         parts,
         PooledBody::new(body, sender, pool, held).boxed(),
     ))
+}
+
+/// The request body the client sent could not be read (a malformed chunked body, say):
+/// the client's fault, not the server's — a 400, and no server error counted.
+fn client_body_error() -> ProxyError {
+    ProxyError::BadRequest("malformed request body")
 }
 
 /// What one request on a server connection of its own gave.
@@ -211,11 +218,16 @@ pub async fn exchange(
     let mut resp = match tokio::time::timeout(timeout, exchange).await {
         Err(_) => return Err(ProxyError::ServerTimeout(server_name.clone())),
         Ok(Err(e)) => {
-            let reason = match &connection_done {
-                Some(Err(ce)) => ce.to_string(),
-                _ => e.to_string(),
+            let connection_error = match &connection_done {
+                Some(Err(ce)) => Some(ce),
+                _ => None,
             };
-            return Err(bad(reason));
+            if e.is_user() || connection_error.is_some_and(|ce| ce.is_user()) {
+                return Err(client_body_error());
+            }
+            return Err(bad(
+                connection_error.map_or_else(|| e.to_string(), |ce| ce.to_string())
+            ));
         }
         Ok(Ok(r)) => r,
     };
