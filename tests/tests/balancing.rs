@@ -435,6 +435,25 @@ async fn cookie_persistence_as_the_article_configures_it() {
     }
     let last = f.backend(&first).requests().pop().unwrap();
     assert_eq!(last.header_values("cookie"), ["theme=dark"]);
+    // The access log says so as HAProxy does: a new client got a cookie (`NI`), a
+    // returning one came with a valid cookie and got none (`VN`), and a cookie naming no
+    // server is invalid (`I`) and replaced.
+    let head = upgrade_head(f.bind, "Cookie: WSID=nobody\r\n").await;
+    assert!(head.contains("set-cookie: wsid="), "{head}");
+    for state in ["NI", "VN", "II"] {
+        eventually(
+            WAIT,
+            &format!("a tunnel logged with cookie status {state}"),
+            || async {
+                f.dp.proc
+                    .log_text()
+                    .lines()
+                    .any(|l| l.contains(" 101 ") && l.contains(&format!("D{state} ")))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
 
     // Plain HTTP responses carry the cookie on the same terms.
     let plain = |cookie: &str| {

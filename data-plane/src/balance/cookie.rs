@@ -23,12 +23,26 @@ pub use crate::config::cookie::{CookiePlan, Mode};
 use crate::config::{BackendPlan, ServerPlan};
 
 /// What persistence says about one request to a backend.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Persistence {
     /// The backend's cookie as the request presented it.
     pub presented: Option<Presented>,
     /// The server a valid cookie designates, when that server may take the request.
     pub server: Option<usize>,
+    /// The request cookie's status as HAProxy logs it (the termination state's third
+    /// character): `-` no persistence, `N` none, `I` names no server, `D` names a server
+    /// that cannot take it, `V` valid, `E` expired.
+    pub status: u8,
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Self {
+            presented: None,
+            server: None,
+            status: b'-',
+        }
+    }
 }
 
 impl Persistence {
@@ -39,20 +53,48 @@ impl Persistence {
             return Self::default();
         };
         let presented = c.presented(headers);
-        let server = presented.as_ref().filter(|p| p.fresh).and_then(|p| {
+        let named = presented.as_ref().filter(|p| p.fresh).map(|p| {
             backend
                 .servers
                 .iter()
-                .position(|s| s.cookie.as_deref() == Some(p.server.as_str()) && s.accepts_sticky())
+                .position(|s| s.cookie.as_deref() == Some(p.server.as_str()))
         });
+        let server = named
+            .flatten()
+            .filter(|&i| backend.servers[i].accepts_sticky());
+        let status = match (&presented, named) {
+            (None, _) => b'N',
+            (Some(p), _) if !p.fresh => b'E',
+            (Some(_), Some(None)) => b'I',
+            (Some(_), _) if server.is_none() => b'D',
+            _ => b'V',
+        };
         c.strip_request(headers);
-        Self { presented, server }
+        Self {
+            presented,
+            server,
+            status,
+        }
     }
 
-    /// Sets or rewrites the cookie on the response of `server`, as the mode says.
-    pub fn on_response(&self, backend: &BackendPlan, server: &ServerPlan, h: &mut HeaderMap) {
-        if let (Some(c), Some(value)) = (&backend.cookie, &server.cookie) {
-            c.on_response(h, value, self.presented.as_ref());
+    /// The request cookie's status once `chosen` took the request: a valid cookie whose
+    /// server did not get it (no free slot, or its connect failed) counts as `D`.
+    pub fn status_for(&self, chosen: usize) -> u8 {
+        match (self.status, self.server) {
+            (b'V', Some(s)) if s != chosen => b'D',
+            (status, _) => status,
+        }
+    }
+
+    /// Sets or rewrites the cookie on the response of `server`, as the mode says, and
+    /// returns what it did as HAProxy logs it (the termination state's fourth
+    /// character): `-` no persistence, `N` nothing, `I` inserted, `U` refreshed, `R`
+    /// the server's cookie rewritten.
+    pub fn on_response(&self, backend: &BackendPlan, server: &ServerPlan, h: &mut HeaderMap) -> u8 {
+        match (&backend.cookie, &server.cookie) {
+            (Some(c), Some(value)) => c.on_response(h, value, self.presented.as_ref()),
+            (Some(_), None) => b'N',
+            (None, _) => b'-',
         }
     }
 }
@@ -167,12 +209,12 @@ impl CookiePlan {
         h: &mut HeaderMap,
         server_cookie: &str,
         presented: Option<&Presented>,
-    ) {
+    ) -> u8 {
         match self.mode {
             Mode::Insert => {
                 let valid = presented.is_some_and(|p| p.server == server_cookie && p.fresh);
                 if valid && !presented.is_some_and(|p| p.stale) {
-                    return;
+                    return b'N';
                 }
                 let now = now_s();
                 let value = if self.maxidle_s.is_some() || self.maxlife_s.is_some() {
@@ -186,20 +228,29 @@ impl CookiePlan {
                     server_cookie.to_string()
                 };
                 let cookie = format!("{}={value}{}", self.name, self.attributes);
-                if let Ok(v) = HeaderValue::from_str(&cookie) {
-                    h.append(header::SET_COOKIE, v);
-                    if self.nocache {
-                        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+                match HeaderValue::from_str(&cookie) {
+                    Ok(v) => {
+                        h.append(header::SET_COOKIE, v);
+                        if self.nocache {
+                            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+                        }
+                        if valid {
+                            b'U'
+                        } else {
+                            b'I'
+                        }
                     }
+                    Err(_) => b'N',
                 }
             }
             Mode::Rewrite | Mode::Prefix => {
                 let values: Vec<HeaderValue> =
                     h.get_all(header::SET_COOKIE).iter().cloned().collect();
                 if values.is_empty() {
-                    return;
+                    return b'N';
                 }
                 h.remove(header::SET_COOKIE);
+                let mut done = b'N';
                 for v in values {
                     let rewritten = v.to_str().ok().and_then(|s| {
                         let (pair, rest) = s.split_once(';').map_or((s, ""), |(p, r)| (p, r));
@@ -214,8 +265,12 @@ impl CookiePlan {
                         let sep = if rest.is_empty() { "" } else { ";" };
                         HeaderValue::from_str(&format!("{}={new}{sep}{rest}", k.trim())).ok()
                     });
+                    if rewritten.is_some() {
+                        done = b'R';
+                    }
                     h.append(header::SET_COOKIE, rewritten.unwrap_or(v));
                 }
+                done
             }
         }
     }

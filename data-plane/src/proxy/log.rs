@@ -47,7 +47,12 @@ pub struct Entry {
     pub timers: [i64; 5],
     pub status: u16,
     pub bytes: u64,
+    /// Who ended the session and in which phase (`SC--`, `CD--`, ...).
     pub termination: &'static str,
+    /// The persistence cookie's status (the request's, then the response's), as HAProxy
+    /// writes them in the termination state's third and fourth characters; `None` when
+    /// the backend has no cookie persistence (`--`).
+    pub cookie: Option<[u8; 2]>,
     pub fe_conn: u64,
     pub srv_conn: u64,
     pub retries: u32,
@@ -83,6 +88,16 @@ fn haproxy_date(t: SystemTime) -> String {
 }
 
 impl Entry {
+    /// The four-character termination state: the end's two, then the cookie's.
+    fn state(&self) -> std::borrow::Cow<'static, str> {
+        match (self.cookie, self.termination.get(..2)) {
+            (Some([req, resp]), Some(end)) => {
+                format!("{end}{}{}", req as char, resp as char).into()
+            }
+            _ => self.termination.into(),
+        }
+    }
+
     pub fn format(&self, f: LogFormat) -> String {
         let date = haproxy_date(self.accepted.unwrap_or_else(SystemTime::now));
         let [tq, tw, tc, tr, ta] = self.timers;
@@ -95,7 +110,7 @@ impl Entry {
                 self.server,
                 self.status,
                 self.bytes,
-                self.termination,
+                self.state(),
                 self.fe_conn,
                 self.fe_conn,
                 self.srv_conn,
@@ -150,7 +165,7 @@ fn json(e: &Entry, date: &str) -> String {
         ta,
         status: e.status,
         bytes: e.bytes,
-        termination: e.termination,
+        termination: &e.state(),
         fe_conn: e.fe_conn,
         srv_conn: e.srv_conn,
         retries: e.retries,
@@ -181,6 +196,7 @@ mod tests {
             status: 101,
             bytes: 1520,
             termination: "CD--",
+            cookie: None,
             fe_conn: 1,
             srv_conn: 1,
             retries: 0,
@@ -198,6 +214,14 @@ mod tests {
         assert_eq!(j["termination"], "CD--");
         assert_eq!(j["ta"], 5003);
         assert_eq!(j["request"], "GET /ws/chat HTTP/1.1");
+        // The persistence cookie's status fills the last two characters.
+        let sticky = Entry {
+            cookie: Some(*b"VN"),
+            ..e.clone()
+        };
+        assert!(sticky
+            .format(LogFormat::Haproxy)
+            .contains(" CDVN 1/1/1/1/0 "));
         // Control characters and quotes in a request line stay inside the string.
         let odd = Entry {
             request: "GET /\"a\"\u{1}b HTTP/1.1".into(),

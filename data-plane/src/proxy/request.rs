@@ -51,6 +51,8 @@ struct Trace {
     /// Answered by a rule: `LR--` (redirect, return) or `PR--` (deny), as HAProxy logs
     /// them.
     local: Option<&'static str>,
+    /// The persistence cookie's status for the log (see `log::Entry::cookie`).
+    cookie: Option<[u8; 2]>,
 }
 
 impl Default for Trace {
@@ -64,6 +66,7 @@ impl Default for Trace {
             retries: 0,
             view: None,
             local: None,
+            cookie: None,
         }
     }
 }
@@ -197,6 +200,7 @@ fn fill_entry(en: &mut log::Entry, trace: &Trace) {
     en.timers[2] = trace.connect_ms;
     en.timers[3] = trace.response_ms;
     en.retries = trace.retries;
+    en.cookie = trace.cookie;
 }
 
 fn content_length(resp: &Response<Body>) -> u64 {
@@ -265,6 +269,9 @@ async fn forward(
     let connect_started = Instant::now();
     let pooled = !upgrade && !backend.server_close;
     let persistence = Persistence::of_request(&backend, &mut parts.headers);
+    if backend.cookie.is_some() {
+        trace.cookie = Some([persistence.status, b'-']);
+    }
     let input = PickInput {
         src: client.src.ip(),
         parts: &parts,
@@ -278,6 +285,9 @@ async fn forward(
     };
     trace.connect_ms = connect_started.elapsed().as_millis() as i64;
     trace.retries = chosen.retries;
+    if let Some(c) = trace.cookie.as_mut() {
+        c[0] = persistence.status_for(chosen.server);
+    }
     let server = &backend.servers[chosen.server];
     trace.server = Some((server.name.clone(), server.counters.clone()));
     let server_name = ServerRef {
@@ -346,10 +356,14 @@ async fn forward(
             Err(e) => return (trace, Err(e)),
             // Upgrade.
             Ok(Exchange::Switched(head, io)) => {
+                let mut set = b'-';
                 let resp = switch(head, fe, server, |h| {
-                    persistence.on_response(&backend, server, h);
+                    set = persistence.on_response(&backend, server, h);
                     route::server_response_rules(h, trace.view.as_ref(), client, fe);
                 });
+                if let Some(c) = trace.cookie.as_mut() {
+                    c[1] = set;
+                }
                 let server_side = ServerSide {
                     counters: server.counters.clone(),
                     limits: backend.tunnel,
@@ -376,7 +390,10 @@ async fn forward(
     server.counters.count_response(rparts.status);
     upstream::strip_hop_by_hop(&mut rparts.headers);
     route::server_response_rules(&mut rparts.headers, trace.view.as_ref(), client, fe);
-    persistence.on_response(&backend, server, &mut rparts.headers);
+    let set = persistence.on_response(&backend, server, &mut rparts.headers);
+    if let Some(c) = trace.cookie.as_mut() {
+        c[1] = set;
+    }
     (
         trace,
         Ok(Forwarded::Response(Response::from_parts(rparts, rbody))),
