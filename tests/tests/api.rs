@@ -48,18 +48,26 @@ async fn every_endpoint_requires_the_admin_token() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path());
     let api = cp.api();
-    for token in ["", "wrong-token"] {
+    // Every operation the OpenAPI document lists, path parameters filled in.
+    let doc = api.get("/api/v1/openapi.json").await.json;
+    let mut operations: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let concrete = path
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in item.as_object().unwrap().keys() {
+            operations.push((method.to_uppercase(), concrete.clone()));
+        }
+    }
+    assert!(operations.len() >= 15, "{operations:?}");
+    operations.push(("GET".into(), "/api/v1/openapi.json".into()));
+    // No token, a wrong one, and the node token: each is refused everywhere.
+    for token in ["", "wrong-token", cp.node_token.as_str()] {
         let anon = api.with_token(token);
-        for (method, path) in [
-            ("GET", "/api/v1/config"),
-            ("PUT", "/api/v1/config"),
-            ("POST", "/api/v1/config/validate"),
-            ("GET", "/api/v1/frontends"),
-            ("GET", "/api/v1/backends/app"),
-            ("GET", "/api/v1/snapshots"),
-            ("GET", "/api/v1/nodes"),
-            ("GET", "/api/v1/openapi.json"),
-        ] {
+        for (method, path) in &operations {
+            let (method, path) = (method.as_str(), path.as_str());
             let r = anon.request(method, path, Some(&base()), None).await;
             assert_eq!(
                 r.status, 401,
