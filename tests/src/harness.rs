@@ -441,6 +441,20 @@ impl Api {
         body: Option<&Value>,
         if_match: Option<&str>,
     ) -> Reply {
+        self.try_request(method, path, body, if_match)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Like [`Api::request`], with the transport error (the control plane is gone, the
+    /// connection broke) returned instead of a panic.
+    pub async fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<Reply, reqwest::Error> {
         let url = format!("{}{}", self.base, path);
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
         let mut req = self.http.request(method, &url);
@@ -453,7 +467,7 @@ impl Api {
         if let Some(m) = if_match {
             req = req.header("If-Match", m);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        let resp = req.send().await?;
         let status = resp.status().as_u16();
         let etag = resp
             .headers()
@@ -462,7 +476,7 @@ impl Api {
             .map(str::to_string);
         let text = resp.text().await.unwrap_or_default();
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply { status, etag, json }
+        Ok(Reply { status, etag, json })
     }
 
     pub async fn get(&self, path: &str) -> Reply {
