@@ -270,10 +270,15 @@ async fn a_node_restarted_without_its_control_plane_serves_its_cached_plan() {
     f.cp.stop();
     f.dp.proc.kill();
     let token = f.cp.node_token.clone();
+    let restarted = std::time::Instant::now();
     f.dp = DataPlane::start_with_args(f.dir(), &f.cp, "node-a", &token, &node_args);
     // No control plane: the cached plan serves, on the port this start got.
     let bind = f.bound(any_port("127.0.0.1")).await;
     assert_eq!(ws_whoami(bind, "/ws").await, "echo");
+    eprintln!(
+        "figures: restarted without its control plane, the node served a WebSocket {:?} after its start",
+        restarted.elapsed()
+    );
     assert_eq!(readyz(&f.dp).await, 200);
     assert!(f.dp.proc.log_text().contains("serving the cached snapshot"));
 

@@ -398,6 +398,7 @@ async fn a_half_closed_tunnel_ends_at_client_fin() {
         .await
         .unwrap();
     ws.send(Message::text("fin")).await.unwrap();
+    let half_closed = std::time::Instant::now();
     // The client is told (the server's FIN is passed on), but keeps its side open.
     let end = tokio::time::timeout(WAIT, ws.next())
         .await
@@ -414,6 +415,10 @@ async fn a_half_closed_tunnel_ends_at_client_fin() {
         }
     })
     .await;
+    eprintln!(
+        "figures: the half-closed tunnel ended {:?} after the server's FIN (client_fin 1s)",
+        half_closed.elapsed()
+    );
     eventually(WAIT, "the tunnel's log line", || async {
         let log = f.dp.proc.log_text();
         log.lines()
