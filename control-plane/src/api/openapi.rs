@@ -7,6 +7,81 @@ use utoipa::{Modify, OpenApi};
 use super::{certificates, config, error, nodes, objects, snapshots};
 use crate::config as doc;
 
+/// The error answers every operation can give, documented on each: 401 without the admin
+/// token; for operations with a body or parameters, 400 for a malformed one (the field
+/// named); for operations with a body, 413 over the configuration size limit.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let has_body = op.request_body.is_some();
+                let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                let responses = &mut op.responses.responses;
+                responses
+                    .entry("401".into())
+                    .or_insert_with(|| error("no or a wrong admin token"));
+                if has_body || has_params {
+                    responses.entry("400".into()).or_insert_with(|| {
+                        error("malformed JSON, query or path; the field is named")
+                    });
+                }
+                if has_body {
+                    responses
+                        .entry("413".into())
+                        .or_insert_with(|| error("over the configuration size limit"));
+                }
+            }
+        }
+        // `BackendView` is a backend with its `live` view: the backend's own schema
+        // refuses unknown fields (as writes do), so the view gets a copy without that rule.
+        let components = openapi.components.get_or_insert_with(Default::default);
+        if let Some(RefOr::T(utoipa::openapi::Schema::Object(backend))) =
+            components.schemas.get("Backend").cloned()
+        {
+            let mut view = backend;
+            view.additional_properties = None;
+            if let Some(RefOr::T(utoipa::openapi::Schema::AllOf(all))) =
+                components.schemas.get("BackendView")
+            {
+                for part in &all.items {
+                    if let RefOr::T(utoipa::openapi::Schema::Object(o)) = part {
+                        view.properties.extend(o.properties.clone());
+                        view.required.extend(o.required.clone());
+                    }
+                }
+            }
+            components.schemas.insert(
+                "BackendView".into(),
+                RefOr::T(utoipa::openapi::Schema::Object(view)),
+            );
+        }
+    }
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -44,7 +119,7 @@ impl Modify for BearerAuth {
         objects::ServerOnNode, objects::StateChange, certificates::CertificateUpload,
         certificates::CertificateView,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonErrors),
     security(("admin_token" = [])),
 )]
 pub struct ApiDoc;

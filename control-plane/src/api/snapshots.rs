@@ -1,5 +1,6 @@
 //! `/api/v1/snapshots`: the history of committed versions.
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -44,8 +45,13 @@ pub fn rfc3339(unix_ms: i64) -> String {
     responses((status = 200, body = Vec<SnapshotSummary>)))]
 pub async fn list_snapshots(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<SnapshotSummary>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest {
+        code: "invalid_query",
+        field: "(query)".into(),
+        message: e.body_text(),
+    })?;
     let rows = state
         .store
         .list_snapshots(q.before, q.limit.unwrap_or(100).min(1000))
@@ -68,8 +74,13 @@ pub async fn list_snapshots(
               (status = 410, body = super::error::ErrorBody)))]
 pub async fn get_snapshot(
     State(state): State<AppState>,
-    Path(version): Path<u64>,
+    version: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<SnapshotDetail>, ApiError> {
+    let Path(version) = version.map_err(|e| ApiError::BadRequest {
+        code: "invalid_path",
+        field: "version".into(),
+        message: e.body_text(),
+    })?;
     let row = state
         .store
         .get_snapshot(version)
