@@ -14,6 +14,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod grpc;
 pub mod metrics;
 pub mod snapshot;

@@ -122,6 +122,26 @@ async fn an_unappliable_snapshot_is_nacked_and_the_old_plan_keeps_serving() {
         node["applied_version"], good,
         "the node still serves the last good plan"
     );
+    // The timeline has the node's arrival and its nack, with the reason.
+    let events = api.get("/api/v1/events?node=node-a").await.json;
+    let kinds: Vec<_> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert!(kinds.contains(&"node_connected".to_string()), "{events}");
+    let nack = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "version_nacked")
+        .expect("a nack event");
+    assert_eq!(nack["version"], bad);
+    assert!(
+        nack["detail"].as_str().unwrap().contains("cannot bind"),
+        "{nack}"
+    );
     // Traffic keeps flowing on the previous plan: routing unchanged, tunnel alive.
     assert_eq!(ws_whoami(bind, "/ws").await, "alpha");
     assert_eq!(ws_roundtrip(&mut tunnel, "still fine").await, "still fine");

@@ -9,6 +9,7 @@
 pub mod certificates;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod nodes;
 pub mod objects;
 pub mod openapi;
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/snapshots", get(snapshots::list_snapshots))
         .route("/snapshots/{version}", get(snapshots::get_snapshot))
         .route("/nodes", get(nodes::list_nodes))
+        .route("/events", get(events::list_events))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         // A body up to the configuration limit: whatever GET returns can be PUT back.

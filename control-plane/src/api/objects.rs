@@ -323,6 +323,9 @@ pub async fn put_server_state(
     let expected = if_match(&headers)?;
     let change: StateChange = parse_json(&body)?;
     let what = format!("set server {name}/{server} state {}", change.state);
+    let mut event = crate::events::event("server_state", change.state.clone());
+    event.backend = Some(name.clone());
+    event.server = Some(server.clone());
     let applied = s
         .config
         .apply(expected, &what, move |config| {
@@ -343,6 +346,10 @@ pub async fn put_server_state(
             Ok(())
         })
         .await?;
+    if applied.changed {
+        event.version = Some(applied.version);
+        crate::events::record(&s.store, event).await;
+    }
     Ok(write_response(StatusCode::OK, applied))
 }
 

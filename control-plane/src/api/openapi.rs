@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{certificates, config, error, nodes, objects, snapshots};
+use super::{certificates, config, error, events, nodes, objects, snapshots};
 use crate::config as doc;
 
 /// The error answers every operation can give, documented on each: 401 without the admin
@@ -109,7 +109,7 @@ impl Modify for BearerAuth {
         certificates::create_certificate, certificates::put_certificate,
         certificates::delete_certificate,
         snapshots::list_snapshots, snapshots::get_snapshot,
-        nodes::list_nodes,
+        nodes::list_nodes, events::list_events,
     ),
     components(schemas(
         doc::ConfigDocument, doc::Defaults, doc::Timeouts, doc::Frontend, doc::Bind,
@@ -117,7 +117,7 @@ impl Modify for BearerAuth {
         doc::Cookie, doc::HealthCheck, doc::Server, doc::ServerCheck, doc::FieldError,
         error::ErrorBody, config::WriteResult, objects::BackendView, objects::ServerLive,
         objects::ServerOnNode, objects::StateChange, certificates::CertificateUpload,
-        certificates::CertificateView,
+        certificates::CertificateView, events::EventView,
     )),
     modifiers(&BearerAuth, &CommonErrors),
     security(("admin_token" = [])),

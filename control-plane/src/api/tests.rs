@@ -256,3 +256,65 @@ async fn history_pages_and_keeps_summaries_past_its_retention() {
     let (status, _, _) = api.call("GET", "/api/v1/snapshots/99", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_event_timeline_records_versions_and_states_and_filters() {
+    let api = Api::new().await;
+    let (status, _, _) = api.call("PUT", "/api/v1/config", Some(document())).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = api
+        .call(
+            "PUT",
+            "/api/v1/backends/app/servers/s1/state",
+            Some(json!({ "state": "maint" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, _, all) = api.call("GET", "/api/v1/events", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let kinds: Vec<_> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    // Newest first: the state, the version it made, the document's version, the first.
+    assert_eq!(
+        kinds,
+        [
+            "server_state",
+            "version_committed",
+            "version_committed",
+            "version_committed"
+        ]
+    );
+    assert_eq!(all[0]["backend"], "app");
+    assert_eq!(all[0]["server"], "s1");
+    assert_eq!(all[0]["detail"], "maint");
+    assert_eq!(all[0]["version"], 3);
+    assert!(
+        all[2]["detail"].as_str().unwrap().contains("+backend app"),
+        "{all}"
+    );
+
+    let (_, _, states) = api
+        .call("GET", "/api/v1/events?kind=server_state", None)
+        .await;
+    assert_eq!(states.as_array().unwrap().len(), 1);
+    let newest = all[0]["id"].as_i64().unwrap();
+    let (_, _, page) = api
+        .call(
+            "GET",
+            &format!("/api/v1/events?before={newest}&limit=1"),
+            None,
+        )
+        .await;
+    assert_eq!(page.as_array().unwrap().len(), 1);
+    assert_eq!(page[0]["id"], all[1]["id"]);
+    let (status, _, body) = api.call("GET", "/api/v1/events?limit=x", None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_query"))
+    );
+}

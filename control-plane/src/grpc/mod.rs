@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::TokenDigest;
 use crate::clock::unix_ms;
 use crate::config::compile::valid_name;
+use crate::events;
 use crate::snapshot::Published;
 use crate::store::Store;
 use registry::Registry;
@@ -131,6 +132,13 @@ impl FleetService {
             .registry
             .connect(&hello.node_id, hello.applied_version, now);
         tracing::info!(node = %hello.node_id, applied = hello.applied_version, "node connected");
+        let mut connected = events::event(
+            "node_connected",
+            format!("applied version {}", hello.applied_version),
+        );
+        connected.node = Some(hello.node_id.clone());
+        connected.version = Some(hello.applied_version);
+        events::record(&self.store, connected).await;
 
         let (tx, rx) = mpsc::channel(4);
         let task = NodeSession {
@@ -203,6 +211,9 @@ impl NodeSession {
         self.registry.disconnect(&self.node_id, self.session);
         let _ = self.store.touch_node(&self.node_id, unix_ms()).await;
         tracing::info!(node = %self.node_id, reason = end, "node disconnected");
+        let mut gone = events::event("node_disconnected", end);
+        gone.node = Some(self.node_id.clone());
+        events::record(&self.store, gone).await;
     }
 
     async fn handle(&mut self, m: NodeMessage) {
@@ -214,6 +225,10 @@ impl NodeSession {
                 tracing::info!(node = %self.node_id, version, "node applied snapshot");
                 self.registry
                     .record_reply(&self.node_id, self.session, version, None, now);
+                let mut acked = events::event("version_acked", "applied");
+                acked.node = Some(self.node_id.clone());
+                acked.version = Some(version);
+                events::record(store, acked).await;
                 store
                     .record_node_reply(&self.node_id, version, None, now)
                     .await
@@ -228,6 +243,14 @@ impl NodeSession {
                     Some(&reason),
                     now,
                 );
+                // The node's text, bounded.
+                let mut nacked = events::event(
+                    "version_nacked",
+                    reason.chars().take(1024).collect::<String>(),
+                );
+                nacked.node = Some(self.node_id.clone());
+                nacked.version = Some(version);
+                events::record(store, nacked).await;
                 store
                     .record_node_reply(&self.node_id, version, Some(&reason), now)
                     .await

@@ -17,6 +17,7 @@ use tokio::sync::{watch, Mutex};
 
 use crate::clock::unix_ms;
 use crate::config::{self, ConfigDocument, Configuration, Invalid};
+use crate::events;
 use crate::store::{Store, StoreError};
 
 /// Why a change was not committed.
@@ -207,6 +208,9 @@ impl ConfigService {
             })?;
         tracing::info!(version, %summary, "committed configuration");
         self.tx.send_replace(Published::new(snap));
+        let mut committed = events::event("version_committed", summary);
+        committed.version = Some(version);
+        events::record(&self.store, committed).await;
         // Retention is housekeeping: the commit stands whatever happens here.
         match self.store.prune_history(self.history_keep).await {
             Ok(0) => {}

@@ -14,6 +14,9 @@ use sqlx::Row;
 
 use crate::config::{Backend, Certificate, ConfigDocument, Configuration, Defaults, Frontend};
 
+mod events;
+pub use events::{Event, EventFilter};
+
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
