@@ -40,16 +40,7 @@ else
   taskset -c 1 "$B/sluice-cp" --database "$T/db" --api-listen 127.0.0.1:17080 --node-listen 127.0.0.1:17081 \
     --admin-token a --node-token n > /dev/null 2>&1 & pids+=($!)
   sleep 0.5
-  curl -fsS -X PUT -H "Authorization: Bearer a" http://127.0.0.1:17080/api/v1/config --data '{
-    "frontends": [{ "name": "fe", "binds": [{ "address": "127.0.0.1:18081" }],
-      "acls": [{ "name": "is_websocket", "expr": "hdr(Upgrade) -i websocket" },
-               { "name": "is_ws_connection", "expr": "hdr_sub(Connection) -i upgrade" }],
-      "use_backend": [{ "backend": "bench", "if": "is_websocket is_ws_connection" }],
-      "default_backend": "bench" }],
-    "backends": [{ "name": "bench", "servers": [{ "name": "s1", "address": "127.0.0.1:19001" },
-                                               { "name": "s2", "address": "127.0.0.1:19002" }] }],
-    "defaults": { "forwardfor": true, "http_server_close": true,
-      "timeouts": { "connect": "5s", "client": "30s", "server": "30s", "tunnel": "3600s", "http_request": "10s" } } }' > /dev/null
+  curl -fsS -X PUT -H "Authorization: Bearer a" http://127.0.0.1:17080/api/v1/config --data @bench/profile-config.json > /dev/null
   [ "$WL" = idle ] && WRAP=(heaptrack -o "$T/heap")
   RUST_LOG=warn taskset -c 0 "${WRAP[@]}" "$DP" --control-plane http://127.0.0.1:17081 --token n --node-id prof \
     --worker-threads 1 --admin-listen 127.0.0.1:0 > /dev/null 2>&1 & NODE=$!

@@ -55,11 +55,7 @@ pub async fn list_events(
     State(state): State<AppState>,
     query: Result<Query<EventQuery>, QueryRejection>,
 ) -> Result<Json<Vec<EventView>>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::BadRequest {
-        code: "invalid_query",
-        field: "(query)".into(),
-        message: e.body_text(),
-    })?;
+    let q = super::query(query)?;
     let filter = EventFilter {
         from_ms: q.from,
         to_ms: q.to,

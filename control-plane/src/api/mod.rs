@@ -17,6 +17,7 @@ pub mod snapshots;
 
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
@@ -108,6 +109,16 @@ async fn require_admin(
         Some(t) if state.admin_token.matches(t) => Ok(next.run(request).await),
         _ => Err(ApiError::Unauthorized),
     }
+}
+
+/// A query string that deserialized, or the JSON 400 (code `invalid_query`) saying why.
+pub fn query<T>(q: Result<axum::extract::Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|axum::extract::Query(q)| q)
+        .map_err(|e| ApiError::BadRequest {
+            code: "invalid_query",
+            field: "(query)".into(),
+            message: e.body_text(),
+        })
 }
 
 /// Parses a JSON body; errors name the JSON path of the bad field.

@@ -47,11 +47,7 @@ pub async fn list_snapshots(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<SnapshotSummary>>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::BadRequest {
-        code: "invalid_query",
-        field: "(query)".into(),
-        message: e.body_text(),
-    })?;
+    let q = super::query(query)?;
     let rows = state
         .store
         .list_snapshots(q.before, q.limit.unwrap_or(100).min(1000))
