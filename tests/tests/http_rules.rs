@@ -231,6 +231,7 @@ async fn request_smuggling_defences() {
             "a chunk size of 19 digits",
             "1000000000000000000\r\nhello\r\n0\r\n\r\n",
         ),
+        ("bare LF framing", "5\nhello\n0\n\n"),
     ] {
         let r = raw_exchange(f.bind, &post("Transfer-Encoding: chunked\r\n", body)).await;
         assert!(r.starts_with("HTTP/1.1 400"), "{what}: {r}");
