@@ -10,6 +10,17 @@ if [ ! -x "${SLUICE_CHROMIUM:-/usr/bin/chromium}" ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
+# ... through playwright-core (npm, pinned in tests/browser/package-lock.json), run by
+# Node.js.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "installing Node.js for the dashboard test" >&2
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --bins --quiet

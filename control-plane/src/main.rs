@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use sluice_control_plane::{api, app, auth, grpc, snapshot::ConfigService, store::Store};
+use sluice_control_plane::series::Series;
+use sluice_control_plane::{api, app, auth, clock, grpc, snapshot::ConfigService, store::Store};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -74,6 +75,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let registry = Arc::new(grpc::registry::Registry::default());
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let series = Series::new(store.clone(), clock::unix_ms());
+    tokio::spawn(series.clone().run(shutdown_rx.clone()));
 
     let api_listener = TcpListener::bind(args.api_listen)
         .await
@@ -88,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
         config: config.clone(),
         store: store.clone(),
         registry: registry.clone(),
+        series: series.clone(),
         admin_token,
         stale_after_ms: args.node_stale_after.as_millis() as i64,
     };
@@ -95,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
         snapshots: config.subscribe(),
         store,
         registry,
+        series,
         node_token,
         stale_after: args.node_stale_after,
         shutdown: shutdown_rx.clone(),

@@ -16,3 +16,10 @@ pub fn unix_s() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+/// When this process started (Unix ms): the first call, made at start-up by `main`
+/// and the stats report. Counters restart with the process, so the report carries it.
+pub fn started_unix_ms() -> i64 {
+    static STARTED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(unix_ms)
+}

@@ -127,6 +127,7 @@ fn default_node_id() -> String {
 }
 
 fn main() -> anyhow::Result<()> {
+    sluice_data_plane::clock::started_unix_ms();
     init_logging();
     let args = Args::parse();
     sluice_data_plane::proxy::log::set_format(if args.log_format == "json" {

@@ -483,6 +483,15 @@ impl Api {
         self.request("GET", path, None, None).await
     }
 
+    /// The configuration's current version (the `ETag` of `GET /api/v1/config`).
+    pub async fn version(&self) -> u64 {
+        let r = self.get("/api/v1/config").await;
+        r.etag
+            .as_deref()
+            .and_then(|e| e.trim_matches('"').parse().ok())
+            .unwrap_or_else(|| panic!("no version ETag: {r:?}"))
+    }
+
     /// `PUT /api/v1/config`, asserting success; returns the new version.
     pub async fn put_config(&self, doc: &Value) -> u64 {
         let r = self.request("PUT", "/api/v1/config", Some(doc), None).await;

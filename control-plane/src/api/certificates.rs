@@ -117,13 +117,14 @@ pub async fn create_certificate(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let expected = if_match(&headers)?;
+    let actor = super::actor(&headers)?;
     let upload: CertificateUpload = parse_json(&body)?;
     check(&upload)?;
     let what = format!("create certificate {}", upload.name);
     let new = row(upload);
     let applied = s
         .config
-        .apply(expected, &what, move |config| {
+        .apply(expected, &what, &actor, move |config| {
             let certs = &mut config.certificates;
             if certs.iter().any(|c| c.name == new.name) {
                 return Err(ChangeError::Conflict(format!(
@@ -151,6 +152,7 @@ pub async fn put_certificate(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let expected = if_match(&headers)?;
+    let actor = super::actor(&headers)?;
     let upload: CertificateUpload = parse_json(&body)?;
     if upload.name != name {
         return Err(ApiError::BadRequest {
@@ -164,7 +166,7 @@ pub async fn put_certificate(
     let new = row(upload);
     let applied = s
         .config
-        .apply(expected, &what, move |config| {
+        .apply(expected, &what, &actor, move |config| {
             let certs = &mut config.certificates;
             match certs.iter_mut().find(|c| c.name == new.name) {
                 // The same PEM again is not a change.
@@ -190,10 +192,11 @@ pub async fn delete_certificate(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let expected = if_match(&headers)?;
+    let actor = super::actor(&headers)?;
     let what = format!("delete certificate {name}");
     let applied = s
         .config
-        .apply(expected, &what, move |config| {
+        .apply(expected, &what, &actor, move |config| {
             let certs = &mut config.certificates;
             let before = certs.len();
             certs.retain(|c| c.name != name);

@@ -60,10 +60,11 @@ pub async fn put_config(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let expected = if_match(&headers)?;
+    let actor = super::actor(&headers)?;
     let doc: ConfigDocument = parse_json(&body)?;
     let applied = state
         .config
-        .apply(expected, "PUT /api/v1/config", move |current| {
+        .apply(expected, "PUT /api/v1/config", &actor, move |current| {
             current.document = doc;
             Ok(())
         })

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::snapshots::rfc3339;
 use super::{ApiError, AppState};
-use crate::store::EventFilter;
+use crate::store::{Event, EventFilter};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventView {
@@ -17,8 +17,8 @@ pub struct EventView {
     /// RFC 3339.
     pub time: String,
     pub unix_ms: i64,
-    /// `node_connected`, `node_disconnected`, `version_committed`, `version_acked`,
-    /// `version_nacked`, `server_state`.
+    /// `node_connected`, `node_disconnected`, `node_stale`, `version_committed`,
+    /// `version_acked`, `version_nacked`, `server_state`, `server_health`.
     pub kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
@@ -28,8 +28,29 @@ pub struct EventView {
     pub server: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
-    /// The summary of a version, a nack's reason, why a node went away, a state set.
+    /// The summary of a version, a nack's reason, why a node went away, a state set,
+    /// a health check's result.
     pub detail: String,
+    /// Who made the change (`X-Sluice-Actor`), for changes made through the API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
+impl From<Event> for EventView {
+    fn from(e: Event) -> Self {
+        EventView {
+            id: e.id,
+            time: rfc3339(e.unix_ms),
+            unix_ms: e.unix_ms,
+            kind: e.kind,
+            node: e.node,
+            backend: e.backend,
+            server: e.server,
+            version: e.version,
+            detail: e.detail,
+            actor: e.actor,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -67,20 +88,5 @@ pub async fn list_events(
         limit: q.limit.unwrap_or(100).min(1000),
     };
     let events = state.store.list_events(&filter).await?;
-    Ok(Json(
-        events
-            .into_iter()
-            .map(|e| EventView {
-                id: e.id,
-                time: rfc3339(e.unix_ms),
-                unix_ms: e.unix_ms,
-                kind: e.kind,
-                node: e.node,
-                backend: e.backend,
-                server: e.server,
-                version: e.version,
-                detail: e.detail,
-            })
-            .collect(),
-    ))
+    Ok(Json(events.into_iter().map(EventView::from).collect()))
 }

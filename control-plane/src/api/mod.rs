@@ -10,9 +10,12 @@ pub mod certificates;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod history;
+pub mod live;
 pub mod nodes;
 pub mod objects;
 pub mod openapi;
+pub mod series;
 pub mod snapshots;
 
 use std::sync::Arc;
@@ -28,6 +31,7 @@ use serde::de::DeserializeOwned;
 
 use crate::auth::TokenDigest;
 use crate::grpc::registry::Registry;
+use crate::series::Series;
 use crate::snapshot::ConfigService;
 use crate::store::Store;
 pub use error::ApiError;
@@ -39,6 +43,8 @@ pub struct AppState {
     /// History and the node registry's durable half (read-only here).
     pub store: Store,
     pub registry: Arc<Registry>,
+    /// Traffic history and its live feed.
+    pub series: Arc<Series>,
     pub admin_token: TokenDigest,
     /// A node whose last message is older than this is shown as disconnected.
     pub stale_after_ms: i64,
@@ -85,8 +91,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/snapshots", get(snapshots::list_snapshots))
         .route("/snapshots/{version}", get(snapshots::get_snapshot))
+        .route("/snapshots/{a}/diff/{b}", get(history::diff))
+        .route("/snapshots/{version}/rollback", post(history::rollback))
         .route("/nodes", get(nodes::list_nodes))
         .route("/events", get(events::list_events))
+        .route("/series", get(series::get_series))
+        .route("/live", get(live::live))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         // A body up to the configuration limit: whatever GET returns can be PUT back.
@@ -168,6 +178,32 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
             field: "If-Match".into(),
             message: format!("{text:?} is not a configuration version ETag such as \"7\""),
         })
+}
+
+/// Header naming who makes a change; recorded with the version and its events.
+pub const ACTOR_HEADER: &str = "x-sluice-actor";
+/// The actor when a client names none.
+pub const DEFAULT_ACTOR: &str = "api";
+
+/// Who makes a change: the `X-Sluice-Actor` header (1-64 printable characters, e.g. a
+/// user name or `dashboard`), else `api`. The admin token is shared, so this is what the
+/// client says, recorded for the history — not an identity the API verified.
+pub fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(v) = headers.get(ACTOR_HEADER) else {
+        return Ok(DEFAULT_ACTOR.to_string());
+    };
+    match v.to_str().map(str::trim) {
+        Ok(text)
+            if (1..=64).contains(&text.chars().count()) && !text.chars().any(char::is_control) =>
+        {
+            Ok(text.to_string())
+        }
+        _ => Err(ApiError::BadRequest {
+            code: "invalid_actor",
+            field: "X-Sluice-Actor".into(),
+            message: "must be 1-64 printable characters".into(),
+        }),
+    }
 }
 
 pub fn etag(version: u64) -> (header::HeaderName, HeaderValue) {

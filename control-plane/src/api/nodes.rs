@@ -11,6 +11,8 @@ use utoipa::ToSchema;
 use super::snapshots::rfc3339;
 use super::{ApiError, AppState};
 use crate::clock::unix_ms;
+use crate::series::metric::Metric;
+use crate::series::Tick;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NodeView {
@@ -19,6 +21,18 @@ pub struct NodeView {
     pub software_version: String,
     /// True while the node's stream is open and it has been heard from recently.
     pub connected: bool,
+    /// `online`; `stale` (stream open but silent for over a third of the stale
+    /// deadline, about to be dropped); `offline`.
+    pub status: &'static str,
+    /// When the node's process started (RFC 3339), as last reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    /// Seconds since the node's process started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uptime_s: Option<i64>,
+    /// Per-second rates over the last closed 10-second bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rates: Option<NodeRates>,
     pub first_seen: String,
     pub last_seen: String,
     /// The snapshot version the node serves.
@@ -29,6 +43,37 @@ pub struct NodeView {
     /// Current traffic as last reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeRates {
+    pub upgrades_per_s: f64,
+    pub requests_per_s: f64,
+    /// Errors of every kind (connect, timeout, bad response, no server, queue timeout,
+    /// bad request, TLS) and 5xx responses per second.
+    pub errors_per_s: f64,
+    /// Errors per request (0 without requests).
+    pub error_rate: f64,
+}
+
+fn rates(tick: &Tick, node: &str) -> NodeRates {
+    let scope = format!("node:{node}");
+    let errors: f64 = Metric::ERRORS
+        .into_iter()
+        .chain([Metric::Responses5xx])
+        .map(|m| tick.value(&scope, m))
+        .sum();
+    let requests = tick.value(&scope, Metric::Requests);
+    NodeRates {
+        upgrades_per_s: tick.value(&scope, Metric::Upgrades),
+        requests_per_s: requests,
+        errors_per_s: errors,
+        error_rate: if requests > 0.0 {
+            errors / requests
+        } else {
+            0.0
+        },
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -96,6 +141,7 @@ fn traffic(stats: &pb::Stats) -> TrafficView {
 pub async fn list_nodes(State(state): State<AppState>) -> Result<Json<Vec<NodeView>>, ApiError> {
     let rows = state.store.list_nodes().await?;
     let now = unix_ms();
+    let tick = state.series.latest();
     let views = rows
         .into_iter()
         .map(|r| {
@@ -105,6 +151,20 @@ pub async fn list_nodes(State(state): State<AppState>) -> Result<Json<Vec<NodeVi
                 .as_ref()
                 .map_or(r.last_seen_ms, |l| l.last_seen_unix_ms.max(r.last_seen_ms));
             let connected = live.is_some() && now - last_seen_ms <= state.stale_after_ms;
+            let status = match (&live, now - last_seen_ms) {
+                (None, _) => "offline",
+                (Some(_), silent) if silent > state.stale_after_ms / 3 => "stale",
+                _ => "online",
+            };
+            let started_ms = live
+                .as_ref()
+                .and_then(|l| l.stats.as_ref())
+                .map(|s| s.started_unix_ms)
+                .filter(|&ms| ms > 0);
+            let rates = tick
+                .as_ref()
+                .filter(|_| live.is_some())
+                .map(|t| rates(t, &r.node_id));
             let applied_version = live
                 .as_ref()
                 .map_or(r.applied_version, |l| l.applied_version);
@@ -122,6 +182,10 @@ pub async fn list_nodes(State(state): State<AppState>) -> Result<Json<Vec<NodeVi
                 id: r.node_id,
                 software_version: r.software_version,
                 connected,
+                status,
+                started: started_ms.map(rfc3339),
+                uptime_s: started_ms.map(|ms| (now - ms).max(0) / 1000),
+                rates,
                 first_seen: rfc3339(r.first_seen_ms),
                 last_seen: rfc3339(last_seen_ms),
                 applied_version,

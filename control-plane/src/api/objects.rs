@@ -71,11 +71,12 @@ async fn create<T: Named>(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let expected = if_match(&headers)?;
+    let actor = super::actor(&headers)?;
     let item: T = parse_json(&body)?;
     let what = format!("create {} {}", T::KIND, item.name());
     let applied = state
         .config
-        .apply(expected, &what, move |config| {
+        .apply(expected, &what, &actor, move |config| {
             let items = T::list(&mut config.document);
             if items.iter().any(|i| i.name() == item.name()) {
                 return Err(ChangeError::Conflict(format!(
@@ -98,6 +99,7 @@ async fn replace<T: Named>(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let expected = if_match(&headers)?;
+    let actor = super::actor(&headers)?;
     let item: T = parse_json(&body)?;
     if item.name() != name {
         return Err(ApiError::BadRequest {
@@ -109,7 +111,7 @@ async fn replace<T: Named>(
     let what = format!("update {} {name}", T::KIND);
     let applied = state
         .config
-        .apply(expected, &what, move |config| {
+        .apply(expected, &what, &actor, move |config| {
             let items = T::list(&mut config.document);
             match items.iter_mut().find(|i| i.name() == name) {
                 Some(slot) => *slot = item,
@@ -127,10 +129,11 @@ async fn delete<T: Named>(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let expected = if_match(&headers)?;
+    let actor = super::actor(&headers)?;
     let what = format!("delete {} {name}", T::KIND);
     let applied = state
         .config
-        .apply(expected, &what, move |config| {
+        .apply(expected, &what, &actor, move |config| {
             let items = T::list(&mut config.document);
             let before = items.len();
             items.retain(|i| i.name() != name);
@@ -232,6 +235,9 @@ pub struct ServerOnNode {
     /// When this node last saw the health change (RFC 3339), if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_changed: Option<String>,
+    /// Why: the last failed check when down, the passing checks when up.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub health_reason: String,
     /// Requests in flight and tunnels open to the server through this node.
     pub current_connections: u64,
     pub current_tunnels: u64,
@@ -284,6 +290,7 @@ pub async fn get_backend(
                         .to_string(),
                         health_changed: (st.health_changed_unix_ms > 0)
                             .then(|| rfc3339(st.health_changed_unix_ms)),
+                        health_reason: st.health_reason.chars().take(512).collect(),
                         current_connections: st.current_connections,
                         current_tunnels: st.current_tunnels,
                         total_connections: st.total_connections,
@@ -321,14 +328,16 @@ pub async fn put_server_state(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let expected = if_match(&headers)?;
+    let actor = super::actor(&headers)?;
     let change: StateChange = parse_json(&body)?;
     let what = format!("set server {name}/{server} state {}", change.state);
     let mut event = crate::events::event("server_state", change.state.clone());
     event.backend = Some(name.clone());
     event.server = Some(server.clone());
+    event.actor = Some(actor.clone());
     let applied = s
         .config
-        .apply(expected, &what, move |config| {
+        .apply(expected, &what, &actor, move |config| {
             let backend = config
                 .document
                 .backends

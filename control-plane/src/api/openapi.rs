@@ -4,7 +4,9 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{certificates, config, error, events, nodes, objects, snapshots};
+use super::{
+    certificates, config, error, events, history, live, nodes, objects, series, snapshots,
+};
 use crate::config as doc;
 
 /// The error answers every operation can give, documented on each: 401 without the admin
@@ -108,8 +110,8 @@ impl Modify for BearerAuth {
         certificates::list_certificates, certificates::get_certificate,
         certificates::create_certificate, certificates::put_certificate,
         certificates::delete_certificate,
-        snapshots::list_snapshots, snapshots::get_snapshot,
-        nodes::list_nodes, events::list_events,
+        snapshots::list_snapshots, snapshots::get_snapshot, history::diff, history::rollback,
+        nodes::list_nodes, events::list_events, live::live, series::get_series,
     ),
     components(schemas(
         doc::ConfigDocument, doc::Defaults, doc::Timeouts, doc::Frontend, doc::Bind,
@@ -117,7 +119,9 @@ impl Modify for BearerAuth {
         doc::Cookie, doc::HealthCheck, doc::Server, doc::ServerCheck, doc::FieldError,
         error::ErrorBody, config::WriteResult, objects::BackendView, objects::ServerLive,
         objects::ServerOnNode, objects::StateChange, certificates::CertificateUpload,
-        certificates::CertificateView, events::EventView,
+        certificates::CertificateView, events::EventView, history::DiffView, history::Change,
+        live::TickView, series::SeriesView, series::SeriesColumn,
+        snapshots::SnapshotSummary, snapshots::SnapshotDetail,
     )),
     modifiers(&BearerAuth, &CommonErrors),
     security(("admin_token" = [])),

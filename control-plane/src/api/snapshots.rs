@@ -15,6 +15,8 @@ pub struct SnapshotSummary {
     /// RFC 3339 time of the commit.
     pub created: String,
     pub summary: String,
+    /// Who made the change (`X-Sluice-Actor`; empty for the initial version).
+    pub actor: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -22,6 +24,7 @@ pub struct SnapshotDetail {
     pub version: u64,
     pub created: String,
     pub summary: String,
+    pub actor: String,
     /// The configuration document as of this version.
     pub document: ConfigDocument,
 }
@@ -58,6 +61,7 @@ pub async fn list_snapshots(
                 version: r.version,
                 created: rfc3339(r.created_unix_ms),
                 summary: r.summary,
+                actor: r.actor,
             })
             .collect(),
     ))
@@ -77,6 +81,22 @@ pub async fn get_snapshot(
         field: "version".into(),
         message: e.body_text(),
     })?;
+    let (row, document) = document_at(&state, version).await?;
+    Ok(Json(SnapshotDetail {
+        version: row.version,
+        created: rfc3339(row.created_unix_ms),
+        summary: row.summary,
+        actor: row.actor,
+        document,
+    }))
+}
+
+/// Version `version`'s row and document: 404 when there is no such version, 410 when
+/// the history retention dropped its document.
+pub async fn document_at(
+    state: &AppState,
+    version: u64,
+) -> Result<(crate::store::SnapshotRow, ConfigDocument), ApiError> {
     let row = state
         .store
         .get_snapshot(version)
@@ -95,10 +115,5 @@ pub async fn get_snapshot(
     }
     let document: ConfigDocument = serde_json::from_str(text)
         .map_err(|e| ApiError::Internal(format!("snapshot {version} document: {e}")))?;
-    Ok(Json(SnapshotDetail {
-        version: row.version,
-        created: rfc3339(row.created_unix_ms),
-        summary: row.summary,
-        document,
-    }))
+    Ok((row, document))
 }

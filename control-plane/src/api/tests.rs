@@ -40,6 +40,7 @@ impl Api {
         );
         let state = AppState {
             config,
+            series: crate::series::Series::new(store.clone(), 0),
             store,
             registry: Arc::new(Registry::default()),
             admin_token: TokenDigest::of(TOKEN),
@@ -317,4 +318,120 @@ async fn the_event_timeline_records_versions_and_states_and_filters() {
         (status, body["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_query"))
     );
+}
+
+#[tokio::test]
+async fn versions_diff_and_roll_back_with_who_made_them() {
+    let api = Api::new().await;
+    let auth = format!("Bearer {TOKEN}");
+    let who = |actor: &'static str| [("authorization", auth.as_str()), ("x-sluice-actor", actor)];
+    let (status, _, _) = api
+        .call_with("PUT", "/api/v1/config", Some(document()), &who("alice"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut drained = document();
+    drained["backends"][0]["servers"][0]["state"] = json!("drain");
+    api.call_with("PUT", "/api/v1/config", Some(drained), &who("bob"))
+        .await;
+
+    let (status, _, diff) = api.call("GET", "/api/v1/snapshots/2/diff/3", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        diff["changes"],
+        json!([{ "path": "backends[app].servers[s1].state", "change": "added", "after": "drain" }])
+    );
+    assert!(
+        diff["unified"]
+            .as_str()
+            .unwrap()
+            .contains("+          \"state\": \"drain\""),
+        "{}",
+        diff["unified"]
+    );
+    let (status, _, body) = api.call("GET", "/api/v1/snapshots/2/diff/99", None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+
+    // Rollback: a new version equal to v2; a stale If-Match is refused first.
+    let (status, _, _) = api
+        .call_with(
+            "POST",
+            "/api/v1/snapshots/2/rollback",
+            None,
+            &[("authorization", auth.as_str()), ("if-match", "\"2\"")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    let (status, etag, body) = api
+        .call_with("POST", "/api/v1/snapshots/2/rollback", None, &who("carol"))
+        .await;
+    assert_eq!(
+        (status, etag.as_deref()),
+        (StatusCode::OK, Some("\"4\"")),
+        "{body}"
+    );
+    let (_, _, v4) = api.call("GET", "/api/v1/snapshots/4", None).await;
+    let (_, _, v2) = api.call("GET", "/api/v1/snapshots/2", None).await;
+    assert_eq!(v4["document"], v2["document"]);
+    assert_eq!(v4["actor"], "carol");
+    assert!(
+        v4["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("rollback to v2"),
+        "{v4}"
+    );
+    let (_, _, history) = api.call("GET", "/api/v1/snapshots", None).await;
+    let actors: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(actors, ["carol", "bob", "alice", ""]);
+    let (_, _, events) = api
+        .call("GET", "/api/v1/events?kind=version_committed&limit=1", None)
+        .await;
+    assert_eq!(events[0]["actor"], "carol");
+    // An actor over 64 characters is refused, naming the header.
+    let long = "e".repeat(65);
+    let (status, _, body) = api
+        .call_with(
+            "POST",
+            "/api/v1/snapshots/2/rollback",
+            None,
+            &[("authorization", auth.as_str()), ("x-sluice-actor", &long)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["errors"][0]["field"], "X-Sluice-Actor");
+}
+
+#[tokio::test]
+async fn series_queries_name_the_bad_parameter() {
+    let api = Api::new().await;
+    let (status, _, body) = api
+        .call("GET", "/api/v1/series?metric=tunnels&from=-15m", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["series"][0]["kind"], "gauge");
+    assert_eq!(
+        body["times"].as_array().unwrap().len(),
+        body["series"][0]["values"].as_array().unwrap().len()
+    );
+    for (query, field) in [
+        ("metric=nope", "metric"),
+        ("metric=tunnels&scope=galaxy:x", "scope"),
+        ("metric=tunnels&from=yesterday", "from"),
+        ("metric=tunnels&step=fast", "step"),
+        ("metric=tunnels&from=-30d&step=10s", "step"),
+    ] {
+        let (status, _, body) = api
+            .call("GET", &format!("/api/v1/series?{query}"), None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["errors"][0]["field"], field, "{query}: {body}");
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Authenticates the node token, takes the node's `Hello`, sends the newest snapshot and
 //! then every newer one from the write path's watch channel, and records the node's acks,
-//! nacks (in the registry and the store) and stats (in the registry). A stream ends when the node goes away, when it is silent past
+//! nacks (in the registry and the store) and stats (in the registry and the traffic
+//! history, whose health changes become events). A stream ends when the node goes away, when it is silent past
 //! the stale deadline, when a newer stream of the same node id replaces it, or at
 //! shutdown. The protocol rules are in `proto/sluice/v1/fleet.proto`.
 
@@ -22,6 +23,7 @@ use crate::auth::TokenDigest;
 use crate::clock::unix_ms;
 use crate::config::compile::valid_name;
 use crate::events;
+use crate::series::Series;
 use crate::snapshot::Published;
 use crate::store::Store;
 use registry::Registry;
@@ -35,6 +37,8 @@ pub struct FleetService {
     /// Where node hellos, replies and last-seen times are recorded.
     pub store: Store,
     pub registry: Arc<Registry>,
+    /// Where stats reports become traffic history.
+    pub series: Arc<Series>,
     pub node_token: TokenDigest,
     /// A node silent for longer than this is considered gone.
     pub stale_after: Duration,
@@ -147,6 +151,7 @@ impl FleetService {
             snapshots: self.snapshots.clone(),
             store: self.store.clone(),
             registry: self.registry.clone(),
+            series: self.series.clone(),
             stale_after: self.stale_after,
             shutdown: self.shutdown.clone(),
         };
@@ -161,9 +166,13 @@ struct NodeSession {
     snapshots: Snapshots,
     store: Store,
     registry: Arc<Registry>,
+    series: Arc<Series>,
     stale_after: Duration,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
+
+/// Why a stream ended, as its event says.
+const SILENT: &str = "node silent past the stale deadline";
 
 impl NodeSession {
     async fn run(
@@ -191,7 +200,7 @@ impl NodeSession {
                     pending = Some(snapshots.borrow_and_update().clone());
                 }
                 msg = tokio::time::timeout(self.stale_after, inbound.message()) => match msg {
-                    Err(_) => break "node silent past the stale deadline",
+                    Err(_) => break SILENT,
                     Ok(Ok(Some(m))) => self.handle(m).await,
                     Ok(Ok(None)) => break "node closed the stream",
                     Ok(Err(status)) => {
@@ -208,10 +217,18 @@ impl NodeSession {
                 _ = tx.closed() => break "stream closed by the node",
             }
         };
+        if self.registry.is_current(&self.node_id, self.session) {
+            self.series.disconnected(&self.node_id);
+        }
         self.registry.disconnect(&self.node_id, self.session);
         let _ = self.store.touch_node(&self.node_id, unix_ms()).await;
         tracing::info!(node = %self.node_id, reason = end, "node disconnected");
-        let mut gone = events::event("node_disconnected", end);
+        let kind = if end == SILENT {
+            "node_stale"
+        } else {
+            "node_disconnected"
+        };
+        let mut gone = events::event(kind, end);
         gone.node = Some(self.node_id.clone());
         events::record(&self.store, gone).await;
     }
@@ -258,6 +275,18 @@ impl NodeSession {
             // Stats only update the live view; the store learns the last-seen time when
             // the stream ends, so reporting costs no disk write.
             Some(node_message::Msg::Stats(stats)) => {
+                if !self.registry.is_current(&self.node_id, self.session) {
+                    return;
+                }
+                for change in self.series.observe(&self.node_id, &stats) {
+                    let state = if change.up { "up" } else { "down" };
+                    let mut e =
+                        events::event("server_health", format!("{state}: {}", change.reason));
+                    e.node = Some(self.node_id.clone());
+                    e.backend = Some(change.backend);
+                    e.server = Some(change.server);
+                    events::record(store, e).await;
+                }
                 self.registry
                     .record_stats(&self.node_id, self.session, stats);
                 Ok(())

@@ -18,7 +18,7 @@ use tokio::sync::{watch, Mutex};
 use crate::clock::unix_ms;
 use crate::config::{self, ConfigDocument, Configuration, Invalid};
 use crate::events;
-use crate::store::{Store, StoreError};
+use crate::store::{CommitInfo, Store, StoreError};
 
 /// Why a change was not committed.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +94,7 @@ impl ConfigService {
         };
         if version == 0 {
             service
-                .commit(0, &config, false, "initial empty configuration".into())
+                .commit(0, &config, false, "initial empty configuration".into(), "")
                 .await?;
         } else {
             let row = service.store.get_snapshot(version).await?;
@@ -125,11 +125,12 @@ impl ConfigService {
     /// The single write path for every versioned change (documents, objects, server
     /// states, certificates): applies `change` to the current configuration and commits
     /// the result if it is valid. `expected`: the version the caller's change is based on
-    /// (If-Match), if any.
+    /// (If-Match), if any; `who`: the actor recorded with the version and its event.
     pub async fn apply<F>(
         &self,
         expected: Option<u64>,
         what: &str,
+        who: &str,
         change: F,
     ) -> Result<Applied, ChangeError>
     where
@@ -160,7 +161,7 @@ impl ConfigService {
         };
         let certificates_changed = next.certificates != current.certificates;
         let version = self
-            .commit(version, &next, certificates_changed, summary.clone())
+            .commit(version, &next, certificates_changed, summary.clone(), who)
             .await?;
         Ok(Applied {
             version,
@@ -186,6 +187,7 @@ impl ConfigService {
         config: &Configuration,
         certificates_changed: bool,
         summary: String,
+        who: &str,
     ) -> Result<u64, ChangeError> {
         let mut snap = config::snapshot(config)?;
         snap.version = from + 1;
@@ -197,8 +199,11 @@ impl ConfigService {
                 from,
                 config,
                 certificates_changed,
-                &summary,
-                snap.created_unix_ms,
+                &CommitInfo {
+                    summary: &summary,
+                    actor: who,
+                    created_unix_ms: snap.created_unix_ms,
+                },
                 &bytes,
             )
             .await
@@ -210,6 +215,7 @@ impl ConfigService {
         self.tx.send_replace(Published::new(snap));
         let mut committed = events::event("version_committed", summary);
         committed.version = Some(version);
+        committed.actor = (!who.is_empty()).then(|| who.to_string());
         events::record(&self.store, committed).await;
         // Retention is housekeeping: the commit stands whatever happens here.
         match self.store.prune_history(self.history_keep).await {

@@ -56,7 +56,7 @@ async fn a_change_is_versioned_stored_and_published() {
         "a fresh store starts at version 1"
     );
     let applied = service
-        .apply(None, "create backend app", |c| {
+        .apply(None, "create backend app", "test", |c| {
             c.document.backends.push(backend("app"));
             Ok(())
         })
@@ -74,7 +74,7 @@ async fn a_change_is_versioned_stored_and_published() {
 
     // The same change again: no new version, nothing published.
     let again = service
-        .apply(Some(2), "create backend app", |c| {
+        .apply(Some(2), "create backend app", "test", |c| {
             c.document.backends = vec![backend("app")];
             Ok(())
         })
@@ -89,7 +89,7 @@ async fn a_change_is_versioned_stored_and_published() {
 async fn a_stale_or_invalid_change_stores_nothing() {
     let (service, store, _dir) = service().await;
     let stale = service
-        .apply(Some(7), "x", |c| {
+        .apply(Some(7), "x", "test", |c| {
             c.document.backends.push(backend("app"));
             Ok(())
         })
@@ -99,7 +99,7 @@ async fn a_stale_or_invalid_change_stores_nothing() {
         Err(ChangeError::Precondition { current: 1 })
     ));
     let invalid = service
-        .apply(None, "x", |c| {
+        .apply(None, "x", "test", |c| {
             c.document.frontends.push(frontend("web", None));
             Ok(())
         })
@@ -111,7 +111,7 @@ async fn a_stale_or_invalid_change_stores_nothing() {
         other => panic!("expected an invalid document, got {other:?}"),
     }
     let refused = service
-        .apply(None, "x", |_| {
+        .apply(None, "x", "test", |_| {
             Err(ChangeError::NotFound("no such thing".into()))
         })
         .await;
@@ -125,7 +125,7 @@ async fn certificates_and_documents_share_the_write_path() {
     let (service, store, _dir) = service().await;
     // A bind naming a certificate that is not there is refused on the bind's field.
     let missing = service
-        .apply(None, "x", |c| {
+        .apply(None, "x", "test", |c| {
             c.document.backends.push(backend("app"));
             c.document.frontends.push(frontend("web", Some("site")));
             Ok(())
@@ -139,7 +139,7 @@ async fn certificates_and_documents_share_the_write_path() {
     }
     // Certificates first, then the document: two versions; only the used one ships.
     let v = service
-        .apply(None, "create certificates", |c| {
+        .apply(None, "create certificates", "test", |c| {
             c.certificates.push(certificate("unused"));
             c.certificates.push(certificate("site"));
             Ok(())
@@ -148,7 +148,7 @@ async fn certificates_and_documents_share_the_write_path() {
         .unwrap();
     assert_eq!((v.version, v.summary.as_str()), (2, "create certificates"));
     let v = service
-        .apply(Some(2), "x", |c| {
+        .apply(Some(2), "x", "test", |c| {
             c.document.backends.push(backend("app"));
             c.document.frontends.push(frontend("web", Some("site")));
             Ok(())
@@ -170,7 +170,7 @@ async fn certificates_and_documents_share_the_write_path() {
 
     // A server state is a versioned change like any other.
     let v = service
-        .apply(None, "set server app/s1 state drain", |c| {
+        .apply(None, "set server app/s1 state drain", "test", |c| {
             c.document.backends[0].servers[0].state = Some("drain".into());
             Ok(())
         })
@@ -187,7 +187,7 @@ async fn certificates_and_documents_share_the_write_path() {
 async fn each_version_is_encoded_once_as_the_message_nodes_receive() {
     let (service, _store, _dir) = service().await;
     service
-        .apply(None, "create backend app", |c| {
+        .apply(None, "create backend app", "test", |c| {
             c.document.backends.push(backend("app"));
             Ok(())
         })
@@ -212,7 +212,7 @@ async fn a_configuration_over_the_size_limit_is_refused_on_write() {
     let (service, store, _dir) = service().await;
     let huge = "x".repeat(sluice_proto::MAX_CONFIG_BYTES);
     let refused = service
-        .apply(None, "x", |c| {
+        .apply(None, "x", "test", |c| {
             c.document.backends.push(backend("app"));
             let mut f = frontend("web", None);
             f.http_request = vec![serde_json::from_value(

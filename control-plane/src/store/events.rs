@@ -18,6 +18,8 @@ pub struct Event {
     pub server: Option<String>,
     pub version: Option<u64>,
     pub detail: String,
+    /// Who caused it, for changes made through the API.
+    pub actor: Option<String>,
 }
 
 /// Which events to list; every field narrows.
@@ -35,11 +37,12 @@ pub struct EventFilter {
 }
 
 impl Store {
-    /// Appends an event (its `id` is assigned here).
+    /// Appends an event (its `id` is assigned here) and announces it to
+    /// [`Store::appended_events`] subscribers.
     pub async fn record_event(&self, e: &Event) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO events (unix_ms, kind, node, backend, server, version, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        let done = sqlx::query(
+            "INSERT INTO events (unix_ms, kind, node, backend, server, version, detail, actor)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .bind(e.unix_ms)
         .bind(&e.kind)
@@ -48,15 +51,25 @@ impl Store {
         .bind(&e.server)
         .bind(e.version.map(|v| v as i64))
         .bind(&e.detail)
+        .bind(&e.actor)
         .execute(&self.pool)
         .await?;
+        let _ = self.appended.send(Event {
+            id: done.last_insert_rowid(),
+            ..e.clone()
+        });
         Ok(())
+    }
+
+    /// Every event appended from now on (a slow receiver skips ahead).
+    pub fn appended_events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.appended.subscribe()
     }
 
     /// Events matching `f`, newest first.
     pub async fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, unix_ms, kind, node, backend, server, version, detail FROM events
+            "SELECT id, unix_ms, kind, node, backend, server, version, detail, actor FROM events
              WHERE unix_ms >= ?1 AND unix_ms <= ?2 AND id < ?3
                AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR node = ?5)
                AND (?6 IS NULL OR backend = ?6) AND (?7 IS NULL OR server = ?7)
@@ -83,6 +96,7 @@ impl Store {
                 server: r.get(5),
                 version: r.get::<Option<i64>, _>(6).map(|v| v as u64),
                 detail: r.get(7),
+                actor: r.get(8),
             })
             .collect())
     }

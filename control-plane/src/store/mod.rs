@@ -15,7 +15,9 @@ use sqlx::Row;
 use crate::config::{Backend, Certificate, ConfigDocument, Configuration, Defaults, Frontend};
 
 mod events;
+mod series;
 pub use events::{Event, EventFilter};
+pub use series::SeriesRow;
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,8 @@ pub struct SnapshotRow {
     pub version: u64,
     pub created_unix_ms: i64,
     pub summary: String,
+    /// Who made the change ("" for changes the control plane made itself).
+    pub actor: String,
     pub document: Option<String>,
     pub snapshot: Option<Vec<u8>>,
 }
@@ -59,9 +63,20 @@ pub struct NodeRow {
     pub last_nack_reason: Option<String>,
 }
 
+/// What a commit records beside the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitInfo<'a> {
+    pub summary: &'a str,
+    /// Who asked for the change.
+    pub actor: &'a str,
+    pub created_unix_ms: i64,
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Every event as it is appended (the live feed).
+    appended: tokio::sync::broadcast::Sender<Event>,
 }
 
 fn corrupt(what: impl Into<String>) -> impl FnOnce(serde_json::Error) -> StoreError {
@@ -86,7 +101,10 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("../migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            appended: tokio::sync::broadcast::channel(256).0,
+        })
     }
 
     /// The current configuration version alone.
@@ -163,8 +181,7 @@ impl Store {
         from_version: u64,
         config: &Configuration,
         certificates_changed: bool,
-        summary: &str,
-        created_unix_ms: i64,
+        info: &CommitInfo<'_>,
         snapshot: &[u8],
     ) -> Result<u64, StoreError> {
         let new_version = from_version + 1;
@@ -226,14 +243,15 @@ impl Store {
             }
         }
         sqlx::query(
-            "INSERT INTO snapshots (version, created_unix_ms, summary, document, snapshot)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO snapshots (version, created_unix_ms, summary, document, snapshot, actor)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .bind(new_version as i64)
-        .bind(created_unix_ms)
-        .bind(summary)
+        .bind(info.created_unix_ms)
+        .bind(info.summary)
         .bind(serde_json::to_string(doc).expect("serializable"))
         .bind(snapshot)
+        .bind(info.actor)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -248,7 +266,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<SnapshotRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT version, created_unix_ms, summary FROM snapshots WHERE version < ?1
+            "SELECT version, created_unix_ms, summary, actor FROM snapshots WHERE version < ?1
              ORDER BY version DESC LIMIT ?2",
         )
         .bind(before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64))
@@ -261,6 +279,7 @@ impl Store {
                 version: r.get::<i64, _>(0) as u64,
                 created_unix_ms: r.get(1),
                 summary: r.get(2),
+                actor: r.get(3),
                 document: None,
                 snapshot: None,
             })
@@ -285,7 +304,7 @@ impl Store {
     /// retention dropped them).
     pub async fn get_snapshot(&self, version: u64) -> Result<SnapshotRow, StoreError> {
         let r = sqlx::query(
-            "SELECT version, created_unix_ms, summary, document, snapshot FROM snapshots WHERE version = ?1",
+            "SELECT version, created_unix_ms, summary, document, snapshot, actor FROM snapshots WHERE version = ?1",
         )
         .bind(version as i64)
         .fetch_optional(&self.pool)
@@ -295,6 +314,7 @@ impl Store {
             version: r.get::<i64, _>(0) as u64,
             created_unix_ms: r.get(1),
             summary: r.get(2),
+            actor: r.get(5),
             document: Some(r.get(3)),
             snapshot: Some(r.get(4)),
         })
@@ -418,6 +438,13 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    fn info(summary: &str, created_unix_ms: i64) -> CommitInfo<'_> {
+        CommitInfo {
+            summary,
+            actor: "test",
+            created_unix_ms,
+        }
+    }
     use super::*;
 
     #[tokio::test]
@@ -430,12 +457,15 @@ mod tests {
         assert_eq!(v, 0);
         assert_eq!(
             store
-                .commit(0, &config, false, "first", 1, b"x")
+                .commit(0, &config, false, &info("first", 1), b"x")
                 .await
                 .unwrap(),
             1
         );
-        match store.commit(0, &config, false, "stale", 2, b"y").await {
+        match store
+            .commit(0, &config, false, &info("stale", 2), b"y")
+            .await
+        {
             Err(StoreError::Conflict { current: 1 }) => {}
             other => panic!("expected a conflict, got {other:?}"),
         }
@@ -470,7 +500,10 @@ mod tests {
             tokio::spawn(async move {
                 for v in 0..300u64 {
                     let next = if v % 2 == 0 { &a } else { &b };
-                    store.commit(v, next, false, "w", 1, b"x").await.unwrap();
+                    store
+                        .commit(v, next, false, &info("w", 1), b"x")
+                        .await
+                        .unwrap();
                 }
             })
         };

@@ -30,6 +30,8 @@ pub fn report(plan: &Plan, unix_ms: i64) -> pb::Stats {
                     .iter()
                     .map(|a| a.load(Relaxed))
                     .collect(),
+                bad_requests: c.bad_requests.load(Relaxed),
+                tls_handshake_failures: c.tls_handshake_failures.load(Relaxed),
             }
         })
         .collect();
@@ -53,8 +55,24 @@ pub fn report(plan: &Plan, unix_ms: i64) -> pb::Stats {
                         Health::Down => pb::Health::Down,
                     } as i32,
                     health_changed_unix_ms: s.counters.health.changed_unix_ms.load(Relaxed),
+                    health_reason: s.counters.health.reason(),
+                    total_upgrades: s.counters.total_upgrades.load(Relaxed),
+                    bytes_in: s.counters.bytes_in.load(Relaxed),
+                    bytes_out: s.counters.bytes_out.load(Relaxed),
+                    timeouts: s.counters.timeouts.load(Relaxed),
+                    bad_responses: s.counters.bad_responses.load(Relaxed),
+                    responses_by_class: s
+                        .counters
+                        .responses_by_class
+                        .iter()
+                        .map(|a| a.load(Relaxed))
+                        .collect(),
                 })
                 .collect(),
+            total_requests: b.counters.total_requests.load(Relaxed),
+            no_server: b.counters.no_server.load(Relaxed),
+            queued: b.counters.queued.load(Relaxed),
+            queue_timeouts: b.counters.queue_timeouts.load(Relaxed),
         })
         .collect();
     pb::Stats {
@@ -62,5 +80,6 @@ pub fn report(plan: &Plan, unix_ms: i64) -> pb::Stats {
         unix_ms,
         frontends,
         backends,
+        started_unix_ms: crate::clock::started_unix_ms(),
     }
 }

@@ -61,6 +61,9 @@ pub struct HealthCell {
     state: std::sync::atomic::AtomicU8,
     /// When it last changed (Unix ms); 0: never.
     pub changed_unix_ms: std::sync::atomic::AtomicI64,
+    /// Why it is in its state: the failed check's error when down, the passing checks
+    /// when up. Written only on a change, read by the stats report.
+    reason: std::sync::Mutex<String>,
 }
 
 impl HealthCell {
@@ -85,6 +88,17 @@ impl HealthCell {
         if self.state.swap(v, Relaxed) != v {
             self.changed_unix_ms.store(crate::clock::unix_ms(), Relaxed);
         }
+    }
+
+    /// Sets the state with the reason the change was decided for.
+    pub fn set_because(&self, h: Health, reason: String) {
+        *self.reason.lock().expect("health reason lock") = reason;
+        self.set(h);
+    }
+
+    /// Why the server is in its current state ("" before any check decided).
+    pub fn reason(&self) -> String {
+        self.reason.lock().expect("health reason lock").clone()
     }
 }
 

@@ -100,7 +100,9 @@ async fn run(spec: Spec, counters: Arc<ServerCounters>) {
                     _ => true,
                 };
                 if up && was != Health::Up {
-                    counters.health.set(Health::Up);
+                    counters
+                        .health
+                        .set_because(Health::Up, format!("{successes} check(s) passed"));
                     if was == Health::Down {
                         counters.health_transitions.fetch_add(1, Relaxed);
                         tracing::warn!(backend = %spec.backend, server = %spec.server, checks = successes, "server is UP");
@@ -112,7 +114,10 @@ async fn run(spec: Spec, counters: Arc<ServerCounters>) {
                 failures = failures.saturating_add(1);
                 counters.check_failures.fetch_add(1, Relaxed);
                 if was != Health::Down && failures >= check.fall {
-                    counters.health.set(Health::Down);
+                    counters.health.set_because(
+                        Health::Down,
+                        format!("{failures} check(s) failed, last: {reason}"),
+                    );
                     counters.health_transitions.fetch_add(1, Relaxed);
                     tracing::warn!(backend = %spec.backend, server = %spec.server, %reason, checks = failures, "server is DOWN");
                 } else {
