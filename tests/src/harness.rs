@@ -166,6 +166,18 @@ impl Proc {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the process: a frozen process keeps its
+    /// sockets open and says nothing.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let signal = if frozen {
+            rustix::process::Signal::STOP
+        } else {
+            rustix::process::Signal::CONT
+        };
+        let _ = rustix::process::kill_process(pid, signal);
+    }
+
     /// Waits up to `timeout` for the process to exit; its exit status.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + timeout;

@@ -87,6 +87,38 @@ async fn upgrades_are_counted_once_across_node_and_control_plane_restarts() {
     wait_recorded(&api, "frontend:web", 10.0).await;
 }
 
+#[tokio::test]
+async fn a_silent_node_is_marked_stale_then_online_again() {
+    let f = Fixture::start(&[]).await;
+    let api = f.cp.api();
+    api.wait_applied("node-a", 1, WAIT).await;
+    // Frozen, the node keeps its stream open and sends nothing: past the stale
+    // deadline (5 s in these tests) the control plane ends the stream and says why.
+    f.dp.proc.freeze(true);
+    eventually(WAIT, "node-a shown stale", || async {
+        let n = api.node("node-a").await?;
+        (n["status"] == "stale").then_some(())
+    })
+    .await;
+    eventually(WAIT, "a node_stale event", || async {
+        let e = api
+            .get("/api/v1/events?kind=node_stale&node=node-a")
+            .await
+            .json;
+        let first = e.as_array()?.first()?.clone();
+        assert_eq!(first["detail"], "node silent past the stale deadline");
+        Some(())
+    })
+    .await;
+    assert_eq!(api.node("node-a").await.unwrap()["status"], "offline");
+    f.dp.proc.freeze(false);
+    eventually(WAIT, "node-a online again", || async {
+        let n = api.node("node-a").await?;
+        (n["status"] == "online").then_some(())
+    })
+    .await;
+}
+
 /// Reads server-sent events from `/api/v1/live` until `want` returns a value.
 async fn live_until<T>(
     api_base: &str,

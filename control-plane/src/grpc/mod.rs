@@ -183,6 +183,10 @@ impl NodeSession {
         let mut snapshots = self.snapshots.clone();
         let mut pending = Some(snapshots.borrow_and_update().clone());
         let mut replaced = tokio::time::interval(Duration::from_secs(1));
+        // The deadline runs from the node's last message, across the loop's other
+        // wake-ups (a timeout around each read would restart with every tick).
+        let silent = tokio::time::sleep(self.stale_after);
+        tokio::pin!(silent);
         let end = loop {
             if let Some(published) = pending.take() {
                 let version = published.snapshot.version;
@@ -199,11 +203,16 @@ impl NodeSession {
                     }
                     pending = Some(snapshots.borrow_and_update().clone());
                 }
-                msg = tokio::time::timeout(self.stale_after, inbound.message()) => match msg {
-                    Err(_) => break SILENT,
-                    Ok(Ok(Some(m))) => self.handle(m).await,
-                    Ok(Ok(None)) => break "node closed the stream",
-                    Ok(Err(status)) => {
+                () = &mut silent => break SILENT,
+                msg = inbound.message() => match msg {
+                    Ok(Some(m)) => {
+                        silent
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + self.stale_after);
+                        self.handle(m).await;
+                    }
+                    Ok(None) => break "node closed the stream",
+                    Err(status) => {
                         tracing::debug!(node = %self.node_id, %status, "node stream error");
                         break "node stream error";
                     }
