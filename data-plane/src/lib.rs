@@ -21,6 +21,7 @@ pub mod pool;
 pub mod proxy;
 pub mod stick;
 pub mod tls;
+pub mod wskey;
 
 use std::sync::{Arc, Mutex};
 

@@ -6,7 +6,9 @@
 //!   first offered subprotocol, then echoes every message; the text `whoami` is answered
 //!   with the server's name. `?greet` in the URI sends a greeting frame in the same write
 //!   as the 101. Paths under `/raw` echo raw bytes after the 101 with no framing at all.
-//! - `/status/NNN` answers status NNN; an upgrade to `/no101` answers 200 instead of 101.
+//! - A path ending in `/status/NNN` answers status NNN (upgrades too); an upgrade to a
+//!   path with `/no101` answers 200 instead of 101, one with `/badaccept` answers 101
+//!   with a wrong `Sec-WebSocket-Accept`.
 //!
 //! Every request head is recorded so tests can assert on what the proxy sent.
 
@@ -258,13 +260,18 @@ async fn connection(
         let wants_ws = header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
             && header("sec-websocket-key").is_some();
         if wants_ws
-            && !rec.uri.starts_with("/no101")
+            && !rec.uri.contains("/no101")
+            && !rec.uri.contains("/status/")
             && !shared.refuse_upgrades.load(Ordering::SeqCst)
         {
             let key = header("sec-websocket-key").unwrap_or_default();
-            let mut resp = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nX-Served-By: {name}\r\n",
+            let accept = if rec.uri.contains("/badaccept") {
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_string()
+            } else {
                 accept_key(&key)
+            };
+            let mut resp = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nX-Served-By: {name}\r\n"
             );
             if let Some(p) = header("sec-websocket-protocol") {
                 let first = p.split(',').next().unwrap_or("").trim().to_string();
@@ -291,8 +298,8 @@ async fn connection(
 
         let (status, reason) = match rec
             .uri
-            .strip_prefix("/status/")
-            .and_then(|s| s.parse::<u16>().ok())
+            .split_once("/status/")
+            .and_then(|(_, s)| s.parse::<u16>().ok())
         {
             Some(code) => (code, "Status"),
             None => (200, "OK"),

@@ -380,6 +380,16 @@ impl DataPlane {
         }
     }
 
+    /// The node's Prometheus metrics (its admin listener's `/metrics`).
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .expect("the node's admin listener")
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+
     /// The address the node accepts on for the configured bind `configured` (the port
     /// it got when `configured` has port 0); waits until the node listens there.
     pub async fn bound(&self, configured: SocketAddr) -> SocketAddr {

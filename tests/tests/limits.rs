@@ -94,12 +94,7 @@ async fn upgrades_are_limited_per_source_address() {
         Some(429)
     );
 
-    let metrics = reqwest::get(format!("{}/metrics", f.dp.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = f.dp.metrics().await;
     assert!(
         metrics.contains("sluice_stick_table_entries{frontend=\"fe\"} 3"),
         "{metrics}"

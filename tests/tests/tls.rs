@@ -28,12 +28,12 @@ fn self_signed() -> rcgen::CertifiedKey {
     rcgen::generate_simple_self_signed(vec!["chat.example".into(), "localhost".into()]).unwrap()
 }
 
-/// A TLS connection to `addr` for `sni`, trusting only `trusted`, offering h2 and
-/// http/1.1.
+/// A TLS connection to `addr` for `sni`, trusting only `trusted`, offering `alpn`.
 async fn tls_connect(
     addr: SocketAddr,
     sni: &str,
     trusted: &rcgen::CertifiedKey,
+    alpn: &[&str],
 ) -> TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(trusted.cert.der().clone()).unwrap();
@@ -43,7 +43,7 @@ async fn tls_connect(
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
@@ -157,8 +157,31 @@ async fn https_and_wss_with_certificates_from_the_api() {
     put_and_wait(&f, &doc).await;
     let tls_bind = f.bound(tls_configured).await;
 
-    // HTTPS: http/1.1 negotiated (not h2), forwarded as https, HSTS on the response.
-    let tls = tls_connect(tls_bind, "chat.example", &cert).await;
+    // HTTPS over HTTP/2: the article's `alpn h2,http/1.1` gives a client offering both
+    // h2; the same rules apply (forwarded as https, HSTS on the response).
+    let tls = tls_connect(tls_bind, "chat.example", &cert, &["h2", "http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut h2 = sluice_tests::h2client::H2::over(tls, "chat.example").await;
+    let resp = h2.get("/over-h2", &[]).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(resp.headers["strict-transport-security"]
+        .to_str()
+        .unwrap()
+        .starts_with("max-age=63072000"));
+    let seen = f.backend("app-01").requests().pop().unwrap();
+    assert_eq!(seen.uri, "/over-h2");
+    assert_eq!(seen.header_values("x-forwarded-proto"), ["https"]);
+    assert!(seen.header_values("x-alpn").is_empty(), "ssl_fc_alpn is h2");
+    // A WebSocket over that TLS connection's HTTP/2 (RFC 8441), routed by the ACL.
+    let (mut ws, _) = h2.websocket("/ws", &[]).await.expect("a WebSocket stream");
+    let who = sluice_tests::h2client::h2_ws_roundtrip(&mut ws, Message::text("whoami")).await;
+    assert_eq!(who, Message::text("ws-01"));
+
+    // HTTPS over HTTP/1.1: a client offering only http/1.1, or nothing, gets http/1.1.
+    let none = tls_connect(tls_bind, "chat.example", &cert, &[]).await;
+    assert_eq!(none.get_ref().1.alpn_protocol(), None);
+    drop(none);
+    let tls = tls_connect(tls_bind, "chat.example", &cert, &["http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let resp = exchange(
         tls,
@@ -189,7 +212,7 @@ async fn https_and_wss_with_certificates_from_the_api() {
     );
 
     // wss: a WebSocket over the TLS bind, large frames included.
-    let tls = tls_connect(tls_bind, "chat.example", &cert).await;
+    let tls = tls_connect(tls_bind, "chat.example", &cert, &["http/1.1"]).await;
     let (mut ws, resp) = tokio_tungstenite::client_async("wss://chat.example/ws", tls)
         .await
         .expect("a WebSocket upgrade over TLS");
@@ -226,7 +249,7 @@ async fn https_and_wss_with_certificates_from_the_api() {
     assert_eq!(r.json["changed"], true);
     api.wait_applied("node-a", r.json["version"].as_u64().unwrap(), WAIT)
         .await;
-    let tls = tls_connect(tls_bind, "chat.example", &renewed).await;
+    let tls = tls_connect(tls_bind, "chat.example", &renewed, &["http/1.1"]).await;
     let served = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
     assert_eq!(served.as_ref(), renewed.cert.der().as_ref());
     ws.send(Message::text("still here")).await.unwrap();

@@ -115,7 +115,7 @@ impl Modify for BearerAuth {
     ),
     components(schemas(
         doc::ConfigDocument, doc::Defaults, doc::Timeouts, doc::Frontend, doc::Bind,
-        doc::BindTls, doc::StickTable, doc::Acl, doc::HttpRule, doc::UseBackend, doc::Backend,
+        doc::BindTls, doc::BindHttp2, doc::StickTable, doc::Acl, doc::HttpRule, doc::UseBackend, doc::Backend,
         doc::Cookie, doc::HealthCheck, doc::Server, doc::ServerCheck, doc::FieldError,
         error::ErrorBody, config::WriteResult, objects::BackendView, objects::ServerLive,
         objects::ServerOnNode, objects::StateChange, certificates::CertificateUpload,

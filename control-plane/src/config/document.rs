@@ -144,6 +144,33 @@ pub struct Bind {
     pub address: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<BindTls>,
+    /// HTTP/2: on TLS binds when `tls.alpn` lists `h2`; on cleartext binds with prior
+    /// knowledge (h2c) unless `http2.h2c` is false. Limits default as documented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2: Option<BindHttp2>,
+}
+
+/// HTTP/2 settings of a bind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindHttp2 {
+    /// Cleartext binds: accept HTTP/2 with prior knowledge (detected by its connection
+    /// preface, as HAProxy does). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h2c: Option<bool>,
+    /// Streams open at once per connection (1–10000; default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<u32>,
+    /// Flow-control window per stream in bytes (65535–16777216; default 262144).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_window_size: Option<u32>,
+    /// Flow-control window per connection in bytes (65535–2147483647; default 1048576).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_window_size: Option<u32>,
+    /// Streams a client may reset before they are answered, per connection, before
+    /// the connection is closed with GOAWAY (rapid reset; 1–10000; default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_reset_streams: Option<u32>,
 }
 
 /// TLS settings of a bind; certificates are referenced by name.

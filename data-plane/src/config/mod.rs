@@ -71,6 +71,19 @@ pub struct BindPlan {
     pub frontend: Arc<FrontendPlan>,
     /// Present: the bind terminates TLS.
     pub tls: Option<crate::tls::Tls>,
+    /// Present: the bind speaks HTTP/2 (by ALPN on TLS, by prior knowledge on cleartext
+    /// when `h2c`).
+    pub http2: Option<Http2Plan>,
+}
+
+/// HTTP/2 settings of a bind (see `Http2` in `config.proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Plan {
+    pub h2c: bool,
+    pub max_concurrent_streams: u32,
+    pub initial_window_size: u32,
+    pub connection_window_size: u32,
+    pub max_reset_streams: u32,
 }
 
 /// A rule's condition (`None`: always) and what it does.

@@ -16,8 +16,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
-use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
@@ -163,7 +161,7 @@ async fn probe(check: &CheckPlan) -> Result<(), ProbeError> {
     if check.kind == CheckKind::Tcp {
         return Ok(());
     }
-    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+    let key = crate::wskey::new_key();
     let mut req = format!("{} {} {}\r\n", check.method, check.uri, check.version);
     let has = |name: &str| {
         check
@@ -239,7 +237,7 @@ async fn probe(check: &CheckPlan) -> Result<(), ProbeError> {
         return Err(ProbeError::Status(status));
     }
     if status == 101 && sends_key {
-        if accept.as_deref() != Some(accept_key(&key).as_str()) {
+        if accept.as_deref() != Some(crate::wskey::accept_key(&key).as_str()) {
             return Err(ProbeError::Accept(accept));
         }
         // Close cleanly: a masked close frame (1000), then wait briefly for the reply.
@@ -253,25 +251,4 @@ async fn probe(check: &CheckPlan) -> Result<(), ProbeError> {
         let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut sink)).await;
     }
     Ok(())
-}
-
-/// RFC 6455 §4.2.2.
-fn accept_key(key: &str) -> String {
-    let mut sha = Sha1::new();
-    sha.update(key.as_bytes());
-    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_key_matches_rfc_6455_example() {
-        assert_eq!(
-            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
-    }
 }

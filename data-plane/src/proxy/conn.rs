@@ -1,8 +1,9 @@
-//! One client connection over HTTP/1.1: TLS termination when the bind has it, the
-//! connection's state shared by its requests ([`Conn`]), keep-alive under hyper, and the
-//! log lines of requests refused before they reached the service (400/408/414/431).
-//! Each request is handled by [`super::request`]; a `101` turns the connection into a
-//! tunnel ([`super::session`]).
+//! One client connection: TLS termination when the bind has it, the choice of HTTP
+//! version (ALPN `h2` on TLS, the HTTP/2 preface on cleartext binds with h2c; HTTP/2
+//! connections are served by [`super::h2`]), the connection's state shared by its
+//! requests ([`Conn`]), HTTP/1.1 keep-alive under hyper, and the log lines of requests
+//! refused before they reached the service (400/408/414/431). Each request is handled by
+//! [`super::request`]; a `101` turns the connection into a tunnel ([`super::session`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -52,7 +53,21 @@ pub async fn serve_connection(
         bind.address
     };
     match bind.tls.clone() {
-        None => serve_http(stream, None, bind, src, local, started).await,
+        None => match bind.http2 {
+            Some(h2)
+                if h2.h2c
+                    && super::h2::starts_with_preface(&stream, fe.http_request_timeout).await =>
+            {
+                let conn = new_conn(&bind, src, local, None, Arc::default());
+                // Boxed, as TLS is: an HTTP/1.1 connection's task must not carry it.
+                Box::pin(super::h2::serve(stream, conn, h2)).await
+            }
+            // The wait for the first bytes counts against `timeout http-request`.
+            _ => {
+                let due = started + fe.http_request_timeout;
+                serve_http(stream, None, bind, src, local, (started, due)).await
+            }
+        },
         // Boxed: a TLS connection's state is large, and must not make every plain
         // connection's task that large too (it is copied into the task at each accept).
         Some(tls) => Box::pin(serve_tls(stream, tls, bind, src, local, started)).await,
@@ -75,7 +90,16 @@ async fn serve_tls(
     match tokio::time::timeout(fe.http_request_timeout, tls.0.accept(stream)).await {
         Ok(Ok(stream)) => {
             let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-            serve_http(stream, Some(alpn), bind, src, local, started).await
+            match bind.http2 {
+                Some(h2) if alpn.as_deref() == Some(b"h2") => {
+                    let conn = new_conn(&bind, src, local, Some(alpn), Arc::default());
+                    super::h2::serve(stream, conn, h2).await
+                }
+                _ => {
+                    let due = Instant::now() + fe.http_request_timeout;
+                    serve_http(stream, Some(alpn), bind, src, local, (started, due)).await
+                }
+            }
         }
         Ok(Err(e)) => {
             tracing::debug!(client = %src, error = %e, "TLS handshake failed");
@@ -89,14 +113,15 @@ async fn serve_tls(
 }
 
 /// Serves HTTP/1.1 on an accepted connection (plain, or TLS with its ALPN result) until
-/// it closes or becomes a tunnel.
+/// it closes or becomes a tunnel. `(started, first_head)`: when the connection was
+/// accepted, and when its first request head is due.
 async fn serve_http<S>(
     stream: S,
     tls: Option<Option<Vec<u8>>>,
     bind: Arc<BindPlan>,
     src: SocketAddr,
     local: SocketAddr,
-    started: Instant,
+    (started, first_head): (Instant, Instant),
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -104,23 +129,11 @@ async fn serve_http<S>(
     let io = ClientIo::new(
         stream,
         fe.client_timeout,
-        fe.http_request_timeout,
+        (first_head.into(), fe.http_request_timeout),
         fe.refusal_pages.clone(),
     );
     let state = io.state.clone();
-    let conn = Arc::new(Conn {
-        state: state.clone(),
-        client: Client {
-            bind,
-            src,
-            local,
-            tracked: std::sync::Mutex::default(),
-            tls: tls.is_some(),
-            alpn: tls.flatten(),
-        },
-        accepted: Instant::now(),
-        accepted_at: SystemTime::now(),
-    });
+    let conn = new_conn(&bind, src, local, tls, state.clone());
     let svc = service_fn(move |req| {
         let conn = conn.clone();
         async move {
@@ -196,6 +209,30 @@ async fn serve_http<S>(
     }
 }
 
+/// What a connection's requests share. `tls`: the ALPN result when it came in over TLS;
+/// `state`: its socket wrapper's ([`ClientIo`]), or a fresh one (HTTP/2).
+fn new_conn(
+    bind: &Arc<BindPlan>,
+    src: SocketAddr,
+    local: SocketAddr,
+    tls: Option<Option<Vec<u8>>>,
+    state: Arc<ConnState>,
+) -> Arc<Conn> {
+    Arc::new(Conn {
+        state,
+        client: Client {
+            bind: bind.clone(),
+            src,
+            local,
+            tracked: std::sync::Mutex::default(),
+            tls: tls.is_some(),
+            alpn: tls.flatten(),
+        },
+        accepted: Instant::now(),
+        accepted_at: SystemTime::now(),
+    })
+}
+
 /// Marks a request in flight (suspends the client timeouts) until dropped.
 struct Busy<'a>(&'a ConnState);
 
@@ -227,6 +264,7 @@ mod tests {
                 binds: vec![pb::Bind {
                     address: "127.0.0.1:1".into(),
                     tls: None,
+                    http2: None,
                 }],
                 ..Default::default()
             }],

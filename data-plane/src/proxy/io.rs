@@ -100,14 +100,21 @@ pub struct ClientIo<S = TcpStream> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
-    pub fn new(inner: S, idle: Duration, head_timeout: Duration, pages: Arc<RefusalPages>) -> Self {
+    /// The first head is due by `first_head` (the wait before it, such as the HTTP/2
+    /// preface check, counts); later heads get `head_timeout` each.
+    pub fn new(
+        inner: S,
+        idle: Duration,
+        (first_head, head_timeout): (Instant, Duration),
+        pages: Arc<RefusalPages>,
+    ) -> Self {
         Self {
             inner,
             idle,
             head_timeout,
             state: Arc::default(),
             generation: 0,
-            head_deadline: Some(Instant::now() + head_timeout),
+            head_deadline: Some(first_head),
             partial_head: false,
             idle_deadline: None,
             timer: None,
@@ -318,7 +325,8 @@ mod tests {
             uri_too_long: Bytes::from_static(b"414 page"),
             too_large: Bytes::from_static(b"431 page"),
         });
-        ClientIo::new(inner, Duration::from_secs(5), Duration::from_secs(5), pages)
+        let head = Duration::from_secs(5);
+        ClientIo::new(inner, head, (Instant::now() + head, head), pages)
     }
 
     /// Writes `bytes` through a `ClientIo` (with `answered` service responses pending)
@@ -346,8 +354,15 @@ mod tests {
         ] {
             let (near, mut far) = tokio::io::duplex(4096);
             let pages = client_io(tokio::io::duplex(1).0).pages;
-            let mut io =
-                ClientIo::new(near, Duration::from_secs(1), Duration::from_secs(10), pages);
+            let mut io = ClientIo::new(
+                near,
+                Duration::from_secs(1),
+                (
+                    Instant::now() + Duration::from_secs(10),
+                    Duration::from_secs(10),
+                ),
+                pages,
+            );
             // The first request was served: its head is not what is being timed.
             io.state.requests.store(1, Relaxed);
             far.write_all(sent).await.unwrap();

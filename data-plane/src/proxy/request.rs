@@ -27,9 +27,10 @@ use hyper::body::Incoming;
 
 use super::drain;
 use super::error::{local_response, ProxyError, ServerRef};
+use super::h2::{self, Bridged};
 use super::log;
 use super::route::{self, Client, Route, Routed};
-use super::session::{ServerSide, Session};
+use super::session::{ConnTunnels, ServerSide, Session};
 use super::upstream::{self, Exchange, Upstream};
 use super::Body;
 use crate::balance::cookie::Persistence;
@@ -99,7 +100,8 @@ pub async fn handle(
     fe.counters.total_requests.fetch_add(1, Relaxed);
     let upgrade = route::is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let on_conn = parts.extensions.remove::<Arc<ConnTunnels>>();
     // Build the log entry only when the access log is on.
     let mut entry = log::enabled().then(|| log::Entry {
         client: client.src.to_string(),
@@ -179,6 +181,7 @@ pub async fn handle(
             entry.map(Box::new),
             client.sc(&fe),
             client_upgrade,
+            on_conn,
         );
     }
     resp
@@ -264,6 +267,7 @@ async fn forward(
     };
     backend.counters.total_requests.fetch_add(1, Relaxed);
     trace.backend = Some(backend.clone());
+    let bridged = parts.extensions.remove::<Bridged>();
 
     // Connect. Upgrades always get a connection of their own: it becomes the tunnel's.
     let connect_started = Instant::now();
@@ -322,6 +326,10 @@ async fn forward(
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
     }
+    // Servers are spoken to in HTTP/1.1, whatever the client spoke.
+    if parts.version == http::Version::HTTP_2 {
+        parts.version = http::Version::HTTP_11;
+    }
     let request = Request::from_parts(parts, body);
     let sent_at = Instant::now();
     let response = if pooled {
@@ -356,11 +364,29 @@ async fn forward(
             Err(e) => return (trace, Err(e)),
             // Upgrade.
             Ok(Exchange::Switched(head, io)) => {
+                // An HTTP/2 WebSocket stream: the node made the key, so the node checks
+                // the accept.
+                if bridged
+                    .as_ref()
+                    .is_some_and(|b| !h2::accepts(b, head.headers()))
+                {
+                    return (
+                        trace,
+                        Err(ProxyError::BadResponse {
+                            server: server_name,
+                            reason: "Sec-WebSocket-Accept does not match the key".into(),
+                        }),
+                    );
+                }
                 let mut set = b'-';
-                let resp = switch(head, fe, server, |h| {
+                let mut resp = switch(head, fe, server, |h| {
                     set = persistence.on_response(&backend, server, h);
                     route::server_response_rules(h, trace.view.as_ref(), client, fe);
                 });
+                if bridged.is_some() {
+                    // The stream's answer is a 200.
+                    h2::stream_answer(&mut resp);
+                }
                 if let Some(c) = trace.cookie.as_mut() {
                     c[1] = set;
                 }
@@ -371,6 +397,16 @@ async fn forward(
                     io,
                 };
                 return (trace, Ok(Forwarded::Upgrade(resp, server_side)));
+            }
+            Ok(Exchange::Response(resp)) if bridged.is_some() && resp.status().is_success() => {
+                // A success on an HTTP/2 stream would read as an open WebSocket.
+                return (
+                    trace,
+                    Err(ProxyError::BadResponse {
+                        server: server_name,
+                        reason: format!("{} to a WebSocket upgrade", resp.status()),
+                    }),
+                );
             }
             Ok(Exchange::Response(resp)) => {
                 // The server connection (and its slot) lives until the body has been

@@ -34,6 +34,13 @@ pub struct ServerSide {
     pub io: (TcpStream, Bytes),
 }
 
+/// The tunnels open on one client connection that carries several (HTTP/2): a
+/// connection with open tunnels is not idle.
+#[derive(Debug, Default)]
+pub struct ConnTunnels {
+    pub open: std::sync::atomic::AtomicU64,
+}
+
 /// Everything a tunnel task needs once the 101 has been relayed. Deliberately small: the
 /// plan is not kept alive by open tunnels.
 pub struct Session {
@@ -50,6 +57,8 @@ pub struct Session {
     pub log: Option<Box<log::Entry>>,
     /// Stick counters the connection tracked: its `conn_cur` lasts as long as the tunnel.
     pub tracked: Tracked,
+    /// The count of tunnels on its client connection, when that carries several.
+    pub on_conn: Option<Held<ConnTunnels>>,
 }
 
 impl Session {
@@ -63,6 +72,7 @@ impl Session {
         log: Option<Box<log::Entry>>,
         tracked: Tracked,
         client_upgrade: hyper::upgrade::OnUpgrade,
+        on_conn: Option<Arc<ConnTunnels>>,
     ) {
         let session = Session {
             fe_tunnel: Held::new(fe.counters.clone(), |c: &FrontendCounters| {
@@ -75,6 +85,7 @@ impl Session {
             held: server.slot,
             log,
             tracked,
+            on_conn: on_conn.map(|c| Held::new(c, |c: &ConnTunnels| &c.open)),
         };
         drain::spawn_tunnel(session.run(client_upgrade, server.io));
     }
@@ -238,6 +249,7 @@ mod tests {
             held: Held::server_slot(counters),
             log: None,
             tracked: Tracked::default(),
+            on_conn: None,
         };
         let mut req = Request::new(());
         // What is spawned: the tunnel, registered for a drain.

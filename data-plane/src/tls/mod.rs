@@ -4,8 +4,9 @@
 //!
 //! - Certificates are chosen by SNI: the first of the bind's certificates valid for the
 //!   requested name, else the first one (clients without SNI get it too).
-//! - ALPN: only `http/1.1` is offered, whatever else the bind lists (`h2` included) —
-//!   the node speaks HTTP/1.1, and advertising h2 would break clients that pick it.
+//! - ALPN: the protocols the bind lists that the node speaks (`h2` when the bind has
+//!   HTTP/2, `http/1.1`), in the bind's order of preference; `http/1.1` alone when it
+//!   lists none.
 //! - `min_version` TLSv1.2 (default) or TLSv1.3; `ciphers` selects TLS 1.2 suites by their
 //!   OpenSSL names (TLS 1.3 suites are always on); `session_tickets` turns on stateless
 //!   resumption (stateful resumption is always on).
@@ -117,6 +118,7 @@ impl ResolvesServerCert for BySni {
 pub fn acceptor(
     tls: &pb::BindTls,
     certificates: &HashMap<&str, &pb::Certificate>,
+    http2: bool,
 ) -> Result<Tls, TlsError> {
     let mut certs = Vec::new();
     for name in &tls.certificates {
@@ -161,10 +163,14 @@ pub fn acceptor(
         .map_err(TlsError::Rustls)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(BySni { certs }));
-    config.alpn_protocols = if tls.alpn.is_empty() || tls.alpn.iter().any(|p| p == "http/1.1") {
+    config.alpn_protocols = if tls.alpn.is_empty() {
         vec![b"http/1.1".to_vec()]
     } else {
-        Vec::new()
+        tls.alpn
+            .iter()
+            .filter(|p| p.as_str() == "http/1.1" || (http2 && p.as_str() == "h2"))
+            .map(|p| p.as_bytes().to_vec())
+            .collect()
     };
     if tls.session_tickets {
         config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(TlsError::Rustls)?;

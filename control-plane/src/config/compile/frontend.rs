@@ -83,9 +83,11 @@ pub(super) fn compile_frontend(
                 session_tickets: t.session_tickets.unwrap_or(false),
             }
         });
+        let http2 = http2(errs, &format!("{field}.binds[{j}].http2"), b.http2.as_ref());
         binds.push(pb::Bind {
             address: b.address.clone(),
             tls,
+            http2: Some(http2),
         });
     }
 
@@ -344,5 +346,47 @@ pub(super) fn stick_table(errs: &mut Errors, field: &str, s: &StickTable) -> pb:
         size: s.size,
         expire_ms: expire_ms.unwrap_or(0),
         store,
+    }
+}
+
+/// A bind's HTTP/2 settings with their defaults, each checked against its range.
+fn http2(errs: &mut Errors, field: &str, h: Option<&BindHttp2>) -> pb::Http2 {
+    let mut pick =
+        |name: &str, value: Option<u32>, default: u32, range: std::ops::RangeInclusive<u32>| {
+            let v = value.unwrap_or(default);
+            if !range.contains(&v) {
+                errs.add(
+                    format!("{field}.{name}"),
+                    format!("{v} is out of range ({}–{})", range.start(), range.end()),
+                );
+            }
+            v
+        };
+    pb::Http2 {
+        h2c: h.and_then(|h| h.h2c).unwrap_or(true),
+        max_concurrent_streams: pick(
+            "max_concurrent_streams",
+            h.and_then(|h| h.max_concurrent_streams),
+            100,
+            1..=10_000,
+        ),
+        initial_window_size: pick(
+            "initial_window_size",
+            h.and_then(|h| h.initial_window_size),
+            256 * 1024,
+            65_535..=16 * 1024 * 1024,
+        ),
+        connection_window_size: pick(
+            "connection_window_size",
+            h.and_then(|h| h.connection_window_size),
+            1024 * 1024,
+            65_535..=i32::MAX as u32,
+        ),
+        max_reset_streams: pick(
+            "max_reset_streams",
+            h.and_then(|h| h.max_reset_streams),
+            20,
+            1..=10_000,
+        ),
     }
 }

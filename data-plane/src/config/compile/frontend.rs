@@ -10,8 +10,8 @@ use super::{header_value, ms, status, Context, PlanError};
 use crate::config::acl::{AclMatcher, Condition};
 use crate::config::pages::{ErrorPage, ErrorPages, RefusalPages};
 use crate::config::{
-    BackendPlan, BindPlan, FrontendPlan, RequestAction, ResponseAction, Rule, DEFAULT_CLIENT,
-    DEFAULT_HTTP_REQUEST, DEFAULT_MAX_HEADER_BYTES,
+    BackendPlan, BindPlan, FrontendPlan, Http2Plan, RequestAction, ResponseAction, Rule,
+    DEFAULT_CLIENT, DEFAULT_HTTP_REQUEST, DEFAULT_MAX_HEADER_BYTES,
 };
 
 /// The frontend's named ACLs (several may share a name: they are ORed, as in HAProxy).
@@ -124,17 +124,31 @@ pub(super) fn compile(
             let tls = b
                 .tls
                 .as_ref()
-                .map(|t| crate::tls::acceptor(t, certificates))
+                .map(|t| crate::tls::acceptor(t, certificates, b.http2.is_some()))
                 .transpose()
                 .map_err(|error| PlanError::BindTls { address, error })?;
             Ok(BindPlan {
                 address,
                 frontend: fe.clone(),
                 tls,
+                http2: b.http2.as_ref().map(http2),
             })
         })
         .collect::<Result<Vec<_>, PlanError>>()?;
     Ok((fe, binds))
+}
+
+/// A bind's HTTP/2 settings; a zero (a field an older control plane does not send)
+/// takes the default.
+fn http2(h: &pb::Http2) -> Http2Plan {
+    let or = |v: u32, d: u32| if v == 0 { d } else { v };
+    Http2Plan {
+        h2c: h.h2c,
+        max_concurrent_streams: or(h.max_concurrent_streams, 100),
+        initial_window_size: or(h.initial_window_size, 256 * 1024),
+        connection_window_size: or(h.connection_window_size, 1024 * 1024),
+        max_reset_streams: or(h.max_reset_streams, 20),
+    }
 }
 
 /// An errorfile: its status and page (`text/html` unless it names a content type).

@@ -43,6 +43,7 @@ fn snapshot() -> pb::Snapshot {
             binds: vec![pb::Bind {
                 address: "127.0.0.1:8080".into(),
                 tls: None,
+                http2: None,
             }],
             default_backend: "ws".into(),
             timeouts: Some(pb::Timeouts {

