@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_tests::h2client::{h2_ws_roundtrip, H2};
-use sluice_tests::harness::{fixture, ws_connect, ws_roundtrip, Fixture};
+use sluice_tests::harness::{eventually, fixture, ws_connect, ws_roundtrip, Fixture};
 use tokio_tungstenite::tungstenite::Message;
 
 /// The article's routing: WebSocket upgrades (by its two ACLs) to `chat` or `notify` by
@@ -35,7 +35,8 @@ fn article_like(bind: std::net::SocketAddr, addr: &dyn Fn(&str) -> String) -> Va
                 { "backend": "notify", "if": "is_websocket is_notify" }
             ],
             "default_backend": "app",
-            "forwardfor": true
+            "forwardfor": true,
+            "max_header_bytes": 8192
         }],
         "backends": [
             { "name": "chat", "balance": "roundrobin",
@@ -242,4 +243,115 @@ async fn h2c_can_be_turned_off_per_bind() {
         r.json["errors"][0]["field"],
         "frontends[0].binds[0].http2.max_concurrent_streams"
     );
+}
+
+#[tokio::test]
+async fn h2c_gets_the_redirect_the_log_line_and_the_stream_limits() {
+    let f = fixture(&["ws-01", "app-01"], |bind, addr| {
+        json!({
+            "frontends": [{
+                "name": "web",
+                "binds": [{ "address": bind.to_string() }],
+                "stick_table": { "type": "ip", "size": 100, "expire": "60s", "store": ["conn_cur", "conn_rate(10s)"] },
+                "http_request": [
+                    { "action": "redirect", "scheme": "https", "code": 301, "if": "{ path_beg /secure }" },
+                    { "action": "track-sc0", "key": "src", "if": "{ hdr(Upgrade) -i websocket }" },
+                    { "action": "deny", "status": 429, "if": "{ hdr(Upgrade) -i websocket } { sc_conn_cur(0) gt 2 }" }
+                ],
+                "use_backend": [{ "backend": "ws", "if": "{ hdr(Upgrade) -i websocket }" }],
+                "default_backend": "app"
+            }],
+            "backends": [
+                { "name": "ws", "servers": [{ "name": "ws-01", "address": addr("ws-01") }] },
+                { "name": "app", "servers": [{ "name": "app-01", "address": addr("app-01") }] }
+            ]
+        })
+    })
+    .await;
+    let mut h2 = H2::h2c(f.bind).await;
+    // The article's `redirect scheme https` answers an h2c request too.
+    let r = h2.get("/secure/page?a=1", &[]).await;
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.headers["location"],
+        format!("https://{}/secure/page?a=1", f.bind).as_str()
+    );
+    // Streams of one connection are tracked one by one: two tunnels, the third refused.
+    let (mut a, _) = h2.websocket("/a", &[]).await.unwrap();
+    let (_b, _) = h2.websocket("/b", &[]).await.unwrap();
+    let third = h2.websocket("/c", &[]).await.unwrap_err();
+    assert_eq!(third.status, 429);
+    assert_eq!(
+        h2_ws_roundtrip(&mut a, Message::text("still here")).await,
+        Message::text("still here")
+    );
+    // The access log shows the HTTP/2 request line; a tunnel is logged like a 101.
+    drop(a);
+    eventually(WAIT, "the access-log lines of HTTP/2 requests", || async {
+        let log = f.dp.proc.log_text();
+        let redirect = log
+            .lines()
+            .any(|l| l.contains("\"GET /secure/page?a=1 HTTP/2.0\"") && l.contains(" 301 "));
+        let tunnel = log
+            .lines()
+            .any(|l| l.contains("\"GET /a HTTP/2.0\"") && l.contains(" 101 "));
+        (redirect && tunnel).then_some(())
+    })
+    .await;
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn abusive_clients_get_goaway_or_431_and_others_are_unaffected() {
+    let f = article_fixture().await;
+    let mut bystander = H2::h2c(f.bind).await;
+    assert_eq!(bystander.get("/before", &[]).await.status, 200);
+
+    // Headers over the frontend's `max_header_bytes` (8 KiB here): the stream is
+    // answered 431, as HTTP/1.1 is, and the connection lives on.
+    let mut big = H2::h2c(f.bind).await;
+    let over = "x".repeat(12_000);
+    match big.request("GET", "/big", &[("x-big", &over)], b"").await {
+        Ok(r) => assert_eq!(r.status, 431),
+        Err(e) => panic!("no 431 for an oversized header list: {e}"),
+    }
+    assert_eq!(big.get("/after-big", &[]).await.status, 200);
+    // A header block spread over many CONTINUATION frames (a flood) ends that
+    // connection instead.
+    let mut flood = H2::h2c(f.bind).await;
+    let huge = "x".repeat(400_000);
+    assert!(flood
+        .request("GET", "/flood", &[("x-huge", &huge)], b"")
+        .await
+        .is_err());
+
+    // Rapid reset (CVE-2023-44487): streams opened and cancelled at once, past the
+    // bind's limit (20), end the connection with GOAWAY.
+    let tcp = tokio::net::TcpStream::connect(f.bind).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    for i in 0..1000 {
+        client = match client.ready().await {
+            Ok(c) => c,
+            Err(_) => break,
+        };
+        let req = http::Request::get(format!("http://{}/reset/{i}", f.bind))
+            .body(())
+            .unwrap();
+        match client.send_request(req, true) {
+            Ok((_, mut stream)) => stream.send_reset(h2::Reason::CANCEL),
+            Err(_) => break,
+        }
+    }
+    let ended = tokio::time::timeout(WAIT, conn)
+        .await
+        .expect("the connection is closed")
+        .unwrap();
+    let err = ended.expect_err("the node ends the connection");
+    assert!(err.is_go_away(), "{err:?}");
+    assert_eq!(err.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{err:?}");
+
+    // The other connection was not affected.
+    assert_eq!(bystander.get("/after", &[]).await.status, 200);
 }

@@ -11,6 +11,10 @@
 //! The exchange checks the server's `Sec-WebSocket-Accept` against that key ([`Bridged`])
 //! and answers the stream `200`; the stream is then the client side of the tunnel.
 //!
+//! To stick tables each stream is a connection: `track-sc*` tracks it, `sc_conn_cur`
+//! counts it while it is open (a WebSocket stream: while its tunnel is), and a refused
+//! stream counts in `sc_conn_rate` as a refused HTTP/1.1 connection does.
+//!
 //! Abuse limits come from the bind ([`Http2Plan`]): concurrent streams, flow-control
 //! windows, the header list size (`max_header_bytes`), and a count of streams reset
 //! before they were answered (rapid reset) past which the connection gets GOAWAY;
@@ -32,6 +36,7 @@ use tokio::net::TcpStream;
 use super::conn::Conn;
 use super::error::local_response;
 use super::request::{self, Arrival};
+use super::route::Client;
 use super::session::ConnTunnels;
 use super::Body;
 use crate::config::Http2Plan;
@@ -164,7 +169,18 @@ where
                             head_ms: 0,
                             started,
                         };
-                        request::handle(req, &conn.client, arrival).await
+                        // Each stream is a connection of its own to stick tables: it
+                        // tracks, and counts in `conn_cur`, while it is open (a tunnel:
+                        // as long as the tunnel).
+                        let client = Client {
+                            bind: conn.client.bind.clone(),
+                            src: conn.client.src,
+                            local: conn.client.local,
+                            tls: conn.client.tls,
+                            alpn: conn.client.alpn.clone(),
+                            tracked: std::sync::Mutex::default(),
+                        };
+                        request::handle(req, &client, arrival).await
                     }
                     Err(status) => {
                         let fe = &conn.client.bind.frontend;
