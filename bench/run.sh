@@ -15,7 +15,7 @@ RUNS=${RUNS:-3}
 SECS=${SECS:-5}
 # Subsets for a quick look, e.g. TARGETS=sluice WORKLOADS="idle handshake".
 TARGETS=${TARGETS:-direct haproxy sluice}
-WORKLOADS=${WORKLOADS:-handshake echo64 echo16k latency idle push}
+WORKLOADS=${WORKLOADS:-handshake echo64 echo16k latency h2streams h2echo64 idle push}
 want() { [[ " $TARGETS " == *" $1 "* && " $WORKLOADS " == *" $2 "* ]]; }
 PROXY_CORE=0
 LOAD_CORE=1
@@ -158,6 +158,11 @@ traffic_workloads() { # name target proxy-pid-or-empty
     load "$name" echo64 "$run" echo --target "$target" --seconds "$SECS" --conns 100 --size 64 "${p[@]}"
     load "$name" echo16k "$run" echo --target "$target" --seconds "$SECS" --conns 10 --size 16384 "${p[@]}"
     load "$name" latency "$run" latency --target "$target" --seconds "$SECS" --conns 100 --rate 10000 "${p[@]}"
+    # WebSocket over HTTP/2 (RFC 8441, h2c): proxies only, the backends speak HTTP/1.1.
+    if [ -n "$proxy" ]; then
+      load "$name" h2streams "$run" h2-streams --target "$target" --seconds "$SECS" --conns 10 --per-conn 5 "${p[@]}"
+      load "$name" h2echo64 "$run" h2-echo --target "$target" --seconds "$SECS" --conns 10 --per-conn 10 --size 64 "${p[@]}"
+    fi
   done
 }
 

@@ -5,6 +5,7 @@
 //! name=PID`) used during the measured interval. `bench/run.sh` runs them against each
 //! target and `sluice-bench report` turns the collected lines into `BENCHMARKS.md`.
 
+mod h2;
 mod report;
 mod stats;
 mod workloads;
@@ -79,6 +80,28 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000)]
         rate: u64,
     },
+    /// WebSocket over HTTP/2: workers open a stream (extended CONNECT), echo 64 bytes
+    /// once and close it, `--per-conn` workers on each of `--conns` h2c connections.
+    H2Streams {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 10)]
+        conns: usize,
+        #[arg(long, default_value_t = 5)]
+        per_conn: usize,
+    },
+    /// WebSocket over HTTP/2: `--per-conn` open streams on each of `--conns` h2c
+    /// connections ping-ponging messages of a fixed size.
+    H2Echo {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 10)]
+        conns: usize,
+        #[arg(long, default_value_t = 10)]
+        per_conn: usize,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
     /// Idle tunnels opened in steps; the RSS of `--pid proxy=PID` after each step.
     Idle {
         #[command(flatten)]
@@ -151,6 +174,17 @@ fn main() -> anyhow::Result<()> {
                 rate,
             } => workloads::latency(&common, conns, rate).await,
             Cmd::Idle { common, steps } => workloads::idle(&common, &steps).await,
+            Cmd::H2Streams {
+                common,
+                conns,
+                per_conn,
+            } => h2::streams(&common, conns, per_conn).await,
+            Cmd::H2Echo {
+                common,
+                conns,
+                per_conn,
+                size,
+            } => h2::echo(&common, conns, per_conn, size).await,
             Cmd::Push {
                 common,
                 api,

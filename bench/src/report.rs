@@ -26,7 +26,7 @@ fn cpu_of(name: &'static str) -> impl Fn(&Value) -> Option<f64> {
 
 fn metrics(workload: &str) -> Vec<Metric> {
     match workload {
-        "handshake" => vec![
+        "handshake" | "h2streams" => vec![
             ("upgrades/s", |v| ptr(v, "/upgrades_per_s")),
             ("upgrades per proxy CPU-second", |v| {
                 Some(ptr(v, "/upgrades_per_s")? / proxy_cpu_fraction(v)?)
@@ -38,7 +38,7 @@ fn metrics(workload: &str) -> Vec<Metric> {
             ("backend CPU %", |v| cpu_of("backend")(v)),
             ("load CPU %", |v| cpu_of("load")(v)),
         ],
-        "echo64" => vec![
+        "echo64" | "h2echo64" => vec![
             ("msgs/s", |v| ptr(v, "/msgs_per_s")),
             ("msgs per proxy CPU-second", |v| {
                 Some(ptr(v, "/msgs_per_s")? / proxy_cpu_fraction(v)?)

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sluice_tests::h2client::{h2_ws_roundtrip, H2};
 use sluice_tests::harness::{eventually, fixture, ws_connect, ws_roundtrip, Fixture};
@@ -137,6 +138,22 @@ async fn websocket_streams_share_one_connection_and_route_by_the_article_acls() 
             h2_ws_roundtrip(ws, Message::binary(Vec::new())).await,
             Message::binary(Vec::new())
         );
+        // Control frames cross too: a ping is answered by the server's pong.
+        ws.send(Message::Ping(b"are you there".to_vec().into()))
+            .await
+            .unwrap();
+        let pong = tokio::time::timeout(WAIT, async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Pong(p))) => return p,
+                    Some(Ok(_)) => continue,
+                    other => panic!("stream ended: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("a pong");
+        assert_eq!(&pong[..], b"are you there");
     }
     // The tunnels are counted as tunnels, and the upgrade request reached the server
     // as the HTTP/1.1 handshake, key and all.
@@ -344,13 +361,18 @@ async fn abusive_clients_get_goaway_or_431_and_others_are_unaffected() {
             Err(_) => break,
         }
     }
+    // `client` still holds the connection open: only the node can end it.
     let ended = tokio::time::timeout(WAIT, conn)
         .await
-        .expect("the connection is closed")
+        .expect("the node closes the connection")
         .unwrap();
     let err = ended.expect_err("the node ends the connection");
-    assert!(err.is_go_away(), "{err:?}");
-    assert_eq!(err.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{err:?}");
+    // The client reads the GOAWAY, or its next write finds the connection closed.
+    if err.is_go_away() {
+        assert_eq!(err.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{err:?}");
+    } else {
+        assert!(err.is_io(), "{err:?}");
+    }
 
     // The other connection was not affected.
     assert_eq!(bystander.get("/after", &[]).await.status, 200);
