@@ -11,12 +11,12 @@ use http::{Method, Request, StatusCode};
 use http_body_util::Empty;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use serde_json::Value;
 use tokio::task::JoinSet;
 
-use crate::stats::{percentiles, CpuWatch};
-use crate::{ws, Common};
+use crate::stats::CpuWatch;
+use crate::workloads::{echo_result, echo_worker, handshake_result, handshake_worker};
+use crate::Common;
 
 type Stream = TokioIo<hyper::upgrade::Upgraded>;
 
@@ -65,53 +65,17 @@ pub async fn streams(c: &Common, conns: usize, per_conn: usize) -> anyhow::Resul
     let mut set = JoinSet::new();
     for sender in &senders {
         for _ in 0..per_conn {
-            let mut sender = sender.clone();
-            let path = c.path.clone();
+            let (sender, path) = (sender.clone(), c.path.clone());
             set.spawn(async move {
-                let frame = ws::client_frame(&[b'x'; 64]);
-                let mut resp = [0u8; 66];
-                let (mut ok, mut errors, mut lat) = (0u64, 0u64, Vec::new());
-                while Instant::now() < deadline {
-                    let t0 = Instant::now();
-                    let r = async {
-                        let mut s = open(&mut sender, &path).await?;
-                        let opened = t0.elapsed();
-                        s.write_all(&frame).await?;
-                        s.read_exact(&mut resp).await?;
-                        anyhow::Ok(opened)
-                    }
-                    .await;
-                    match r {
-                        Ok(d) => {
-                            ok += 1;
-                            lat.push(d.as_micros().min(u32::MAX as u128) as u32);
-                        }
-                        Err(_) => {
-                            errors += 1;
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                    }
-                }
-                (ok, errors, lat)
+                handshake_worker(deadline, || {
+                    let (mut sender, path) = (sender.clone(), path.clone());
+                    async move { open(&mut sender, &path).await }
+                })
+                .await
             });
         }
     }
-    let (mut ok, mut errors, mut lat) = (0, 0, Vec::new());
-    while let Some(r) = set.join_next().await {
-        let (o, e, l) = r?;
-        ok += o;
-        errors += e;
-        lat.extend(l);
-    }
-    let cpu = cpu.finish();
-    let wall = cpu["wall_s"].as_f64().unwrap_or(1.0);
-    Ok(json!({
-        "upgrades_per_s": ok as f64 / wall,
-        "upgrades": ok,
-        "errors": errors,
-        "handshake": percentiles(lat),
-        "cpu": cpu,
-    }))
+    handshake_result(set, cpu).await
 }
 
 /// `conns` connections with `per_conn` open streams each, every stream ping-ponging
@@ -131,31 +95,8 @@ pub async fn echo(c: &Common, conns: usize, per_conn: usize, size: usize) -> any
     let deadline = Instant::now() + c.duration();
     let cpu = CpuWatch::start(&c.pids);
     let mut set = JoinSet::new();
-    for mut s in streams {
-        set.spawn(async move {
-            let frame = ws::client_frame(&vec![b'x'; size]);
-            let mut resp = vec![0u8; ws::server_frame_len(size)];
-            let mut lat = Vec::new();
-            while Instant::now() < deadline {
-                let t0 = Instant::now();
-                s.write_all(&frame).await?;
-                s.read_exact(&mut resp).await?;
-                lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
-            }
-            std::io::Result::Ok(lat)
-        });
+    for s in streams {
+        set.spawn(echo_worker(s, size, deadline));
     }
-    let mut lat = Vec::new();
-    while let Some(r) = set.join_next().await {
-        lat.extend(r?.context("a stream failed during the run")?);
-    }
-    let cpu = cpu.finish();
-    let wall = cpu["wall_s"].as_f64().unwrap_or(1.0);
-    let msgs = lat.len() as f64;
-    Ok(json!({
-        "msgs_per_s": msgs / wall,
-        "mb_per_s": msgs * size as f64 / wall / 1e6,
-        "rtt": percentiles(lat),
-        "cpu": cpu,
-    }))
+    echo_result(set, cpu, size).await
 }

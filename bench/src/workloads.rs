@@ -37,40 +37,46 @@ async fn open_tunnels(c: &Common, n: usize) -> anyhow::Result<Vec<TcpStream>> {
     Ok(out)
 }
 
-pub async fn handshake(c: &Common, workers: usize) -> anyhow::Result<Value> {
-    let deadline = Instant::now() + c.duration();
-    let cpu = CpuWatch::start(&c.pids);
-    let mut set = JoinSet::new();
-    for _ in 0..workers {
-        let (target, path) = (c.target, c.path.clone());
-        set.spawn(async move {
-            let frame = ws::client_frame(&[b'x'; 64]);
-            let mut resp = [0u8; 66];
-            let (mut ok, mut errors, mut lat) = (0u64, 0u64, Vec::new());
-            while Instant::now() < deadline {
-                let t0 = Instant::now();
-                let r = async {
-                    let mut s = ws::connect(target, &path).await?;
-                    let hs = t0.elapsed();
-                    s.write_all(&frame).await?;
-                    s.read_exact(&mut resp).await?;
-                    std::io::Result::Ok(hs)
-                }
-                .await;
-                match r {
-                    Ok(hs) => {
-                        ok += 1;
-                        lat.push(us(hs));
-                    }
-                    Err(_) => {
-                        errors += 1;
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                }
+/// One handshake worker: until `deadline`, opens a tunnel with `open`, echoes 64 bytes
+/// once and closes it. Returns (handshakes, errors, handshake latencies in µs).
+pub async fn handshake_worker<F, Fut, S>(deadline: Instant, mut open: F) -> (u64, u64, Vec<u32>)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<S>>,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let frame = ws::client_frame(&[b'x'; 64]);
+    let mut resp = [0u8; 66];
+    let (mut ok, mut errors, mut lat) = (0u64, 0u64, Vec::new());
+    while Instant::now() < deadline {
+        let t0 = Instant::now();
+        let r = async {
+            let mut s = open().await?;
+            let hs = t0.elapsed();
+            s.write_all(&frame).await?;
+            s.read_exact(&mut resp).await?;
+            anyhow::Ok(hs)
+        }
+        .await;
+        match r {
+            Ok(hs) => {
+                ok += 1;
+                lat.push(us(hs));
             }
-            (ok, errors, lat)
-        });
+            Err(_) => {
+                errors += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
     }
+    (ok, errors, lat)
+}
+
+/// The handshake figures from the workers' results.
+pub async fn handshake_result(
+    mut set: JoinSet<(u64, u64, Vec<u32>)>,
+    cpu: CpuWatch,
+) -> anyhow::Result<Value> {
     let (mut ok, mut errors, mut lat) = (0, 0, Vec::new());
     while let Some(r) = set.join_next().await {
         let (o, e, l) = r?;
@@ -89,25 +95,46 @@ pub async fn handshake(c: &Common, workers: usize) -> anyhow::Result<Value> {
     }))
 }
 
-pub async fn echo(c: &Common, conns: usize, size: usize) -> anyhow::Result<Value> {
-    let tunnels = open_tunnels(c, conns).await?;
+pub async fn handshake(c: &Common, workers: usize) -> anyhow::Result<Value> {
     let deadline = Instant::now() + c.duration();
     let cpu = CpuWatch::start(&c.pids);
     let mut set = JoinSet::new();
-    for mut s in tunnels {
+    for _ in 0..workers {
+        let (target, path) = (c.target, c.path.clone());
         set.spawn(async move {
-            let frame = ws::client_frame(&vec![b'x'; size]);
-            let mut resp = vec![0u8; ws::server_frame_len(size)];
-            let mut lat = Vec::new();
-            while Instant::now() < deadline {
-                let t0 = Instant::now();
-                s.write_all(&frame).await?;
-                s.read_exact(&mut resp).await?;
-                lat.push(us(t0.elapsed()));
-            }
-            std::io::Result::Ok(lat)
+            handshake_worker(deadline, || {
+                let path = path.clone();
+                async move { Ok(ws::connect(target, &path).await?) }
+            })
+            .await
         });
     }
+    handshake_result(set, cpu).await
+}
+
+/// One echo tunnel: ping-pongs `size`-byte messages until `deadline`; the round trips in µs.
+pub async fn echo_worker<S>(mut s: S, size: usize, deadline: Instant) -> std::io::Result<Vec<u32>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let frame = ws::client_frame(&vec![b'x'; size]);
+    let mut resp = vec![0u8; ws::server_frame_len(size)];
+    let mut lat = Vec::new();
+    while Instant::now() < deadline {
+        let t0 = Instant::now();
+        s.write_all(&frame).await?;
+        s.read_exact(&mut resp).await?;
+        lat.push(us(t0.elapsed()));
+    }
+    Ok(lat)
+}
+
+/// The echo figures from the tunnels' round trips.
+pub async fn echo_result(
+    mut set: JoinSet<std::io::Result<Vec<u32>>>,
+    cpu: CpuWatch,
+    size: usize,
+) -> anyhow::Result<Value> {
     let mut lat = Vec::new();
     while let Some(r) = set.join_next().await {
         lat.extend(r?.context("a tunnel failed during the run")?);
@@ -121,6 +148,17 @@ pub async fn echo(c: &Common, conns: usize, size: usize) -> anyhow::Result<Value
         "rtt": percentiles(lat),
         "cpu": cpu,
     }))
+}
+
+pub async fn echo(c: &Common, conns: usize, size: usize) -> anyhow::Result<Value> {
+    let tunnels = open_tunnels(c, conns).await?;
+    let deadline = Instant::now() + c.duration();
+    let cpu = CpuWatch::start(&c.pids);
+    let mut set = JoinSet::new();
+    for s in tunnels {
+        set.spawn(echo_worker(s, size, deadline));
+    }
+    echo_result(set, cpu, size).await
 }
 
 pub async fn latency(c: &Common, conns: usize, rate: u64) -> anyhow::Result<Value> {
