@@ -219,7 +219,7 @@ async fn a_hello_that_breaks_the_identity_limits_is_refused_and_logged_escaped()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
             software_version: "0".into(),
-            applied_version: 0,
+            ..Default::default()
         };
         let url = f.cp.node_url.clone();
         let token = f.cp.node_token.clone();

@@ -52,6 +52,10 @@ function row(n) {
   const statusClass = { online: "ok", stale: "lag", offline: "bad" }[n.status];
   const config = [el("span", {}, "v" + n.applied_version)];
   if (n.connected && n.applied_version !== newest) config.push(el("span", { class: "lag" }, ` behind v${newest}`));
+  if (n.drift) {
+    config.push(el("div", { class: "bad", title: "digest " + n.applied_digest },
+      "drift: runs something other than this version"));
+  }
   if (n.last_nack) {
     config.push(el("div", { class: "bad", title: n.last_nack.reason },
       `rejected v${n.last_nack.version}: ${n.last_nack.reason}`));

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use clap::Parser;
+use sha2::Digest as _;
 use sluice_proto::v1::{self as pb, fleet_client::FleetClient, node_message, NodeMessage};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -90,6 +91,8 @@ fn stats(a: &Args, node: usize, started: i64, ticks: u64) -> pb::Stats {
                 queue_timeouts: 0,
             })
             .collect(),
+        // Reported with acks; stats leave it empty.
+        applied_digest: Vec::new(),
     }
 }
 
@@ -104,7 +107,7 @@ async fn node(a: &Args, i: usize) -> anyhow::Result<()> {
             node_id: format!("fake-{i:04}"),
             labels: HashMap::from([("zone".to_string(), format!("z{}", i % 4))]),
             software_version: "bench".into(),
-            applied_version: 0,
+            ..Default::default()
         })),
     })
     .await?;
@@ -124,7 +127,9 @@ async fn node(a: &Args, i: usize) -> anyhow::Result<()> {
         tokio::select! {
             msg = inbound.message() => match msg? {
                 Some(pb::ControlMessage { msg: Some(pb::control_message::Msg::Snapshot(s)) }) => {
-                    tx.send(NodeMessage { msg: Some(node_message::Msg::Ack(pb::Ack { version: s.version })) }).await?;
+                    // As a node does: the digest of what it decoded, encoded again.
+                    let digest = sha2::Sha256::digest(prost::Message::encode_to_vec(&s)).to_vec();
+                    tx.send(NodeMessage { msg: Some(node_message::Msg::Ack(pb::Ack { version: s.version, digest })) }).await?;
                 }
                 Some(_) => {}
                 None => anyhow::bail!("the control plane closed the stream"),

@@ -106,14 +106,6 @@ pub fn changes(a: &Value, b: &Value) -> Vec<Change> {
     out
 }
 
-fn versions(p: Result<Path<(u64, u64)>, PathRejection>) -> Result<(u64, u64), ApiError> {
-    p.map(|Path(v)| v).map_err(|e| ApiError::BadRequest {
-        code: "invalid_path",
-        field: "version".into(),
-        message: e.body_text(),
-    })
-}
-
 /// What changed from version `a` to version `b`.
 #[utoipa::path(get, path = "/api/v1/snapshots/{a}/diff/{b}", tag = "snapshots",
     params(("a" = u64, Path), ("b" = u64, Path)),
@@ -123,7 +115,7 @@ pub async fn diff(
     State(state): State<AppState>,
     path: Result<Path<(u64, u64)>, PathRejection>,
 ) -> Result<Json<DiffView>, ApiError> {
-    let (a, b) = versions(path)?;
+    let (a, b) = super::path_version(path)?;
     let (_, doc_a) = document_at(&state, a).await?;
     let (_, doc_b) = document_at(&state, b).await?;
     let (va, vb) = (
@@ -161,11 +153,7 @@ pub async fn rollback(
     version: Result<Path<u64>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Path(version) = version.map_err(|e| ApiError::BadRequest {
-        code: "invalid_path",
-        field: "version".into(),
-        message: e.body_text(),
-    })?;
+    let version = super::path_version(version)?;
     let expected = if_match(&headers)?;
     let actor = super::actor(&headers)?;
     let (_, document) = document_at(&state, version).await?;

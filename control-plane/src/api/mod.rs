@@ -8,6 +8,7 @@
 
 pub mod certificates;
 pub mod config;
+pub mod delivery;
 pub mod error;
 pub mod events;
 pub mod history;
@@ -92,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/snapshots", get(snapshots::list_snapshots))
         .route("/snapshots/{version}", get(snapshots::get_snapshot))
         .route("/snapshots/{a}/diff/{b}", get(history::diff))
+        .route("/snapshots/{version}/nodes", get(delivery::version_nodes))
         .route("/snapshots/{version}/rollback", post(history::rollback))
         .route("/nodes", get(nodes::list_nodes))
         .route("/events", get(events::list_events))
@@ -99,6 +101,11 @@ pub fn router(state: AppState) -> Router {
         .route("/live", get(live::live))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        // `?wait=live` on writes: answered once the version is live (or who is not).
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            delivery::wait_live,
+        ))
         // A body up to the configuration limit: whatever GET returns can be PUT back.
         .layer(DefaultBodyLimit::max(sluice_proto::MAX_CONFIG_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
@@ -119,6 +126,18 @@ async fn require_admin(
         Some(t) if state.admin_token.matches(t) => Ok(next.run(request).await),
         _ => Err(ApiError::Unauthorized),
     }
+}
+
+/// A version path segment that parsed, or the JSON 400 (code `invalid_path`) naming it.
+pub fn path_version<T>(
+    p: Result<axum::extract::Path<T>, axum::extract::rejection::PathRejection>,
+) -> Result<T, ApiError> {
+    p.map(|axum::extract::Path(v)| v)
+        .map_err(|e| ApiError::BadRequest {
+            code: "invalid_path",
+            field: "version".into(),
+            message: e.body_text(),
+        })
 }
 
 /// A query string that deserialized, or the JSON 400 (code `invalid_query`) saying why.

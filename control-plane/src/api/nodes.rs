@@ -1,6 +1,6 @@
 //! `/api/v1/nodes`: the fleet as the control plane sees it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::State;
 use axum::Json;
@@ -37,6 +37,12 @@ pub struct NodeView {
     pub last_seen: String,
     /// The snapshot version the node serves.
     pub applied_version: u64,
+    /// SHA-256 (hex) of the snapshot the node says it runs, computed by the node from
+    /// what it applied.
+    pub applied_digest: String,
+    /// The node runs something other than its version's snapshot (its digest differs):
+    /// a node that misapplied, or one too old to know every field of the snapshot.
+    pub drift: bool,
     /// The newest version the node rejected, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_nack: Option<NackView>,
@@ -139,9 +145,45 @@ fn traffic(stats: &pb::Stats) -> TrafficView {
 #[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes",
     responses((status = 200, body = Vec<NodeView>)))]
 pub async fn list_nodes(State(state): State<AppState>) -> Result<Json<Vec<NodeView>>, ApiError> {
+    Ok(Json(views(&state).await?))
+}
+
+/// The digests of `versions` (hex; "" when unknown), the newest from memory.
+async fn digests(
+    state: &AppState,
+    versions: impl Iterator<Item = u64>,
+) -> Result<HashMap<u64, String>, ApiError> {
+    let newest = state.config.current();
+    let mut out = HashMap::new();
+    for v in versions {
+        if out.contains_key(&v) {
+            continue;
+        }
+        let d = if v == newest.snapshot.version {
+            crate::snapshot::hex(&newest.digest)
+        } else {
+            state.store.snapshot_digest(v).await?.unwrap_or_default()
+        };
+        out.insert(v, d);
+    }
+    Ok(out)
+}
+
+/// Every node ever seen, as `GET /api/v1/nodes` shows it.
+pub async fn views(state: &AppState) -> Result<Vec<NodeView>, ApiError> {
     let rows = state.store.list_nodes().await?;
     let now = unix_ms();
     let tick = state.series.latest();
+    let versions: Vec<u64> = rows
+        .iter()
+        .map(|r| {
+            state
+                .registry
+                .get(&r.node_id)
+                .map_or(r.applied_version, |l| l.applied_version)
+        })
+        .collect();
+    let digests = digests(state, versions.into_iter()).await?;
     let views = rows
         .into_iter()
         .map(|r| {
@@ -173,6 +215,14 @@ pub async fn list_nodes(State(state): State<AppState>) -> Result<Json<Vec<NodeVi
                 Some(n) if stored_nack.as_ref().is_none_or(|s| n.0 >= s.0) => Some(n),
                 _ => stored_nack,
             };
+            let applied_digest = live.as_ref().map_or(r.applied_digest.clone(), |l| {
+                crate::snapshot::hex(&l.applied_digest)
+            });
+            let expected = digests.get(&applied_version).cloned().unwrap_or_default();
+            let drift = !applied_digest.is_empty()
+                && !expected.is_empty()
+                && applied_version > 0
+                && applied_digest != expected;
             // Only report the nack if it is newer than what the node applied since.
             let last_nack = nack
                 .filter(|(v, _)| *v > applied_version)
@@ -189,10 +239,12 @@ pub async fn list_nodes(State(state): State<AppState>) -> Result<Json<Vec<NodeVi
                 first_seen: rfc3339(r.first_seen_ms),
                 last_seen: rfc3339(last_seen_ms),
                 applied_version,
+                applied_digest,
+                drift,
                 last_nack,
                 traffic: live.and_then(|l| l.stats).as_ref().map(traffic),
             }
         })
         .collect();
-    Ok(Json(views))
+    Ok(views)
 }

@@ -55,16 +55,6 @@ async fn list<T: Named>(state: AppState) -> Result<impl IntoResponse, ApiError> 
     Ok(([etag(version)], Json(items)))
 }
 
-async fn get_one<T: Named>(state: AppState, name: String) -> Result<impl IntoResponse, ApiError> {
-    let (version, mut config) = state.config.read().await?;
-    let items = std::mem::take(T::list(&mut config.document));
-    let item = items
-        .into_iter()
-        .find(|i| i.name() == name)
-        .ok_or_else(|| ApiError::from(not_found::<T>(&name)))?;
-    Ok(([etag(version)], Json(item)))
-}
-
 async fn create<T: Named>(
     state: AppState,
     headers: HeaderMap,
@@ -153,15 +143,22 @@ pub async fn list_frontends(State(s): State<AppState>) -> Result<impl IntoRespon
     list::<Frontend>(s).await
 }
 
-/// One frontend.
+/// One frontend, with the version it last changed in and on how many connected nodes
+/// that is live.
 #[utoipa::path(get, path = "/api/v1/frontends/{name}", tag = "frontends",
     params(("name" = String, Path)),
-    responses((status = 200, body = Frontend), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = FrontendView), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get_frontend(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    get_one::<Frontend>(s, name).await
+    let (version, mut config) = s.config.read().await?;
+    let frontend = std::mem::take(&mut config.document.frontends)
+        .into_iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| ApiError::from(not_found::<Frontend>(&name)))?;
+    let delivery = delivery(&s, "frontends", &name).await?;
+    Ok(([etag(version)], Json(FrontendView { frontend, delivery })))
 }
 
 /// Adds a frontend (409 if the name exists).
@@ -188,7 +185,7 @@ pub async fn put_frontend(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    replace::<Frontend>(s, name, headers, body).await
+    replace::<Frontend>(s, name, headers, without_views(body)).await
 }
 
 /// Removes a frontend; its listeners close, accepted connections live on.
@@ -218,6 +215,59 @@ pub struct BackendView {
     pub backend: Backend,
     /// Read-only, per server and node; ignored when the object is sent back with PUT.
     pub live: Vec<ServerLive>,
+    /// Read-only: where this object's current form is live.
+    pub delivery: Delivery,
+}
+
+/// Where an object's current form is live (read-only; ignored by PUT).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Delivery {
+    /// The version it last changed in.
+    pub changed_in: u64,
+    /// Connected nodes running that version or a newer one…
+    pub live_on: usize,
+    /// …of this many connected nodes.
+    pub of: usize,
+}
+
+/// Where the object `(table, name)` (`frontends` or `backends`) is live.
+async fn delivery(s: &AppState, table: &str, name: &str) -> Result<Delivery, ApiError> {
+    let versions = s.store.object_versions().await?;
+    let changed_in = versions
+        .get(&(table.to_string(), name.to_string()))
+        .copied()
+        .unwrap_or(0);
+    let nodes = s.registry.all();
+    Ok(Delivery {
+        changed_in,
+        live_on: nodes
+            .iter()
+            .filter(|(_, n)| n.applied_version >= changed_in)
+            .count(),
+        of: nodes.len(),
+    })
+}
+
+/// A frontend as configured, with where it is live.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FrontendView {
+    #[serde(flatten)]
+    pub frontend: Frontend,
+    pub delivery: Delivery,
+}
+
+/// What GET returns may be sent back as is: its read-only parts are dropped.
+fn without_views(body: Bytes) -> Bytes {
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(mut o))
+            if o.contains_key("live") || o.contains_key("delivery") =>
+        {
+            o.remove("live");
+            o.remove("delivery");
+            Bytes::from(serde_json::to_vec(&o).unwrap_or_default())
+        }
+        _ => body,
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -301,7 +351,15 @@ pub async fn get_backend(
                 .collect(),
         })
         .collect();
-    Ok(([etag(version)], Json(BackendView { backend, live })))
+    let delivery = delivery(&s, "backends", &name).await?;
+    Ok((
+        [etag(version)],
+        Json(BackendView {
+            backend,
+            live,
+            delivery,
+        }),
+    ))
 }
 
 /// The body of a server state change.
@@ -386,15 +444,7 @@ pub async fn put_backend(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    // What GET returns may be sent back as is: its read-only `live` part is dropped.
-    let body = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(serde_json::Value::Object(mut o)) if o.contains_key("live") => {
-            o.remove("live");
-            Bytes::from(serde_json::to_vec(&o).unwrap_or_default())
-        }
-        _ => body,
-    };
-    replace::<Backend>(s, name, headers, body).await
+    replace::<Backend>(s, name, headers, without_views(body)).await
 }
 
 /// Removes a backend; refused (422) while a frontend still references it.

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    certificates, config, error, events, history, live, nodes, objects, series, snapshots,
+    certificates, config, delivery, error, events, history, live, nodes, objects, series, snapshots,
 };
 use crate::config as doc;
 
@@ -58,28 +58,31 @@ impl Modify for CommonErrors {
                 }
             }
         }
-        // `BackendView` is a backend with its `live` view: the backend's own schema
-        // refuses unknown fields (as writes do), so the view gets a copy without that rule.
+        // `BackendView` and `FrontendView` are an object with read-only views: the
+        // object's own schema refuses unknown fields (as writes do), so each view gets a
+        // copy without that rule.
         let components = openapi.components.get_or_insert_with(Default::default);
-        if let Some(RefOr::T(utoipa::openapi::Schema::Object(backend))) =
-            components.schemas.get("Backend").cloned()
-        {
-            let mut view = backend;
-            view.additional_properties = None;
-            if let Some(RefOr::T(utoipa::openapi::Schema::AllOf(all))) =
-                components.schemas.get("BackendView")
+        for (object, view_name) in [("Backend", "BackendView"), ("Frontend", "FrontendView")] {
+            if let Some(RefOr::T(utoipa::openapi::Schema::Object(object))) =
+                components.schemas.get(object).cloned()
             {
-                for part in &all.items {
-                    if let RefOr::T(utoipa::openapi::Schema::Object(o)) = part {
-                        view.properties.extend(o.properties.clone());
-                        view.required.extend(o.required.clone());
+                let mut view = object;
+                view.additional_properties = None;
+                if let Some(RefOr::T(utoipa::openapi::Schema::AllOf(all))) =
+                    components.schemas.get(view_name)
+                {
+                    for part in &all.items {
+                        if let RefOr::T(utoipa::openapi::Schema::Object(o)) = part {
+                            view.properties.extend(o.properties.clone());
+                            view.required.extend(o.required.clone());
+                        }
                     }
                 }
+                components.schemas.insert(
+                    view_name.into(),
+                    RefOr::T(utoipa::openapi::Schema::Object(view)),
+                );
             }
-            components.schemas.insert(
-                "BackendView".into(),
-                RefOr::T(utoipa::openapi::Schema::Object(view)),
-            );
         }
     }
 }
@@ -111,6 +114,7 @@ impl Modify for BearerAuth {
         certificates::create_certificate, certificates::put_certificate,
         certificates::delete_certificate,
         snapshots::list_snapshots, snapshots::get_snapshot, history::diff, history::rollback,
+        delivery::version_nodes,
         nodes::list_nodes, events::list_events, live::live, series::get_series,
     ),
     components(schemas(
@@ -118,8 +122,10 @@ impl Modify for BearerAuth {
         doc::BindTls, doc::BindHttp2, doc::StickTable, doc::Acl, doc::HttpRule, doc::UseBackend, doc::Backend,
         doc::Cookie, doc::HealthCheck, doc::Server, doc::ServerCheck, doc::FieldError,
         error::ErrorBody, config::WriteResult, objects::BackendView, objects::ServerLive,
+        objects::FrontendView, objects::Delivery,
         objects::ServerOnNode, objects::StateChange, certificates::CertificateUpload,
         certificates::CertificateView, events::EventView, history::DiffView, history::Change,
+        delivery::VersionNodes, delivery::RejectedBy,
         live::TickView, series::SeriesView, series::SeriesColumn,
         snapshots::SnapshotSummary, snapshots::SnapshotDetail,
     )),

@@ -76,11 +76,7 @@ pub async fn get_snapshot(
     State(state): State<AppState>,
     version: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<SnapshotDetail>, ApiError> {
-    let Path(version) = version.map_err(|e| ApiError::BadRequest {
-        code: "invalid_path",
-        field: "version".into(),
-        message: e.body_text(),
-    })?;
+    let version = super::path_version(version)?;
     let (row, document) = document_at(&state, version).await?;
     Ok(Json(SnapshotDetail {
         version: row.version,

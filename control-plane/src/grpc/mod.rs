@@ -26,7 +26,7 @@ use crate::events;
 use crate::series::Series;
 use crate::snapshot::Published;
 use crate::store::Store;
-use registry::Registry;
+use registry::{Registry, Reply};
 use wire::ControlStream;
 
 /// Every committed version, newest last (`ConfigService::subscribe`).
@@ -132,9 +132,15 @@ impl FleetService {
                 tracing::error!(error = %e, "recording node hello");
                 Status::internal("could not record the node")
             })?;
-        let session = self
-            .registry
-            .connect(&hello.node_id, hello.applied_version, now);
+        let digest = crate::snapshot::hex(&hello.applied_digest);
+        if let Err(e) = self.store.record_node_digest(&hello.node_id, &digest).await {
+            tracing::warn!(error = %e, "recording the node's digest");
+        }
+        let session = self.registry.connect(
+            &hello.node_id,
+            (hello.applied_version, hello.applied_digest.clone()),
+            now,
+        );
         tracing::info!(node = %hello.node_id, applied = hello.applied_version, "node connected");
         let mut connected = events::event(
             "node_connected",
@@ -247,10 +253,23 @@ impl NodeSession {
         let store = &self.store;
         // The registry first (the fleet view is current at once), then the store.
         let result = match m.msg {
-            Some(node_message::Msg::Ack(pb::Ack { version })) => {
+            Some(node_message::Msg::Ack(pb::Ack { version, digest })) => {
                 tracing::info!(node = %self.node_id, version, "node applied snapshot");
-                self.registry
-                    .record_reply(&self.node_id, self.session, version, None, now);
+                self.registry.record_reply(
+                    &self.node_id,
+                    self.session,
+                    Reply::Ack {
+                        version,
+                        digest: &digest,
+                    },
+                    now,
+                );
+                if let Err(e) = store
+                    .record_node_digest(&self.node_id, &crate::snapshot::hex(&digest))
+                    .await
+                {
+                    tracing::warn!(node = %self.node_id, error = %e, "recording the node's digest");
+                }
                 let mut acked = events::event("version_acked", "applied");
                 acked.node = Some(self.node_id.clone());
                 acked.version = Some(version);
@@ -265,8 +284,10 @@ impl NodeSession {
                 self.registry.record_reply(
                     &self.node_id,
                     self.session,
-                    version,
-                    Some(&reason),
+                    Reply::Nack {
+                        version,
+                        reason: &reason,
+                    },
                     now,
                 );
                 // The node's text, bounded.
@@ -320,7 +341,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
             software_version: "0.1.0".into(),
-            applied_version: 0,
+            ..Default::default()
         }
     }
 

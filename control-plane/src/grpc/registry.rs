@@ -18,19 +18,43 @@ pub struct LiveNode {
     pub applied_version: u64,
     /// The newest version the node rejected, and why.
     pub last_nack: Option<(u64, String)>,
+    /// The digest of the snapshot the node says it runs (hello, ack, stats).
+    pub applied_digest: Vec<u8>,
     pub last_seen_unix_ms: i64,
     pub stats: Option<pb::Stats>,
 }
 
-#[derive(Default)]
+/// A node's answer to a snapshot.
+#[derive(Debug, Clone, Copy)]
+pub enum Reply<'a> {
+    Ack { version: u64, digest: &'a [u8] },
+    Nack { version: u64, reason: &'a str },
+}
+
 pub struct Registry {
     next_session: AtomicU64,
     live: Mutex<HashMap<String, LiveNode>>,
+    replies: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            next_session: AtomicU64::new(0),
+            live: Mutex::default(),
+            replies: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl Registry {
     /// Registers a new stream for `node_id` and returns its session number.
-    pub fn connect(&self, node_id: &str, applied_version: u64, now_ms: i64) -> u64 {
+    pub fn connect(
+        &self,
+        node_id: &str,
+        (applied_version, applied_digest): (u64, Vec<u8>),
+        now_ms: i64,
+    ) -> u64 {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
         self.live.lock().expect("registry lock").insert(
             node_id.to_string(),
@@ -39,6 +63,7 @@ impl Registry {
                 connected_unix_ms: now_ms,
                 applied_version,
                 last_nack: None,
+                applied_digest,
                 last_seen_unix_ms: now_ms,
                 stats: None,
             },
@@ -46,23 +71,29 @@ impl Registry {
         session
     }
 
-    /// Records an ack (`nack` None) or a nack from the current stream of `node_id`.
-    pub fn record_reply(
-        &self,
-        node_id: &str,
-        session: u64,
-        version: u64,
-        nack: Option<&str>,
-        now_ms: i64,
-    ) {
+    /// Records a reply from the current stream of `node_id`: an ack (with the digest of
+    /// what the node now runs) or a nack.
+    pub fn record_reply(&self, node_id: &str, session: u64, reply: Reply<'_>, now_ms: i64) {
         let mut live = self.live.lock().expect("registry lock");
         if let Some(n) = live.get_mut(node_id).filter(|n| n.session == session) {
-            match nack {
-                None => n.applied_version = version,
-                Some(reason) => n.last_nack = Some((version, reason.to_string())),
+            match reply {
+                Reply::Ack { version, digest } => {
+                    n.applied_version = version;
+                    n.applied_digest = digest.to_vec();
+                }
+                Reply::Nack { version, reason } => {
+                    n.last_nack = Some((version, reason.to_string()));
+                }
             }
             n.last_seen_unix_ms = now_ms;
         }
+        drop(live);
+        self.replies.send_modify(|n| *n += 1);
+    }
+
+    /// Changes every time a node acks or nacks (for writes that wait until live).
+    pub fn replies(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.replies.subscribe()
     }
 
     /// Whether `session` is still the current stream of `node_id`.
@@ -80,12 +111,18 @@ impl Registry {
         if live.get(node_id).is_some_and(|n| n.session == session) {
             live.remove(node_id);
         }
+        drop(live);
+        // A node gone is one fewer to wait for.
+        self.replies.send_modify(|n| *n += 1);
     }
 
     pub fn record_stats(&self, node_id: &str, session: u64, stats: pb::Stats) {
         let mut live = self.live.lock().expect("registry lock");
         if let Some(n) = live.get_mut(node_id).filter(|n| n.session == session) {
             n.last_seen_unix_ms = stats.unix_ms.max(n.last_seen_unix_ms);
+            if !stats.applied_digest.is_empty() {
+                n.applied_digest.clone_from(&stats.applied_digest);
+            }
             n.stats = Some(stats);
         }
     }

@@ -51,10 +51,24 @@ pub struct Published {
     pub snapshot: pb::Snapshot,
     /// The `ControlMessage` that ships it, encoded once and shared by every session.
     pub message: Bytes,
+    /// SHA-256 of the encoded snapshot: what a node that applied it reports.
+    pub digest: Vec<u8>,
+}
+
+/// SHA-256 of an encoded snapshot.
+pub fn digest(encoded: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(encoded).to_vec()
+}
+
+/// A digest as the API and the store show it.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Published {
     fn new(snapshot: pb::Snapshot) -> Arc<Self> {
+        let digest = digest(&snapshot.encode_to_vec());
         let message = pb::ControlMessage {
             msg: Some(pb::control_message::Msg::Snapshot(snapshot)),
         };
@@ -65,6 +79,7 @@ impl Published {
         Arc::new(Self {
             snapshot,
             message: bytes,
+            digest,
         })
     }
 }
@@ -193,6 +208,7 @@ impl ConfigService {
         snap.version = from + 1;
         snap.created_unix_ms = unix_ms();
         let bytes = snap.encode_to_vec();
+        let digest_hex = hex(&digest(&bytes));
         let version = self
             .store
             .commit(
@@ -201,6 +217,7 @@ impl ConfigService {
                 certificates_changed,
                 &CommitInfo {
                     summary: &summary,
+                    digest: &digest_hex,
                     actor: who,
                     created_unix_ms: snap.created_unix_ms,
                 },

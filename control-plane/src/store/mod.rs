@@ -6,6 +6,7 @@
 //! document and its snapshot in one transaction whose version bump is conditional on the
 //! version the change was computed from, so two writers can never both win.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -46,6 +47,8 @@ pub struct SnapshotRow {
     pub summary: String,
     /// Who made the change ("" for changes the control plane made itself).
     pub actor: String,
+    /// SHA-256 of the encoded snapshot, hex ("" for versions from before digests).
+    pub digest: String,
     pub document: Option<String>,
     pub snapshot: Option<Vec<u8>>,
 }
@@ -61,12 +64,16 @@ pub struct NodeRow {
     pub applied_version: u64,
     pub last_nack_version: Option<u64>,
     pub last_nack_reason: Option<String>,
+    /// The digest of the snapshot the node last said it runs (hex).
+    pub applied_digest: String,
 }
 
 /// What a commit records beside the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct CommitInfo<'a> {
     pub summary: &'a str,
+    /// The snapshot's digest (hex).
+    pub digest: &'a str,
     /// Who asked for the change.
     pub actor: &'a str,
     pub created_unix_ms: i64,
@@ -203,27 +210,46 @@ impl Store {
                 current: current as u64,
             });
         }
-        sqlx::query("DELETE FROM frontends")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM backends")
-            .execute(&mut *tx)
-            .await?;
-        for (i, f) in doc.frontends.iter().enumerate() {
-            sqlx::query("INSERT INTO frontends (name, position, body) VALUES (?1, ?2, ?3)")
-                .bind(&f.name)
-                .bind(i as i64)
-                .bind(serde_json::to_string(f).expect("serializable"))
+        // Each object keeps the version it last changed in.
+        let mut before: HashMap<(String, String), (String, i64)> = HashMap::new();
+        for table in ["frontends", "backends"] {
+            let rows = sqlx::query(&format!("SELECT name, body, version FROM {table}"))
+                .fetch_all(&mut *tx)
+                .await?;
+            for r in rows {
+                before.insert((table.to_string(), r.get(0)), (r.get(1), r.get(2)));
+            }
+            sqlx::query(&format!("DELETE FROM {table}"))
                 .execute(&mut *tx)
                 .await?;
         }
-        for (i, b) in doc.backends.iter().enumerate() {
-            sqlx::query("INSERT INTO backends (name, position, body) VALUES (?1, ?2, ?3)")
-                .bind(&b.name)
-                .bind(i as i64)
-                .bind(serde_json::to_string(b).expect("serializable"))
-                .execute(&mut *tx)
-                .await?;
+        let bodies = doc
+            .frontends
+            .iter()
+            .map(|f| ("frontends", &f.name, serde_json::to_string(f)))
+            .chain(
+                doc.backends
+                    .iter()
+                    .map(|b| ("backends", &b.name, serde_json::to_string(b))),
+            );
+        let mut positions: HashMap<&str, i64> = HashMap::new();
+        for (table, name, body) in bodies {
+            let body = body.expect("serializable");
+            let position = positions.entry(table).or_default();
+            let version = match before.get(&(table.to_string(), name.clone())) {
+                Some((old, v)) if *old == body => *v,
+                _ => new_version as i64,
+            };
+            sqlx::query(&format!(
+                "INSERT INTO {table} (name, position, body, version) VALUES (?1, ?2, ?3, ?4)"
+            ))
+            .bind(name)
+            .bind(*position)
+            .bind(body)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+            *position += 1;
         }
         if certificates_changed {
             sqlx::query("DELETE FROM certificates")
@@ -243,8 +269,8 @@ impl Store {
             }
         }
         sqlx::query(
-            "INSERT INTO snapshots (version, created_unix_ms, summary, document, snapshot, actor)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO snapshots (version, created_unix_ms, summary, document, snapshot, actor, digest)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .bind(new_version as i64)
         .bind(info.created_unix_ms)
@@ -252,6 +278,7 @@ impl Store {
         .bind(serde_json::to_string(doc).expect("serializable"))
         .bind(snapshot)
         .bind(info.actor)
+        .bind(info.digest)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -266,7 +293,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<SnapshotRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT version, created_unix_ms, summary, actor FROM snapshots WHERE version < ?1
+            "SELECT version, created_unix_ms, summary, actor, digest FROM snapshots WHERE version < ?1
              ORDER BY version DESC LIMIT ?2",
         )
         .bind(before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64))
@@ -280,6 +307,7 @@ impl Store {
                 created_unix_ms: r.get(1),
                 summary: r.get(2),
                 actor: r.get(3),
+                digest: r.get(4),
                 document: None,
                 snapshot: None,
             })
@@ -304,7 +332,7 @@ impl Store {
     /// retention dropped them).
     pub async fn get_snapshot(&self, version: u64) -> Result<SnapshotRow, StoreError> {
         let r = sqlx::query(
-            "SELECT version, created_unix_ms, summary, document, snapshot, actor FROM snapshots WHERE version = ?1",
+            "SELECT version, created_unix_ms, summary, document, snapshot, actor, digest FROM snapshots WHERE version = ?1",
         )
         .bind(version as i64)
         .fetch_optional(&self.pool)
@@ -315,6 +343,7 @@ impl Store {
             created_unix_ms: r.get(1),
             summary: r.get(2),
             actor: r.get(5),
+            digest: r.get(6),
             document: Some(r.get(3)),
             snapshot: Some(r.get(4)),
         })
@@ -413,10 +442,45 @@ impl Store {
         Ok(())
     }
 
+    /// The digest of version `version` (hex), if it is stored.
+    pub async fn snapshot_digest(&self, version: u64) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT digest FROM snapshots WHERE version = ?1")
+                .bind(version as i64)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Records the digest of the snapshot a node says it runs.
+    pub async fn record_node_digest(&self, node_id: &str, digest: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET applied_digest = ?2 WHERE node_id = ?1")
+            .bind(node_id)
+            .bind(digest)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The version each frontend and backend last changed in, by (`frontends` or
+    /// `backends`, name).
+    pub async fn object_versions(&self) -> Result<HashMap<(String, String), u64>, StoreError> {
+        let mut out = HashMap::new();
+        for table in ["frontends", "backends"] {
+            let rows = sqlx::query(&format!("SELECT name, version FROM {table}"))
+                .fetch_all(&self.pool)
+                .await?;
+            for r in rows {
+                out.insert((table.to_string(), r.get(0)), r.get::<i64, _>(1) as u64);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn list_nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT node_id, labels, software_version, first_seen_ms, last_seen_ms, applied_version,
-                    last_nack_version, last_nack_reason FROM nodes ORDER BY node_id",
+                    last_nack_version, last_nack_reason, applied_digest FROM nodes ORDER BY node_id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -431,6 +495,7 @@ impl Store {
                 applied_version: r.get::<i64, _>(5) as u64,
                 last_nack_version: r.get::<Option<i64>, _>(6).map(|v| v as u64),
                 last_nack_reason: r.get(7),
+                applied_digest: r.get(8),
             })
             .collect())
     }
@@ -441,6 +506,7 @@ mod tests {
     fn info(summary: &str, created_unix_ms: i64) -> CommitInfo<'_> {
         CommitInfo {
             summary,
+            digest: "",
             actor: "test",
             created_unix_ms,
         }

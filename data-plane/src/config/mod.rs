@@ -47,6 +47,10 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct Plan {
     pub version: u64,
+    /// SHA-256 of the snapshot this plan was compiled from, as decoded here and encoded
+    /// again: what the node runs, reported with every ack and stats (drift detection).
+    /// Empty for the empty plan.
+    pub digest: Vec<u8>,
     pub binds: HashMap<SocketAddr, Arc<BindPlan>>,
     pub frontends: Vec<Arc<FrontendPlan>>,
     pub backends: Vec<Arc<BackendPlan>>,
@@ -57,6 +61,7 @@ impl Plan {
     pub fn empty() -> Self {
         Plan {
             version: 0,
+            digest: Vec::new(),
             binds: HashMap::new(),
             frontends: Vec::new(),
             backends: Vec::new(),

@@ -56,7 +56,8 @@ fn apply(
             if let Some(cache) = cfg.cache.clone() {
                 save(cache, snap);
             }
-            (node_message::Msg::Ack(pb::Ack { version }), None)
+            let digest = node.plan.load().digest.clone();
+            (node_message::Msg::Ack(pb::Ack { version, digest }), None)
         }
         Err(error) => {
             let transient = error.is_transient();
@@ -151,6 +152,7 @@ async fn session(cfg: &ControlConfig, node: &Arc<Node>) -> SessionEnd {
         labels: cfg.labels.clone(),
         software_version: env!("CARGO_PKG_VERSION").to_string(),
         applied_version: node.applied_version(),
+        applied_digest: node.plan.load().digest.clone(),
     };
     let _ = tx
         .send(NodeMessage {

@@ -81,5 +81,6 @@ pub fn report(plan: &Plan, unix_ms: i64) -> pb::Stats {
         frontends,
         backends,
         started_unix_ms: crate::clock::started_unix_ms(),
+        applied_digest: plan.digest.clone(),
     }
 }

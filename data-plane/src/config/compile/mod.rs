@@ -123,6 +123,14 @@ fn status(code: u32) -> Result<http::StatusCode, PlanError> {
         .ok_or(PlanError::Status(code))
 }
 
+/// SHA-256 of `snap` encoded again from what was decoded (fields this node does not
+/// know are not in it: a node too old for a snapshot shows as drift).
+pub fn digest(snap: &pb::Snapshot) -> Vec<u8> {
+    use prost::Message as _;
+    use sha2::Digest as _;
+    sha2::Sha256::digest(snap.encode_to_vec()).to_vec()
+}
+
 impl Plan {
     /// Compiles a snapshot, taking the counters and stick tables of its objects from
     /// `registry` (so they carry over from the previous plan). Errors say which object
@@ -161,6 +169,7 @@ impl Plan {
         }
         Ok(Plan {
             version: snap.version,
+            digest: digest(snap),
             binds,
             frontends,
             backends,
