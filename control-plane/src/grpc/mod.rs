@@ -25,7 +25,7 @@ use crate::config::compile::valid_name;
 use crate::events;
 use crate::series::Series;
 use crate::snapshot::Published;
-use crate::store::Store;
+use crate::store::{NodeReply, Store};
 use registry::{Registry, Reply};
 use wire::ControlStream;
 
@@ -264,18 +264,19 @@ impl NodeSession {
                     },
                     now,
                 );
-                if let Err(e) = store
-                    .record_node_digest(&self.node_id, &crate::snapshot::hex(&digest))
-                    .await
-                {
-                    tracing::warn!(node = %self.node_id, error = %e, "recording the node's digest");
-                }
                 let mut acked = events::event("version_acked", "applied");
                 acked.node = Some(self.node_id.clone());
                 acked.version = Some(version);
                 events::record(store, acked).await;
                 store
-                    .record_node_reply(&self.node_id, version, None, now)
+                    .record_node_reply(
+                        &self.node_id,
+                        version,
+                        NodeReply::Ack {
+                            digest_hex: &crate::snapshot::hex(&digest),
+                        },
+                        now,
+                    )
                     .await
             }
             Some(node_message::Msg::Nack(pb::Nack { version, reason })) => {
@@ -299,7 +300,12 @@ impl NodeSession {
                 nacked.version = Some(version);
                 events::record(store, nacked).await;
                 store
-                    .record_node_reply(&self.node_id, version, Some(&reason), now)
+                    .record_node_reply(
+                        &self.node_id,
+                        version,
+                        NodeReply::Nack { reason: &reason },
+                        now,
+                    )
                     .await
             }
             // Stats only update the live view; the store learns the last-seen time when

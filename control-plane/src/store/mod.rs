@@ -68,6 +68,18 @@ pub struct NodeRow {
     pub applied_digest: String,
 }
 
+/// A node's answer to a version, as recorded.
+#[derive(Debug, Clone, Copy)]
+pub enum NodeReply<'a> {
+    /// Applied; the digest (hex) of what the node now runs.
+    Ack {
+        digest_hex: &'a str,
+    },
+    Nack {
+        reason: &'a str,
+    },
+}
+
 /// What a commit records beside the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct CommitInfo<'a> {
@@ -410,17 +422,19 @@ impl Store {
         &self,
         node_id: &str,
         version: u64,
-        nack_reason: Option<&str>,
+        reply: NodeReply<'_>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let q = match nack_reason {
-            None => sqlx::query(
-                "UPDATE nodes SET applied_version = ?2, last_seen_ms = ?3 WHERE node_id = ?1",
+        let q = match reply {
+            NodeReply::Ack { digest_hex } => sqlx::query(
+                "UPDATE nodes SET applied_version = ?2, last_seen_ms = ?3, applied_digest = ?4
+                 WHERE node_id = ?1",
             )
             .bind(node_id)
             .bind(version as i64)
-            .bind(now_ms),
-            Some(reason) => sqlx::query(
+            .bind(now_ms)
+            .bind(digest_hex),
+            NodeReply::Nack { reason } => sqlx::query(
                 "UPDATE nodes SET last_nack_version = ?2, last_seen_ms = ?3, last_nack_reason = ?4
                  WHERE node_id = ?1",
             )
