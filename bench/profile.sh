@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Profiles the node under one workload: `bench/profile.sh handshake|echo|latency` → perf report
+# Profiles the node under one workload: `bench/profile.sh handshake|echo|h2echo|latency` → perf report
 # (`SORT=dso` for the kernel / node / libc split); `bench/profile.sh idle` → what holds
 # the heap with 9,000 idle tunnels open, by call site (heaptrack, on a node built with
 # the system allocator so heaptrack sees every allocation).
@@ -85,6 +85,7 @@ perf stat -e raw_syscalls:sys_enter -x, -o "$T/syscalls" -p "$NODE" -- sleep 6 >
 STAT=$!
 case $WL in
   handshake) taskset -c 1 "$B/sluice-bench" handshake --target 127.0.0.1:$PORT --seconds 5 --pid "proxy=$NODE" | tee "$T/result" ;;
+  h2echo) taskset -c 1 "$B/sluice-bench" h2-echo --target 127.0.0.1:$PORT --seconds 5 --conns 10 --per-conn 10 --size 64 --pid "proxy=$NODE" | tee "$T/result" ;;
   latency) taskset -c 1 "$B/sluice-bench" latency --target 127.0.0.1:$PORT --seconds 5 --conns 100 --rate 10000 --pid "proxy=$NODE" | tee "$T/result" ;;
   *) taskset -c 1 "$B/sluice-bench" echo --target 127.0.0.1:$PORT --seconds 5 --pid "proxy=$NODE" | tee "$T/result" ;;
 esac
