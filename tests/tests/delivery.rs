@@ -193,3 +193,93 @@ async fn a_node_running_something_else_shows_as_drift() {
     assert_eq!(ids(&status["drift"]), ["odd-node"]);
     assert_eq!(api.node("node-a").await.unwrap()["drift"], false);
 }
+
+/// A fake node's stream: its `Hello` (with `features`), and what the control plane sends.
+async fn fake_node(
+    f: &Fixture,
+    id: &str,
+    features: &[&str],
+) -> (
+    tokio::sync::mpsc::Sender<NodeMessage>,
+    tonic::Streaming<sluice_proto::v1::ControlMessage>,
+) {
+    let mut client = FleetClient::connect(f.cp.node_url.clone()).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(NodeMessage {
+        msg: Some(node_message::Msg::Hello(Hello {
+            node_id: id.into(),
+            software_version: "0".into(),
+            features: features.iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", f.cp.node_token).parse().unwrap(),
+    );
+    (tx, client.session(request).await.unwrap().into_inner())
+}
+
+#[tokio::test]
+async fn a_node_lacking_a_feature_is_not_sent_the_version_and_the_fleet_says_why() {
+    let f = Fixture::start(&["alpha"]).await;
+    let api = f.cp.api();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let r = api
+        .request(
+            "POST",
+            "/api/v1/certificates",
+            Some(&json!({ "name": "site", "cert_pem": cert.cert.pem(), "key_pem": cert.key_pair.serialize_pem() })),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    // A TLS bind offering h2 by ALPN: applying it needs HTTP/2.
+    let doc = json!({
+        "frontends": [{ "name": "web",
+            "binds": [{ "address": "127.0.0.1:0", "tls": { "certificates": ["site"], "alpn": ["h2", "http/1.1"] } }],
+            "default_backend": "app" }],
+        "backends": [{ "name": "app", "servers": [{ "name": "a1", "address": f.addr("alpha") }] }]
+    });
+    let version = f.apply(&doc).await;
+
+    // A node from before HTTP/2 announces no features: it is sent nothing.
+    let (_old_tx, mut old) = fake_node(&f, "old-node", &[]).await;
+    let sent = tokio::time::timeout(Duration::from_millis(800), old.message()).await;
+    assert!(
+        sent.is_err(),
+        "a snapshot was sent to a node without http2: {sent:?}"
+    );
+    let n = api.node("old-node").await.unwrap();
+    assert_eq!(
+        n["withheld"],
+        json!({ "version": version, "missing": ["http2"] }),
+        "{n}"
+    );
+    let events = api
+        .get("/api/v1/events?kind=version_withheld&node=old-node")
+        .await
+        .json;
+    assert_eq!(events[0]["version"], version);
+    assert!(events[0]["detail"].as_str().unwrap().contains("http2"));
+
+    // A node that has it gets the version at once.
+    let (_new_tx, mut new) = fake_node(&f, "new-node", &["http2"]).await;
+    let msg = tokio::time::timeout(WAIT, new.message())
+        .await
+        .expect("a snapshot")
+        .unwrap()
+        .unwrap();
+    let Some(sluice_proto::v1::control_message::Msg::Snapshot(s)) = msg.msg else {
+        panic!("a snapshot");
+    };
+    assert_eq!(s.version, version);
+    let n = api.node("new-node").await.unwrap();
+    assert!(n.get("withheld").is_none(), "{n}");
+    assert_eq!(n["features"], json!(["http2"]));
+    // So does this build of the node.
+    assert!(api.node("node-a").await.unwrap().get("withheld").is_none());
+}

@@ -52,6 +52,10 @@ function row(n) {
   const statusClass = { online: "ok", stale: "lag", offline: "bad" }[n.status];
   const config = [el("span", {}, "v" + n.applied_version)];
   if (n.connected && n.applied_version !== newest) config.push(el("span", { class: "lag" }, ` behind v${newest}`));
+  if (n.withheld) {
+    config.push(el("div", { class: "bad" },
+      `v${n.withheld.version} withheld: the node lacks ${n.withheld.missing.join(", ")}`));
+  }
   if (n.drift) {
     config.push(el("div", { class: "bad", title: "digest " + n.applied_digest },
       "drift: runs something other than this version"));

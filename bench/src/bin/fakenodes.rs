@@ -107,6 +107,7 @@ async fn node(a: &Args, i: usize) -> anyhow::Result<()> {
             node_id: format!("fake-{i:04}"),
             labels: HashMap::from([("zone".to_string(), format!("z{}", i % 4))]),
             software_version: "bench".into(),
+            features: vec!["http2".into()],
             ..Default::default()
         })),
     })

@@ -18,7 +18,8 @@ pub struct EventView {
     pub time: String,
     pub unix_ms: i64,
     /// `node_connected`, `node_disconnected`, `node_stale`, `version_committed`,
-    /// `version_acked`, `version_nacked`, `server_state`, `server_health`.
+    /// `version_acked`, `version_nacked`, `version_withheld`, `server_state`,
+    /// `server_health`.
     pub kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,

@@ -46,6 +46,12 @@ pub struct NodeView {
     /// The newest version the node rejected, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_nack: Option<NackView>,
+    /// The newest version not sent to the node because it lacks features the version
+    /// uses (its `Hello` did not list them): it keeps its current plan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<WithheldView>,
+    /// The snapshot features the node announced.
+    pub features: Vec<String>,
     /// Current traffic as last reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficView>,
@@ -80,6 +86,13 @@ fn rates(tick: &Tick, node: &str) -> NodeRates {
             0.0
         },
     }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WithheldView {
+    pub version: u64,
+    /// The features the version uses that the node lacks.
+    pub missing: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -242,6 +255,16 @@ pub async fn views(state: &AppState) -> Result<Vec<NodeView>, ApiError> {
                 applied_digest,
                 drift,
                 last_nack,
+                withheld: live.as_ref().and_then(|l| l.withheld.clone()).map(
+                    |(version, missing)| WithheldView {
+                        version,
+                        missing: missing.iter().map(|m| m.to_string()).collect(),
+                    },
+                ),
+                features: live
+                    .as_ref()
+                    .map(|l| l.features.clone())
+                    .unwrap_or_default(),
                 traffic: live.and_then(|l| l.stats).as_ref().map(traffic),
             }
         })

@@ -14,6 +14,7 @@ pub mod certificates;
 pub mod compile;
 pub mod document;
 pub mod duration;
+pub mod features;
 
 pub use certificates::Certificate;
 pub use compile::{compile, FieldError, Invalid};

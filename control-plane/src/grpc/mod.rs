@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::TokenDigest;
 use crate::clock::unix_ms;
 use crate::config::compile::valid_name;
+use crate::config::features;
 use crate::events;
 use crate::series::Series;
 use crate::snapshot::Published;
@@ -83,6 +84,11 @@ fn check_hello(hello: &pb::Hello) -> Result<(), Status> {
             ));
         }
     }
+    if hello.features.len() > MAX_LABELS || !hello.features.iter().all(|f| valid_name(f)) {
+        return bad(format!(
+            "features: at most {MAX_LABELS}, each 1-128 of A-Z a-z 0-9 _ - . :"
+        ));
+    }
     if !text_ok(&hello.software_version) {
         return bad(format!(
             "software_version must be at most {MAX_LABEL_VALUE} characters without control characters"
@@ -138,7 +144,11 @@ impl FleetService {
         }
         let session = self.registry.connect(
             &hello.node_id,
-            (hello.applied_version, hello.applied_digest.clone()),
+            (
+                hello.applied_version,
+                hello.applied_digest.clone(),
+                hello.features.clone(),
+            ),
             now,
         );
         tracing::info!(node = %hello.node_id, applied = hello.applied_version, "node connected");
@@ -152,6 +162,7 @@ impl FleetService {
 
         let (tx, rx) = mpsc::channel(4);
         let task = NodeSession {
+            features: hello.features.clone(),
             node_id: hello.node_id,
             session,
             snapshots: self.snapshots.clone(),
@@ -168,6 +179,8 @@ impl FleetService {
 
 struct NodeSession {
     node_id: String,
+    /// The snapshot features the node announced.
+    features: Vec<String>,
     session: u64,
     snapshots: Snapshots,
     store: Store,
@@ -196,11 +209,27 @@ impl NodeSession {
         let end = loop {
             if let Some(published) = pending.take() {
                 let version = published.snapshot.version;
-                // The version's message, encoded once for every session.
-                if tx.send(Ok(published.message.clone())).await.is_err() {
-                    break "stream closed by the node";
+                let missing = features::missing(&published.features, &self.features);
+                if missing.is_empty() {
+                    // The version's message, encoded once for every session.
+                    if tx.send(Ok(published.message.clone())).await.is_err() {
+                        break "stream closed by the node";
+                    }
+                    tracing::debug!(node = %self.node_id, version, "snapshot sent");
+                } else {
+                    // A node too old for this version keeps its plan; the fleet view and
+                    // the timeline say why.
+                    tracing::warn!(node = %self.node_id, version, ?missing, "snapshot withheld: the node lacks features it uses");
+                    let mut e = events::event(
+                        "version_withheld",
+                        format!("the node lacks {}", missing.join(", ")),
+                    );
+                    e.node = Some(self.node_id.clone());
+                    e.version = Some(version);
+                    events::record(&self.store, e).await;
                 }
-                tracing::debug!(node = %self.node_id, version, "snapshot sent");
+                self.registry
+                    .record_withheld(&self.node_id, self.session, version, missing);
             }
             tokio::select! {
                 changed = snapshots.changed() => {

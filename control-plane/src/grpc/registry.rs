@@ -20,6 +20,10 @@ pub struct LiveNode {
     pub last_nack: Option<(u64, String)>,
     /// The digest of the snapshot the node says it runs (hello, ack, stats).
     pub applied_digest: Vec<u8>,
+    /// The newest version not sent to the node, and the features it lacks for it.
+    pub withheld: Option<(u64, Vec<&'static str>)>,
+    /// The snapshot features the node announced.
+    pub features: Vec<String>,
     pub last_seen_unix_ms: i64,
     pub stats: Option<pb::Stats>,
 }
@@ -52,7 +56,7 @@ impl Registry {
     pub fn connect(
         &self,
         node_id: &str,
-        (applied_version, applied_digest): (u64, Vec<u8>),
+        (applied_version, applied_digest, features): (u64, Vec<u8>, Vec<String>),
         now_ms: i64,
     ) -> u64 {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
@@ -64,6 +68,8 @@ impl Registry {
                 applied_version,
                 last_nack: None,
                 applied_digest,
+                withheld: None,
+                features,
                 last_seen_unix_ms: now_ms,
                 stats: None,
             },
@@ -94,6 +100,21 @@ impl Registry {
     /// Changes every time a node acks or nacks (for writes that wait until live).
     pub fn replies(&self) -> tokio::sync::watch::Receiver<u64> {
         self.replies.subscribe()
+    }
+
+    /// Records that `version` was not sent to the node for lacking `missing` (empty:
+    /// the version was sent).
+    pub fn record_withheld(
+        &self,
+        node_id: &str,
+        session: u64,
+        version: u64,
+        missing: Vec<&'static str>,
+    ) {
+        let mut live = self.live.lock().expect("registry lock");
+        if let Some(n) = live.get_mut(node_id).filter(|n| n.session == session) {
+            n.withheld = (!missing.is_empty()).then_some((version, missing));
+        }
     }
 
     /// Whether `session` is still the current stream of `node_id`.

@@ -53,6 +53,8 @@ pub struct Published {
     pub message: Bytes,
     /// SHA-256 of the encoded snapshot: what a node that applied it reports.
     pub digest: Vec<u8>,
+    /// The features a node needs to apply it ([`config::features`]).
+    pub features: Vec<&'static str>,
 }
 
 /// SHA-256 of an encoded snapshot.
@@ -69,6 +71,7 @@ pub fn hex(digest: &[u8]) -> String {
 impl Published {
     fn new(snapshot: pb::Snapshot) -> Arc<Self> {
         let digest = digest(&snapshot.encode_to_vec());
+        let features = config::features::used(&snapshot);
         let message = pb::ControlMessage {
             msg: Some(pb::control_message::Msg::Snapshot(snapshot)),
         };
@@ -80,6 +83,7 @@ impl Published {
             snapshot,
             message: bytes,
             digest,
+            features,
         })
     }
 }

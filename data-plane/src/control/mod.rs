@@ -44,6 +44,9 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Applies a snapshot and says what to answer; the snapshot comes back when it failed
 /// for a cause that may pass (it is then tried again).
+/// Snapshot features this node applies (announced in its `Hello`).
+pub const FEATURES: &[&str] = &["http2"];
+
 fn apply(
     cfg: &ControlConfig,
     node: &Node,
@@ -153,6 +156,7 @@ async fn session(cfg: &ControlConfig, node: &Arc<Node>) -> SessionEnd {
         software_version: env!("CARGO_PKG_VERSION").to_string(),
         applied_version: node.applied_version(),
         applied_digest: node.plan.load().digest.clone(),
+        features: FEATURES.iter().map(|f| f.to_string()).collect(),
     };
     let _ = tx
         .send(NodeMessage {
