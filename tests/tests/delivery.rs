@@ -151,23 +151,7 @@ async fn a_node_running_something_else_shows_as_drift() {
     let api = f.cp.api();
     let version = api.version().await;
     // A node that acks the version but reports another digest (it misapplied).
-    let mut client = FleetClient::connect(f.cp.node_url.clone()).await.unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(NodeMessage {
-        msg: Some(node_message::Msg::Hello(Hello {
-            node_id: "odd-node".into(),
-            software_version: "0".into(),
-            ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
-    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", f.cp.node_token).parse().unwrap(),
-    );
-    let mut inbound = client.session(request).await.unwrap().into_inner();
+    let (tx, mut inbound) = fake_node(&f, "odd-node", &["http2"]).await;
     let snap = inbound.message().await.unwrap().unwrap();
     let Some(sluice_proto::v1::control_message::Msg::Snapshot(s)) = snap.msg else {
         panic!("a snapshot first");
