@@ -187,21 +187,22 @@ pub async fn views(state: &AppState) -> Result<Vec<NodeView>, ApiError> {
     let rows = state.store.list_nodes().await?;
     let now = unix_ms();
     let tick = state.series.latest();
-    let versions: Vec<u64> = rows
-        .iter()
-        .map(|r| {
-            state
-                .registry
-                .get(&r.node_id)
-                .map_or(r.applied_version, |l| l.applied_version)
-        })
-        .collect();
-    let digests = digests(state, versions.into_iter()).await?;
-    let views = rows
+    // A connected node's live state is newer than what the store has recorded.
+    let rows: Vec<_> = rows
         .into_iter()
         .map(|r| {
-            // A connected node's live state is newer than what the store has recorded.
             let live = state.registry.get(&r.node_id);
+            (r, live)
+        })
+        .collect();
+    let versions = rows.iter().map(|(r, live)| {
+        live.as_ref()
+            .map_or(r.applied_version, |l| l.applied_version)
+    });
+    let digests = digests(state, versions).await?;
+    let views = rows
+        .into_iter()
+        .map(|(r, live)| {
             let last_seen_ms = live
                 .as_ref()
                 .map_or(r.last_seen_ms, |l| l.last_seen_unix_ms.max(r.last_seen_ms));

@@ -232,11 +232,7 @@ pub struct Delivery {
 
 /// Where the object `(table, name)` (`frontends` or `backends`) is live.
 async fn delivery(s: &AppState, table: &str, name: &str) -> Result<Delivery, ApiError> {
-    let versions = s.store.object_versions().await?;
-    let changed_in = versions
-        .get(&(table.to_string(), name.to_string()))
-        .copied()
-        .unwrap_or(0);
+    let changed_in = s.store.object_version(table, name).await?;
     let nodes = s.registry.all();
     Ok(Delivery {
         changed_in,

@@ -255,19 +255,19 @@ impl Aggregator {
         let mut gauges: HashMap<String, Values> = HashMap::new();
         for o in objects(&node_scope, stats) {
             let d = delta(track.counters.get(&o.scope), &o.counters, how);
-            let fleet_add = |pending: &mut HashMap<String, Values>, scope: &str, v: &Values| {
+            let add_to = |pending: &mut HashMap<String, Values>, scope: &str, v: &Values| {
                 add(pending.entry(scope.to_string()).or_default(), v);
             };
-            fleet_add(&mut self.pending, &o.scope, &d);
+            add_to(&mut self.pending, &o.scope, &d);
             add(gauges.entry(o.scope.clone()).or_default(), &o.gauges);
             for (scope, mask) in &o.into {
-                fleet_add(&mut self.pending, scope, &mask.apply(&d));
+                add_to(&mut self.pending, scope, &mask.apply(&d));
                 add(
                     gauges.entry(scope.clone()).or_default(),
                     &mask.apply(&o.gauges),
                 );
                 if *scope == node_scope {
-                    fleet_add(&mut self.pending, "fleet", &mask.apply(&d));
+                    add_to(&mut self.pending, "fleet", &mask.apply(&d));
                 }
             }
             counters.insert(o.scope, o.counters);

@@ -69,8 +69,9 @@ pub fn hex(digest: &[u8]) -> String {
 }
 
 impl Published {
-    fn new(snapshot: pb::Snapshot) -> Arc<Self> {
-        let digest = digest(&snapshot.encode_to_vec());
+    /// `encoded`: the snapshot's own encoding, as committed (its digest is taken from it).
+    fn new(snapshot: pb::Snapshot, encoded: &[u8]) -> Arc<Self> {
+        let digest = digest(encoded);
         let features = config::features::used(&snapshot);
         let message = pb::ControlMessage {
             msg: Some(pb::control_message::Msg::Snapshot(snapshot)),
@@ -121,7 +122,7 @@ impl ConfigService {
             let snap = pb::Snapshot::decode(bytes.as_slice()).map_err(|e| {
                 ChangeError::Conflict(format!("stored snapshot {version} does not decode: {e}"))
             })?;
-            service.tx.send_replace(Published::new(snap));
+            service.tx.send_replace(Published::new(snap, &bytes));
         }
         Ok(service)
     }
@@ -233,7 +234,7 @@ impl ConfigService {
                 e => e.into(),
             })?;
         tracing::info!(version, %summary, "committed configuration");
-        self.tx.send_replace(Published::new(snap));
+        self.tx.send_replace(Published::new(snap, &bytes));
         let mut committed = events::event("version_committed", summary);
         committed.version = Some(version);
         committed.actor = (!who.is_empty()).then(|| who.to_string());

@@ -476,19 +476,20 @@ impl Store {
         Ok(())
     }
 
-    /// The version each frontend and backend last changed in, by (`frontends` or
-    /// `backends`, name).
-    pub async fn object_versions(&self) -> Result<HashMap<(String, String), u64>, StoreError> {
-        let mut out = HashMap::new();
-        for table in ["frontends", "backends"] {
-            let rows = sqlx::query(&format!("SELECT name, version FROM {table}"))
-                .fetch_all(&self.pool)
+    /// The version the object `name` of `table` (`frontends` or `backends`) last
+    /// changed in; 0 when there is no such object.
+    pub async fn object_version(&self, table: &str, name: &str) -> Result<u64, StoreError> {
+        let table = if table == "frontends" {
+            "frontends"
+        } else {
+            "backends"
+        };
+        let v: Option<i64> =
+            sqlx::query_scalar(&format!("SELECT version FROM {table} WHERE name = ?1"))
+                .bind(name)
+                .fetch_optional(&self.pool)
                 .await?;
-            for r in rows {
-                out.insert((table.to_string(), r.get(0)), r.get::<i64, _>(1) as u64);
-            }
-        }
-        Ok(out)
+        Ok(v.unwrap_or(0) as u64)
     }
 
     pub async fn list_nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
