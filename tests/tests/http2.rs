@@ -377,3 +377,45 @@ async fn abusive_clients_get_goaway_or_431_and_others_are_unaffected() {
     // The other connection was not affected.
     assert_eq!(bystander.get("/after", &[]).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_header_block_not_finished_within_timeout_http_request_closes_that_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = fixture(&["app-01"], |bind, addr| {
+        json!({
+            "defaults": { "timeouts": { "client": "30s", "http_request": "1s" } },
+            "frontends": [{ "name": "web", "binds": [{ "address": bind.to_string() }], "default_backend": "app" }],
+            "backends": [{ "name": "app", "servers": [{ "name": "app-01", "address": addr("app-01") }] }]
+        })
+    })
+    .await;
+    let mut bystander = H2::h2c(f.bind).await;
+    // The preface, empty SETTINGS, then a HEADERS frame without END_HEADERS whose
+    // CONTINUATION never comes: the whole connection is held by that block.
+    let mut slow = tokio::net::TcpStream::connect(f.bind).await.unwrap();
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend([0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    bytes.extend([0, 0, 1, 0x1, 0x0, 0, 0, 0, 1, 0x82]);
+    slow.write_all(&bytes).await.unwrap();
+    let started = std::time::Instant::now();
+    // The node closes it after `timeout http-request` (1 s), well before `timeout client`.
+    let mut sink = Vec::new();
+    tokio::time::timeout(WAIT, slow.read_to_end(&mut sink))
+        .await
+        .expect("the node closes a connection whose head stalls")
+        .ok();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after {waited:?}"
+    );
+    // Counted and logged as the HTTP/1.1 path's 408 is; the other connection serves on.
+    eventually(WAIT, "a 408 in the access log", || async {
+        let log = f.dp.proc.log_text();
+        log.lines()
+            .any(|l| l.contains(" 408 ") && l.contains("<BADREQ>"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(bystander.get("/after", &[]).await.status, 200);
+}

@@ -20,7 +20,7 @@ use super::io::{ClientIo, ConnState};
 use super::log;
 use super::request::{self, Arrival};
 use super::route::Client;
-use crate::config::BindPlan;
+use crate::config::{BindPlan, FrontendPlan};
 use crate::counters::{FrontendCounters, Held};
 
 /// What every request on one HTTP/1.1 client connection shares.
@@ -60,7 +60,7 @@ pub async fn serve_connection(
             {
                 let conn = new_conn(&bind, src, local, None, Arc::default());
                 // Boxed, as TLS is: an HTTP/1.1 connection's task must not carry it.
-                Box::pin(super::h2::serve(stream, conn, h2)).await
+                Box::pin(super::h2::serve(stream, conn, h2, started)).await
             }
             // The wait for the first bytes counts against `timeout http-request`.
             _ => {
@@ -93,7 +93,7 @@ async fn serve_tls(
             match bind.http2 {
                 Some(h2) if alpn.as_deref() == Some(b"h2") => {
                     let conn = new_conn(&bind, src, local, Some(alpn), Arc::default());
-                    super::h2::serve(stream, conn, h2).await
+                    super::h2::serve(stream, conn, h2, Instant::now()).await
                 }
                 _ => {
                     let due = Instant::now() + fe.http_request_timeout;
@@ -188,24 +188,36 @@ async fn serve_http<S>(
         },
     };
     if let Some((status, termination)) = refused {
-        fe.counters.count_response(status);
-        fe.counters.bad_requests.fetch_add(1, Relaxed);
-        if log::enabled() {
-            log::Entry {
-                client: src.to_string(),
-                accepted: Some(SystemTime::now()),
-                frontend: fe.name.to_string(),
-                backend: "<NOSRV>".into(),
-                server: "<NOSRV>".into(),
-                timers: [-1, -1, -1, -1, started.elapsed().as_millis() as i64],
-                status: status.as_u16(),
-                termination,
-                fe_conn: fe.counters.open_connections(),
-                request: "<BADREQ>".into(),
-                ..log::Entry::default()
-            }
-            .emit();
+        count_refused(&fe, src, started, status, termination);
+    }
+}
+
+/// A request refused before it reached the service (a malformed, oversized or late
+/// head): counted as a bad request with its status, and given an access-log line.
+pub(super) fn count_refused(
+    fe: &FrontendPlan,
+    src: SocketAddr,
+    started: Instant,
+    status: StatusCode,
+    termination: &'static str,
+) {
+    fe.counters.count_response(status);
+    fe.counters.bad_requests.fetch_add(1, Relaxed);
+    if log::enabled() {
+        log::Entry {
+            client: src.to_string(),
+            accepted: Some(SystemTime::now()),
+            frontend: fe.name.to_string(),
+            backend: "<NOSRV>".into(),
+            server: "<NOSRV>".into(),
+            timers: [-1, -1, -1, -1, started.elapsed().as_millis() as i64],
+            status: status.as_u16(),
+            termination,
+            fe_conn: fe.counters.open_connections(),
+            request: "<BADREQ>".into(),
+            ..log::Entry::default()
         }
+        .emit();
     }
 }
 

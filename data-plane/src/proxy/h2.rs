@@ -18,8 +18,11 @@
 //! Abuse limits come from the bind ([`Http2Plan`]): concurrent streams, flow-control
 //! windows, the header list size (`max_header_bytes`), and a count of streams reset
 //! before they were answered (rapid reset) past which the connection gets GOAWAY;
-//! CONTINUATION floods are refused by the `h2` crate itself. A connection with no
-//! stream in flight and no tunnel for `timeout client` is closed with GOAWAY.
+//! CONTINUATION floods are refused by the `h2` crate itself. A head (the preface, or a
+//! stream's header block) not complete within `timeout http-request` closes the
+//! connection, counted and logged as the HTTP/1.1 path's 408 is ([`super::h2watch`]). A
+//! connection with no stream in flight and no tunnel for `timeout client` is closed with
+//! GOAWAY.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering::Relaxed;
@@ -35,6 +38,7 @@ use tokio::net::TcpStream;
 
 use super::conn::Conn;
 use super::error::local_response;
+use super::h2watch::{HeadClock, HeadWatch};
 use super::request::{self, Arrival};
 use super::route::Client;
 use super::session::ConnTunnels;
@@ -144,8 +148,9 @@ pub fn stream_answer(resp: &mut Response<Body>) {
 }
 
 /// Serves HTTP/2 on an accepted connection (TLS with ALPN `h2`, or cleartext with the
-/// preface) until the client goes away or it is idle for `timeout client`.
-pub async fn serve<S>(io: S, conn: Arc<Conn>, h2: Http2Plan)
+/// preface) until the client goes away or it is idle for `timeout client`. `started`:
+/// when the wait for the client's first head began.
+pub async fn serve<S>(io: S, conn: Arc<Conn>, h2: Http2Plan, started: Instant)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -204,9 +209,15 @@ where
         .max_header_list_size(u32::try_from(fe.max_header_bytes).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(h2.max_reset_streams as usize)
         .max_local_error_reset_streams(Some(h2.max_reset_streams as usize));
+    let clock = HeadClock::new(started);
+    let io = HeadWatch::new(io, clock.clone());
     let served = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(served);
-    let mut check = tokio::time::interval(fe.client_timeout.min(Duration::from_secs(1)));
+    let period = fe
+        .client_timeout
+        .min(fe.http_request_timeout)
+        .min(Duration::from_secs(1));
+    let mut check = tokio::time::interval(period);
     let mut active = Instant::now();
     let mut closing = false;
     loop {
@@ -217,7 +228,17 @@ where
                 }
                 break;
             }
-            _ = check.tick(), if !closing => {
+            _ = check.tick() => {
+                if clock
+                    .pending_since()
+                    .is_some_and(|t| t.elapsed() >= fe.http_request_timeout)
+                {
+                    head_timed_out(&conn, started);
+                    break;
+                }
+                if closing {
+                    continue;
+                }
                 if conn.state.busy.load(Relaxed) > 0 || tunnels.open.load(Relaxed) > 0 {
                     active = Instant::now();
                 } else if active.elapsed() >= fe.client_timeout {
@@ -227,6 +248,20 @@ where
             }
         }
     }
+}
+
+/// A head the client did not finish in time: the connection is closed (no stream exists
+/// to answer 408 on), and it counts and logs as the HTTP/1.1 path's 408 does.
+fn head_timed_out(conn: &Conn, started: Instant) {
+    tracing::debug!(client = %conn.client.src, "HTTP/2 head not complete within timeout http-request");
+    let fe = &conn.client.bind.frontend;
+    super::conn::count_refused(
+        fe,
+        conn.client.src,
+        started,
+        StatusCode::REQUEST_TIMEOUT,
+        "cR--",
+    );
 }
 
 #[cfg(test)]

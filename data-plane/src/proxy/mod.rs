@@ -12,6 +12,7 @@ pub mod conn;
 pub mod drain;
 pub mod error;
 pub mod h2;
+pub mod h2watch;
 pub mod io;
 pub mod log;
 pub mod request;
