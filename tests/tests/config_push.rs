@@ -1,5 +1,6 @@
 //! REST changes reach the node: new connections follow the new routing within a second,
-//! while tunnels opened before keep their server across many further changes; idle
+//! and so does the next request of a kept-alive connection, while tunnels opened before
+//! keep their server across many further changes; idle
 //! tunnels are governed by `timeout tunnel`, not `timeout client`.
 
 use std::net::SocketAddr;
@@ -65,6 +66,44 @@ async fn routing_change_reaches_new_connections_and_spares_open_tunnels() {
     );
     // The last change (i = 19) routes to beta.
     assert_eq!(ws_whoami(bind, "/x").await, "beta");
+}
+
+#[tokio::test]
+async fn the_next_request_of_a_kept_alive_connection_follows_a_routing_change() {
+    let f = Fixture::start(&["alpha", "beta"]).await;
+    let (a, b) = (f.backend("alpha"), f.backend("beta"));
+    let api = f.cp.api();
+    let configured = any_port("127.0.0.1");
+    let backends: &[(&str, &[SocketAddr])] = &[("pool_a", &[a.addr]), ("pool_b", &[b.addr])];
+    f.apply(&simple_config(configured, backends, "pool_a"))
+        .await;
+    let bind = f.bound(configured).await;
+    // One client connection, kept alive across the change.
+    let mut conn = tokio::net::TcpStream::connect(bind).await.unwrap();
+    let ask = async |conn: &mut tokio::net::TcpStream| {
+        conn.write_all(b"GET /who HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The answer is small: read until its JSON body is complete.
+        while !got.ends_with(b"}") {
+            let n = tokio::time::timeout(WAIT, conn.read(&mut buf))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert!(n > 0, "the connection closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).to_string()
+    };
+    assert!(ask(&mut conn).await.contains("\"alpha\""));
+    let v = api
+        .put_config(&simple_config(configured, backends, "pool_b"))
+        .await;
+    api.wait_applied("node-a", v, WAIT).await;
+    let answer = ask(&mut conn).await;
+    assert!(answer.contains("\"beta\""), "{answer}");
 }
 
 #[tokio::test]

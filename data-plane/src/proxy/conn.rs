@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use super::io::{ClientIo, ConnState};
 use super::log;
 use super::request::{self, Arrival};
-use super::route::Client;
+use super::route::{Client, CurrentPlan};
 use crate::config::{BindPlan, FrontendPlan};
 use crate::counters::{FrontendCounters, Held};
 
@@ -35,11 +35,12 @@ pub struct Conn {
 }
 
 /// Serves one accepted client connection until it closes or becomes a tunnel.
-/// `current` is the frontend's connection count, taken at accept time.
+/// `current` is the frontend's connection count, taken at accept time; `plan`, where its
+/// requests find the current plan.
 pub async fn serve_connection(
     stream: TcpStream,
     src: SocketAddr,
-    bind: Arc<BindPlan>,
+    (bind, plan): (Arc<BindPlan>, CurrentPlan),
     current: Held<FrontendCounters>,
 ) {
     let started = Instant::now();
@@ -58,19 +59,19 @@ pub async fn serve_connection(
                 if h2.h2c
                     && super::h2::starts_with_preface(&stream, fe.http_request_timeout).await =>
             {
-                let conn = new_conn(&bind, src, local, None, Arc::default());
+                let conn = new_conn((&bind, plan), src, local, None, Arc::default());
                 // Boxed, as TLS is: an HTTP/1.1 connection's task must not carry it.
                 Box::pin(super::h2::serve(stream, conn, h2, started)).await
             }
             // The wait for the first bytes counts against `timeout http-request`.
             _ => {
                 let due = started + fe.http_request_timeout;
-                serve_http(stream, None, bind, src, local, (started, due)).await
+                serve_http(stream, None, (bind, plan), src, local, (started, due)).await
             }
         },
         // Boxed: a TLS connection's state is large, and must not make every plain
         // connection's task that large too (it is copied into the task at each accept).
-        Some(tls) => Box::pin(serve_tls(stream, tls, bind, src, local, started)).await,
+        Some(tls) => Box::pin(serve_tls(stream, tls, (bind, plan), src, local, started)).await,
     }
     drop(current);
     fe.counters.released.notify_waiters();
@@ -80,7 +81,7 @@ pub async fn serve_connection(
 async fn serve_tls(
     stream: TcpStream,
     tls: crate::tls::Tls,
-    bind: Arc<BindPlan>,
+    (bind, plan): (Arc<BindPlan>, CurrentPlan),
     src: SocketAddr,
     local: SocketAddr,
     started: Instant,
@@ -92,12 +93,12 @@ async fn serve_tls(
             let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
             match bind.http2 {
                 Some(h2) if alpn.as_deref() == Some(b"h2") => {
-                    let conn = new_conn(&bind, src, local, Some(alpn), Arc::default());
+                    let conn = new_conn((&bind, plan), src, local, Some(alpn), Arc::default());
                     super::h2::serve(stream, conn, h2, Instant::now()).await
                 }
                 _ => {
                     let due = Instant::now() + fe.http_request_timeout;
-                    serve_http(stream, Some(alpn), bind, src, local, (started, due)).await
+                    serve_http(stream, Some(alpn), (bind, plan), src, local, (started, due)).await
                 }
             }
         }
@@ -118,7 +119,7 @@ async fn serve_tls(
 async fn serve_http<S>(
     stream: S,
     tls: Option<Option<Vec<u8>>>,
-    bind: Arc<BindPlan>,
+    (bind, plan): (Arc<BindPlan>, CurrentPlan),
     src: SocketAddr,
     local: SocketAddr,
     (started, first_head): (Instant, Instant),
@@ -133,7 +134,7 @@ async fn serve_http<S>(
         fe.refusal_pages.clone(),
     );
     let state = io.state.clone();
-    let conn = new_conn(&bind, src, local, tls, state.clone());
+    let conn = new_conn((&bind, plan), src, local, tls, state.clone());
     let svc = service_fn(move |req| {
         let conn = conn.clone();
         async move {
@@ -224,7 +225,7 @@ pub(super) fn count_refused(
 /// What a connection's requests share. `tls`: the ALPN result when it came in over TLS;
 /// `state`: its socket wrapper's ([`ClientIo`]), or a fresh one (HTTP/2).
 fn new_conn(
-    bind: &Arc<BindPlan>,
+    (bind, plan): (&Arc<BindPlan>, CurrentPlan),
     src: SocketAddr,
     local: SocketAddr,
     tls: Option<Option<Vec<u8>>>,
@@ -234,6 +235,7 @@ fn new_conn(
         state,
         client: Client {
             bind: bind.clone(),
+            current: Some(plan),
             src,
             local,
             tracked: std::sync::Mutex::default(),
@@ -284,12 +286,17 @@ mod tests {
         };
         let plan = crate::config::Plan::compile(&snap, &Default::default()).unwrap();
         let bind = plan.binds.values().next().unwrap().clone();
+        let plan = Arc::new(arc_swap::ArcSwap::from_pointee(plan));
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let held = Held::new(bind.frontend.counters.clone(), |c: &FrontendCounters| {
             &c.current_connections
         });
-        let task = serve_connection(s, "127.0.0.1:2".parse().unwrap(), bind, held);
+        let current = CurrentPlan {
+            plan,
+            addr: bind.address,
+        };
+        let task = serve_connection(s, "127.0.0.1:2".parse().unwrap(), (bind, current), held);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 2048, "a connection task's state is {size} bytes");
     }

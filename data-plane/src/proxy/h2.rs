@@ -179,6 +179,7 @@ where
                         // as long as the tunnel).
                         let client = Client {
                             bind: conn.client.bind.clone(),
+                            current: conn.client.current.clone(),
                             src: conn.client.src,
                             local: conn.client.local,
                             tls: conn.client.tls,

@@ -195,15 +195,17 @@ async fn accept_loop(
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, src)) => {
-                    // The connection keeps the plan it was accepted under.
+                    // The connection keeps the bind it was accepted under (TLS, timeouts,
+                    // limits); each request routes by the plan current when it comes.
                     let Some(bind) = plan.load().binds.get(&addr).cloned() else {
                         continue;
                     };
+                    let current = route::CurrentPlan { plan: plan.clone(), addr };
                     // Counted from the accept, so the maxconn check above sees it at once.
                     let held = Held::new(bind.frontend.counters.clone(), |c: &FrontendCounters| {
                         &c.current_connections
                     });
-                    tokio::spawn(conn::serve_connection(stream, src, bind, held));
+                    tokio::spawn(conn::serve_connection(stream, src, (bind, current), held));
                 }
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning.

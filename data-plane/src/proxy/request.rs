@@ -96,7 +96,7 @@ pub async fn handle(
 ) -> Response<Body> {
     let _in_flight = drain::InFlight::begin();
     let started = arrival.started;
-    let fe = client.bind.frontend.clone();
+    let fe = client.bind_now().frontend.clone();
     fe.counters.total_requests.fetch_add(1, Relaxed);
     let upgrade = route::is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));

@@ -24,12 +24,24 @@ use super::error::local_response;
 use super::Body;
 use crate::config::acl::{holds, RequestCtx, Tracked};
 use crate::config::{
-    BackendPlan, BindPlan, FrontendPlan, HeaderOp, RequestAction, ResponseAction, Rule,
+    BackendPlan, BindPlan, FrontendPlan, HeaderOp, Plan, RequestAction, ResponseAction, Rule,
 };
+use arc_swap::ArcSwap;
+
+/// Where a connection's requests find the plan they run under: the node's current plan,
+/// at the bind address the connection was accepted on.
+#[derive(Clone)]
+pub struct CurrentPlan {
+    pub plan: Arc<ArcSwap<Plan>>,
+    pub addr: SocketAddr,
+}
 
 /// The client side of a connection, as rules see it; shared by its requests.
 pub struct Client {
+    /// The bind the connection was accepted under (its TLS, timeouts, HTTP/2 limits).
     pub bind: Arc<BindPlan>,
+    /// Where each request finds the current plan (none: requests keep `bind`'s).
+    pub current: Option<CurrentPlan>,
     pub src: SocketAddr,
     pub local: SocketAddr,
     /// Whether the connection came in over TLS (`ssl_fc`), and the ALPN protocol agreed.
@@ -41,6 +53,16 @@ pub struct Client {
 }
 
 impl Client {
+    /// The bind a new request runs under: the current plan's at this connection's
+    /// address, so a kept-alive connection follows configuration changes request by
+    /// request; the connection's own when the current plan no longer has that bind.
+    pub fn bind_now(&self) -> Arc<BindPlan> {
+        self.current
+            .as_ref()
+            .and_then(|c| c.plan.load().binds.get(&c.addr).cloned())
+            .unwrap_or_else(|| self.bind.clone())
+    }
+
     /// What ACLs see of a request on this connection.
     fn ctx<'a>(&'a self, parts: &'a Parts, sc: &'a Tracked) -> RequestCtx<'a> {
         RequestCtx {
