@@ -17,6 +17,7 @@ pub mod config;
 pub mod events;
 pub mod grpc;
 pub mod metrics;
+pub mod rollout;
 pub mod series;
 pub mod snapshot;
 pub mod store;

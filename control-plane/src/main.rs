@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use sluice_control_plane::series::Series;
-use sluice_control_plane::{api, app, auth, clock, grpc, snapshot::ConfigService, store::Store};
+use sluice_control_plane::{
+    api, app, auth, clock, grpc, rollout, snapshot::ConfigService, store::Store,
+};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -77,6 +79,11 @@ async fn main() -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let series = Series::new(store.clone(), clock::unix_ms());
     tokio::spawn(series.clone().run(shutdown_rx.clone()));
+    let (rollouts, controller) =
+        rollout::controller::start(config.clone(), store.clone(), registry.clone())
+            .await
+            .context("resuming rollouts")?;
+    tokio::spawn(controller.run(config.subscribe(), shutdown_rx.clone()));
 
     let api_listener = TcpListener::bind(args.api_listen)
         .await
@@ -92,11 +99,12 @@ async fn main() -> anyhow::Result<()> {
         store: store.clone(),
         registry: registry.clone(),
         series: series.clone(),
+        rollouts: rollouts.clone(),
         admin_token,
         stale_after_ms: args.node_stale_after.as_millis() as i64,
     };
     let fleet = grpc::FleetService {
-        snapshots: config.subscribe(),
+        assignments: rollouts.assignments(),
         store,
         registry,
         series,

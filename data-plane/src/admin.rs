@@ -228,6 +228,7 @@ pub fn render(node: &Node) -> String {
                 ("connect", &c.connect_errors),
                 ("timeout", &c.timeouts),
                 ("response", &c.bad_responses),
+                ("tunnel", &c.tunnel_errors),
             ] {
                 srv_errors
                     .get_or_create(&ServerErrorLabels {

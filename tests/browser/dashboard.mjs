@@ -134,6 +134,23 @@ try {
   await page.waitForFunction(() => document.querySelector("#diff-changes").textContent.includes("backends[ws].servers[ws-01].state removed"), null, { timeout: WAIT });
   await page.screenshot({ path: join(shots, "config.png"), fullPage: true });
 
+  // A staged rollout (the test sets a policy of one node, then all, and commits a
+  // change): the fleet page shows it with its stages and the nodes not reached yet;
+  // pause, then promote it to every node from the panel.
+  await step("rollout");
+  await page.click("nav a[data-page=fleet]");
+  await page.waitForFunction(() => {
+    const r = document.querySelector("#rollout");
+    return r && !r.hidden && r.dataset.state === "running" && document.querySelectorAll("#nodes [data-staged]").length === 2;
+  }, null, { timeout: WAIT });
+  await page.screenshot({ path: join(shots, "rollout.png"), fullPage: true });
+  await page.click("#rollout button[data-action=pause]");
+  await page.waitForFunction(() => document.querySelector("#rollout").dataset.state === "paused", null, { timeout: WAIT });
+  await page.click("#rollout button[data-action=promote]");
+  await page.waitForFunction(() => document.querySelector("#rollout").dataset.state === "completed"
+    && document.querySelectorAll("#nodes [data-staged]").length === 0
+    && document.querySelector("#rollout").textContent.includes("promoted by dashboard"), null, { timeout: WAIT });
+
   check(problems.length === 0, "page errors: " + problems.join("; "));
   console.log("OK");
 } catch (err) {

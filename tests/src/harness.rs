@@ -348,7 +348,8 @@ impl DataPlane {
         Self::start_with_args(dir, cp, node_id, token, &[])
     }
 
-    /// Starts a node with `extra` command-line arguments.
+    /// Starts a node with `extra` command-line arguments (`--labels` among them replaces
+    /// the default `zone=test`).
     pub fn start_with_args(
         dir: &Path,
         cp: &ControlPlane,
@@ -363,13 +364,14 @@ impl DataPlane {
             token.into(),
             "--node-id".into(),
             node_id.into(),
-            "--labels".into(),
-            "zone=test".into(),
             "--stats-interval".into(),
             "500ms".into(),
             "--admin-listen".into(),
             "127.0.0.1:0".into(),
         ];
+        if !extra.contains(&"--labels") {
+            args.extend(["--labels".to_string(), "zone=test".to_string()]);
+        }
         args.extend(extra.iter().map(|a| a.to_string()));
         let log = dir.join(format!("dp-{node_id}.log"));
         let (proc, line) = Proc::spawn(node_id, &bin("sluice-dp"), &args, log, "sluice-dp ready");
@@ -543,6 +545,18 @@ impl Api {
 
 /// A minimal config document: one frontend on `bind`, routing `/ws/...` WebSocket
 /// upgrades per path prefix and everything else to `default`.
+/// The strings of a JSON array, sorted (node ids in API answers).
+pub fn ids(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_str().unwrap_or_default().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
 pub fn simple_config(bind: SocketAddr, backends: &[(&str, &[SocketAddr])], default: &str) -> Value {
     let backends: Vec<Value> = backends
         .iter()

@@ -111,6 +111,7 @@ async fn an_operator_watches_and_acts_on_three_nodes_in_a_browser() {
     let mut stdin = script.stdin.take().unwrap();
     let mut lines = BufReader::new(script.stdout.take().unwrap()).lines();
     let mut finished = false;
+    let mut before_rollout = 0;
     let run = tokio::time::timeout(Duration::from_secs(120), async {
         while let Some(line) = lines.next_line().await.unwrap() {
             match line.as_str() {
@@ -121,6 +122,21 @@ async fn an_operator_watches_and_acts_on_three_nodes_in_a_browser() {
                         let _ = futures_util::SinkExt::close(&mut ws).await;
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
+                    stdin.write_all(b"GO\n").await.unwrap();
+                }
+                "STEP rollout" => {
+                    before_rollout = api.version().await;
+                    let policy = serde_json::json!({ "stages": [
+                        { "name": "one", "select": { "share": 33 }, "bake": "1h" },
+                        { "name": "all", "select": { "share": 100 }, "bake": "0s" }
+                    ] });
+                    let r = api
+                        .request("PUT", "/api/v1/rollout-policy", Some(&policy), None)
+                        .await;
+                    assert_eq!(r.status, 200, "{}", r.json);
+                    let mut doc = api.get("/api/v1/config").await.json;
+                    doc["defaults"]["timeouts"]["tunnel"] = serde_json::json!("2h");
+                    api.put_config(&doc).await;
                     stdin.write_all(b"GO\n").await.unwrap();
                 }
                 "OK" => finished = true,
@@ -138,9 +154,12 @@ async fn an_operator_watches_and_acts_on_three_nodes_in_a_browser() {
 
     // What the browser did is what the API says: the rollback left ws-01 without the
     // drain, pushed to all three nodes; new tunnels reach ws-01 again.
-    let newest = api.version().await;
+    let newest = before_rollout;
     assert_eq!(newest, version + 2, "the drain and the rollback");
-    let history = api.get("/api/v1/snapshots?limit=2").await.json;
+    let history = api
+        .get(&format!("/api/v1/snapshots?before={}&limit=2", newest + 1))
+        .await
+        .json;
     assert_eq!(history[0]["actor"], "dashboard");
     assert!(history[0]["summary"]
         .as_str()
@@ -158,7 +177,19 @@ async fn an_operator_watches_and_acts_on_three_nodes_in_a_browser() {
         rest.push(ws);
     }
     assert!(seen.contains("ws-01"), "{seen:?}");
-    for name in ["fleet", "traffic", "backends", "events", "config"] {
+    // The staged change was promoted from the dashboard: every node runs it.
+    let rolled = api
+        .get(&format!("/api/v1/rollouts/{}", before_rollout + 1))
+        .await
+        .json;
+    assert_eq!(rolled["state"], "completed", "{rolled}");
+    assert_eq!(rolled["reason"], "promoted by dashboard", "{rolled}");
+    for id in ["node-a", "node-b", "node-c"] {
+        api.wait_applied(id, before_rollout + 1, WAIT).await;
+    }
+    for name in [
+        "fleet", "traffic", "backends", "events", "config", "rollout",
+    ] {
         assert!(shots.join(format!("{name}.png")).exists(), "{name}.png");
     }
     drop(others);

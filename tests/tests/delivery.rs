@@ -6,22 +6,11 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use sluice_proto::v1::{fleet_client::FleetClient, node_message, Ack, Hello, NodeMessage};
-use sluice_tests::harness::{any_port, eventually, simple_config, DataPlane, Fixture};
+use sluice_tests::harness::{any_port, eventually, ids, simple_config, DataPlane, Fixture};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn ids(v: &Value) -> Vec<String> {
-    let mut out: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_string())
-        .collect();
-    out.sort();
-    out
-}
 
 #[tokio::test]
 async fn each_version_and_object_says_where_it_is_live() {

@@ -1,8 +1,9 @@
 // Fleet page: every node with its status, software, the version it runs against the
 // newest (behind and rejected versions flagged with the reason), uptime, traffic and a
-// 15-minute tunnels sparkline; summary cards over the whole fleet.
+// 15-minute tunnels sparkline; summary cards over the whole fleet; the rollout panel.
 import { api, guarded, newest, refreshVersion } from "./app.js";
 import { sparkline } from "./chart.js";
+import * as rollout from "./rollout.js";
 import { el, fillRows, fmtDuration, fmtNumber, fmtPercent, fmtRate } from "./util.js";
 
 const sparkCells = new Map();
@@ -16,6 +17,7 @@ export async function show() {
 
 export async function refresh() {
   const { body: nodes } = await api("/nodes");
+  await rollout.render(document.getElementById("rollout"), refresh);
   renderCards(nodes);
   fillRows(document.querySelector("#nodes tbody"), nodes.map(row));
   await Promise.all(nodes.filter((n) => n.connected).slice(0, 50).map(spark));
@@ -28,7 +30,7 @@ function card(label, value, cls) {
 
 function renderCards(nodes) {
   const online = nodes.filter((n) => n.status === "online").length;
-  const behind = nodes.filter((n) => n.connected && n.applied_version !== newest).length;
+  const behind = nodes.filter((n) => n.connected && n.applied_version !== n.target_version).length;
   const nacked = nodes.filter((n) => n.last_nack).length;
   const sum = (f) => nodes.reduce((a, n) => a + (f(n) || 0), 0);
   const fleet = lastTick ? lastTick.fleet : {};
@@ -51,7 +53,11 @@ function row(n) {
   const labels = Object.entries(n.labels).map(([k, v]) => k + "=" + v).join(", ");
   const statusClass = { online: "ok", stale: "lag", offline: "bad" }[n.status];
   const config = [el("span", {}, "v" + n.applied_version)];
-  if (n.connected && n.applied_version !== newest) config.push(el("span", { class: "lag" }, ` behind v${newest}`));
+  if (n.connected && n.applied_version !== n.target_version) {
+    config.push(el("span", { class: "lag" }, ` behind v${n.target_version}`));
+  } else if (n.target_version !== newest) {
+    config.push(el("span", { class: "muted", dataset: { staged: "" } }, ` staged: rollout of v${newest} not here yet`));
+  }
   if (n.withheld) {
     config.push(el("div", { class: "bad" },
       `v${n.withheld.version} withheld: the node lacks ${n.withheld.missing.join(", ")}`));
@@ -98,4 +104,8 @@ async function spark(n) {
 export function onTick(tick, current) {
   lastTick = tick;
   if (current === "fleet") guarded(refresh);
+}
+
+export function onEvent(e, current) {
+  if (current === "fleet" && (e.kind.startsWith("rollout_") || e.kind === "version_acked")) guarded(refresh);
 }

@@ -82,6 +82,7 @@ fn stats(a: &Args, node: usize, started: i64, ticks: u64) -> pb::Stats {
                         bytes_out: grow(30_000),
                         timeouts: 0,
                         bad_responses: 0,
+                        tunnel_errors: 0,
                         responses_by_class: vec![grow(2), grow(6), 0, 0, 0],
                     })
                     .collect(),

@@ -2,7 +2,8 @@
 //! rejected it, are behind, or drift from it), and `?wait=live&timeout=5s` on any write
 //! ([`wait_live`]): the answer comes once every node connected at the write has acked
 //! the new version (200), at the first nack of it (409, with the reason), or when the
-//! timeout passes (202, naming the nodes not there yet).
+//! timeout passes (202, naming the nodes not there yet). During a staged rollout only the
+//! nodes its first stage reached are waited for; the others are listed as `staged`.
 
 use std::time::Duration;
 
@@ -124,6 +125,8 @@ struct Standing {
     acked: Vec<String>,
     pending: Vec<String>,
     nacked: Vec<(String, String)>,
+    /// Nodes a staged rollout has not reached yet.
+    staged: Vec<String>,
 }
 
 fn standing(state: &AppState, targets: &[String], version: u64) -> Standing {
@@ -131,10 +134,15 @@ fn standing(state: &AppState, targets: &[String], version: u64) -> Standing {
         acked: Vec::new(),
         pending: Vec::new(),
         nacked: Vec::new(),
+        staged: Vec::new(),
     };
+    let assignment = state.rollouts.assignment();
     for id in targets {
         match state.registry.get(id) {
             Some(n) if n.applied_version >= version => s.acked.push(id.clone()),
+            Some(n) if assignment.target(id, &n.labels).snapshot.version < version => {
+                s.staged.push(id.clone());
+            }
             Some(n) => match n.last_nack.filter(|(v, _)| *v == version) {
                 Some((_, reason)) => s.nacked.push((id.clone(), reason)),
                 None => s.pending.push(id.clone()),
@@ -148,7 +156,7 @@ fn standing(state: &AppState, targets: &[String], version: u64) -> Standing {
 /// Middleware: a successful write with `?wait=live` answers once its version is live
 /// on every node connected when it was made, or says who is not there yet.
 pub async fn wait_live(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if request.method() == Method::GET {
+    if request.method() == Method::GET || request.uri().path().contains("/rollout") {
         return next.run(request).await;
     }
     let timeout = match wait_param(request.uri().query()) {
@@ -168,6 +176,14 @@ pub async fn wait_live(State(state): State<AppState>, request: Request, next: Ne
         return response;
     };
     let deadline = tokio::time::Instant::now() + timeout;
+    // Whom the version goes to first is decided by the rollout controller, just after
+    // the commit.
+    let mut assignments = state.rollouts.assignments();
+    let _ = tokio::time::timeout_at(
+        deadline,
+        assignments.wait_for(|a| a.newest.snapshot.version >= version),
+    )
+    .await;
     let (status, s) = loop {
         let s = standing(&state, &targets, version);
         if !s.nacked.is_empty() {
@@ -193,6 +209,7 @@ pub async fn wait_live(State(state): State<AppState>, request: Request, next: Ne
                 "acked": s.acked,
                 "pending": s.pending,
                 "nacked": s.nacked.iter().map(|(node, reason)| json!({ "node": node, "reason": reason })).collect::<Vec<_>>(),
+                "staged": s.staged,
             }),
         );
         if let Some((node, reason)) = s.nacked.first() {

@@ -16,6 +16,7 @@ pub mod live;
 pub mod nodes;
 pub mod objects;
 pub mod openapi;
+pub mod rollouts;
 pub mod series;
 pub mod snapshots;
 
@@ -32,6 +33,7 @@ use serde::de::DeserializeOwned;
 
 use crate::auth::TokenDigest;
 use crate::grpc::registry::Registry;
+use crate::rollout::Rollouts;
 use crate::series::Series;
 use crate::snapshot::ConfigService;
 use crate::store::Store;
@@ -46,6 +48,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Traffic history and its live feed.
     pub series: Arc<Series>,
+    /// Staged rollouts: what each node should run, records, commands.
+    pub rollouts: Rollouts,
     pub admin_token: TokenDigest,
     /// A node whose last message is older than this is shown as disconnected.
     pub stale_after_ms: i64,
@@ -96,6 +100,16 @@ pub fn router(state: AppState) -> Router {
         .route("/snapshots/{version}/nodes", get(delivery::version_nodes))
         .route("/snapshots/{version}/rollback", post(history::rollback))
         .route("/nodes", get(nodes::list_nodes))
+        .route(
+            "/rollout-policy",
+            get(rollouts::get_policy)
+                .put(rollouts::put_policy)
+                .delete(rollouts::delete_policy),
+        )
+        .route("/rollout-policy/revisions", get(rollouts::policy_revisions))
+        .route("/rollouts", get(rollouts::list_rollouts))
+        .route("/rollouts/{version}", get(rollouts::get_rollout))
+        .route("/rollouts/{version}/{action}", post(rollouts::command))
         .route("/events", get(events::list_events))
         .route("/series", get(series::get_series))
         .route("/live", get(live::live))

@@ -37,6 +37,9 @@ pub struct NodeView {
     pub last_seen: String,
     /// The snapshot version the node serves.
     pub applied_version: u64,
+    /// The version the node should run: the newest, or during a staged rollout the
+    /// previous one until the rollout reaches the node.
+    pub target_version: u64,
     /// SHA-256 (hex) of the snapshot the node says it runs, computed by the node from
     /// what it applied.
     pub applied_digest: String,
@@ -200,6 +203,7 @@ pub async fn views(state: &AppState) -> Result<Vec<NodeView>, ApiError> {
             .map_or(r.applied_version, |l| l.applied_version)
     });
     let digests = digests(state, versions).await?;
+    let assignment = state.rollouts.assignment();
     let views = rows
         .into_iter()
         .map(|(r, live)| {
@@ -241,8 +245,12 @@ pub async fn views(state: &AppState) -> Result<Vec<NodeView>, ApiError> {
             let last_nack = nack
                 .filter(|(v, _)| *v > applied_version)
                 .map(|(version, reason)| NackView { version, reason });
+            let labels: BTreeMap<String, String> =
+                serde_json::from_str(&r.labels).unwrap_or_default();
+            let target_version = assignment.target(&r.node_id, &labels).snapshot.version;
             NodeView {
-                labels: serde_json::from_str(&r.labels).unwrap_or_default(),
+                labels,
+                target_version,
                 id: r.node_id,
                 software_version: r.software_version,
                 connected,

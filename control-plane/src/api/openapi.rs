@@ -5,9 +5,11 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    certificates, config, delivery, error, events, history, live, nodes, objects, series, snapshots,
+    certificates, config, delivery, error, events, history, live, nodes, objects, rollouts, series,
+    snapshots,
 };
 use crate::config as doc;
+use crate::rollout::{gates, policy, record};
 
 /// The error answers every operation can give, documented on each: 401 without the admin
 /// token; for operations with a body or parameters, 400 for a malformed one (the field
@@ -116,6 +118,9 @@ impl Modify for BearerAuth {
         snapshots::list_snapshots, snapshots::get_snapshot, history::diff, history::rollback,
         delivery::version_nodes,
         nodes::list_nodes, events::list_events, live::live, series::get_series,
+        rollouts::get_policy, rollouts::put_policy, rollouts::delete_policy,
+        rollouts::policy_revisions, rollouts::list_rollouts, rollouts::get_rollout,
+        rollouts::command,
     ),
     components(schemas(
         doc::ConfigDocument, doc::Defaults, doc::Timeouts, doc::Frontend, doc::Bind,
@@ -128,6 +133,8 @@ impl Modify for BearerAuth {
         delivery::VersionNodes, delivery::RejectedBy,
         live::TickView, series::SeriesView, series::SeriesColumn,
         snapshots::SnapshotSummary, snapshots::SnapshotDetail,
+        rollouts::PolicyView, policy::RolloutPolicy, policy::Stage, policy::Select, policy::Gates,
+        record::Rollout, record::StageRecord, record::RolloutState, gates::GateReading,
     )),
     modifiers(&BearerAuth, &CommonErrors),
     security(("admin_token" = [])),

@@ -20,6 +20,8 @@ const TOKEN: &str = "test-admin-token";
 struct Api {
     state: AppState,
     _dir: tempfile::TempDir,
+    /// Keeps the rollout controller running.
+    _stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Api {
@@ -38,15 +40,27 @@ impl Api {
                 .await
                 .unwrap(),
         );
+        let registry = Arc::new(Registry::default());
+        let (rollouts, controller) =
+            crate::rollout::controller::start(config.clone(), store.clone(), registry.clone())
+                .await
+                .unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(controller.run(config.subscribe(), stopped));
         let state = AppState {
             config,
             series: crate::series::Series::new(store.clone(), 0),
+            rollouts,
             store,
-            registry: Arc::new(Registry::default()),
+            registry,
             admin_token: TokenDigest::of(TOKEN),
             stale_after_ms: 15_000,
         };
-        Api { state, _dir: dir }
+        Api {
+            state,
+            _dir: dir,
+            _stop: stop,
+        }
     }
 
     /// One request with the admin token; the status, the ETag and the JSON body.

@@ -1,7 +1,8 @@
 //! The `Fleet` gRPC service: one bidirectional stream per data-plane node.
 //!
-//! Authenticates the node token, takes the node's `Hello`, sends the newest snapshot and
-//! then every newer one from the write path's watch channel, and records the node's acks,
+//! Authenticates the node token, takes the node's `Hello`, sends the version the
+//! rollout's assignment gives the node (the newest, outside a staged rollout) and then
+//! each one it changes to, and records the node's acks,
 //! nacks (in the registry and the store) and stats (in the registry and the traffic
 //! history, whose health changes become events). A stream ends when the node goes away, when it is silent past
 //! the stale deadline, when a newer stream of the same node id replaces it, or at
@@ -24,17 +25,18 @@ use crate::clock::unix_ms;
 use crate::config::compile::valid_name;
 use crate::config::features;
 use crate::events;
+use crate::rollout::assign::Assignment;
+use crate::rollout::controller::labels_of;
 use crate::series::Series;
-use crate::snapshot::Published;
 use crate::store::{NodeReply, Store};
 use registry::{Registry, Reply};
 use wire::ControlStream;
 
-/// Every committed version, newest last (`ConfigService::subscribe`).
-pub type Snapshots = tokio::sync::watch::Receiver<Arc<Published>>;
+/// What each node should run, as it changes (`Rollouts::assignments`).
+pub type Assignments = tokio::sync::watch::Receiver<Arc<Assignment>>;
 
 pub struct FleetService {
-    pub snapshots: Snapshots,
+    pub assignments: Assignments,
     /// Where node hellos, replies and last-seen times are recorded.
     pub store: Store,
     pub registry: Arc<Registry>,
@@ -142,8 +144,10 @@ impl FleetService {
         if let Err(e) = self.store.record_node_digest(&hello.node_id, &digest).await {
             tracing::warn!(error = %e, "recording the node's digest");
         }
+        let labels = labels_of(&hello.labels);
         let session = self.registry.connect(
             &hello.node_id,
+            labels.clone(),
             (
                 hello.applied_version,
                 hello.applied_digest.clone(),
@@ -164,8 +168,9 @@ impl FleetService {
         let task = NodeSession {
             features: hello.features.clone(),
             node_id: hello.node_id,
+            labels,
             session,
-            snapshots: self.snapshots.clone(),
+            assignments: self.assignments.clone(),
             store: self.store.clone(),
             registry: self.registry.clone(),
             series: self.series.clone(),
@@ -179,10 +184,11 @@ impl FleetService {
 
 struct NodeSession {
     node_id: String,
+    labels: std::collections::BTreeMap<String, String>,
     /// The snapshot features the node announced.
     features: Vec<String>,
     session: u64,
-    snapshots: Snapshots,
+    assignments: Assignments,
     store: Store,
     registry: Arc<Registry>,
     series: Arc<Series>,
@@ -199,16 +205,25 @@ impl NodeSession {
         mut inbound: Streaming<NodeMessage>,
         tx: mpsc::Sender<Result<Bytes, Status>>,
     ) {
-        let mut snapshots = self.snapshots.clone();
-        let mut pending = Some(snapshots.borrow_and_update().clone());
+        let mut assignments = self.assignments.clone();
+        let (id, labels) = (self.node_id.clone(), self.labels.clone());
+        let target = move |a: &Assignment| a.target(&id, &labels).clone();
+        let mut pending = Some(target(&assignments.borrow_and_update()));
+        // The version last offered (sent or withheld): an assignment that changes for
+        // other nodes does not send it again.
+        let mut offered = None;
         let mut replaced = tokio::time::interval(Duration::from_secs(1));
         // The deadline runs from the node's last message, across the loop's other
         // wake-ups (a timeout around each read would restart with every tick).
         let silent = tokio::time::sleep(self.stale_after);
         tokio::pin!(silent);
         let end = loop {
-            if let Some(published) = pending.take() {
+            if let Some(published) = pending
+                .take()
+                .filter(|p| Some(p.snapshot.version) != offered)
+            {
                 let version = published.snapshot.version;
+                offered = Some(version);
                 let missing = features::missing(&published.features, &self.features);
                 if missing.is_empty() {
                     // The version's message, encoded once for every session.
@@ -232,11 +247,11 @@ impl NodeSession {
                     .record_withheld(&self.node_id, self.session, version, missing);
             }
             tokio::select! {
-                changed = snapshots.changed() => {
+                changed = assignments.changed() => {
                     if changed.is_err() {
                         break "control plane shutting down";
                     }
-                    pending = Some(snapshots.borrow_and_update().clone());
+                    pending = Some(target(&assignments.borrow_and_update()));
                 }
                 () = &mut silent => break SILENT,
                 msg = inbound.message() => match msg {

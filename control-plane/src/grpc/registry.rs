@@ -2,7 +2,7 @@
 //! Durable facts (first/last seen, applied version, last nack) are in the store; this
 //! holds what only matters while the process runs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -12,6 +12,8 @@ use sluice_proto::v1 as pb;
 pub struct LiveNode {
     /// Distinguishes a node's successive streams; a newer stream replaces an older one.
     pub session: u64,
+    /// The labels the node announced.
+    pub labels: BTreeMap<String, String>,
     pub connected_unix_ms: i64,
     /// The version the node serves, as of its hello or latest ack. Kept here so the fleet
     /// view converges as soon as an ack arrives, before the store has recorded it.
@@ -56,6 +58,7 @@ impl Registry {
     pub fn connect(
         &self,
         node_id: &str,
+        labels: BTreeMap<String, String>,
         (applied_version, applied_digest, features): (u64, Vec<u8>, Vec<String>),
         now_ms: i64,
     ) -> u64 {
@@ -64,6 +67,7 @@ impl Registry {
             node_id.to_string(),
             LiveNode {
                 session,
+                labels,
                 connected_unix_ms: now_ms,
                 applied_version,
                 last_nack: None,

@@ -69,6 +69,30 @@ pub fn hex(digest: &[u8]) -> String {
 }
 
 impl Published {
+    /// A stored version, as it was published.
+    pub async fn load(store: &Store, version: u64) -> Result<Arc<Self>, ChangeError> {
+        let row = store.get_snapshot(version).await?;
+        let bytes = row.snapshot.filter(|b| !b.is_empty()).ok_or_else(|| {
+            ChangeError::NotFound(format!(
+                "the snapshot of version {version} is no longer kept"
+            ))
+        })?;
+        let snap = pb::Snapshot::decode(bytes.as_slice()).map_err(|e| {
+            ChangeError::Conflict(format!("stored snapshot {version} does not decode: {e}"))
+        })?;
+        Ok(Self::new(snap, &bytes))
+    }
+
+    /// Whether two versions carry the same plan (their numbers and times aside).
+    pub fn same_plan(&self, other: &Published) -> bool {
+        let plain = |s: &pb::Snapshot| pb::Snapshot {
+            version: 0,
+            created_unix_ms: 0,
+            ..s.clone()
+        };
+        plain(&self.snapshot) == plain(&other.snapshot)
+    }
+
     /// `encoded`: the snapshot's own encoding, as committed (its digest is taken from it).
     fn new(snapshot: pb::Snapshot, encoded: &[u8]) -> Arc<Self> {
         let digest = digest(encoded);
@@ -117,12 +141,9 @@ impl ConfigService {
                 .commit(0, &config, false, "initial empty configuration".into(), "")
                 .await?;
         } else {
-            let row = service.store.get_snapshot(version).await?;
-            let bytes = row.snapshot.unwrap_or_default();
-            let snap = pb::Snapshot::decode(bytes.as_slice()).map_err(|e| {
-                ChangeError::Conflict(format!("stored snapshot {version} does not decode: {e}"))
-            })?;
-            service.tx.send_replace(Published::new(snap, &bytes));
+            service
+                .tx
+                .send_replace(Published::load(&service.store, version).await?);
         }
         Ok(service)
     }

@@ -16,8 +16,10 @@ use sqlx::Row;
 use crate::config::{Backend, Certificate, ConfigDocument, Configuration, Defaults, Frontend};
 
 mod events;
+mod rollouts;
 mod series;
 pub use events::{Event, EventFilter};
+pub use rollouts::PolicyRow;
 pub use series::SeriesRow;
 
 /// Storage failures.

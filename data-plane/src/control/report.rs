@@ -61,6 +61,7 @@ pub fn report(plan: &Plan, unix_ms: i64) -> pb::Stats {
                     bytes_out: s.counters.bytes_out.load(Relaxed),
                     timeouts: s.counters.timeouts.load(Relaxed),
                     bad_responses: s.counters.bad_responses.load(Relaxed),
+                    tunnel_errors: s.counters.tunnel_errors.load(Relaxed),
                     responses_by_class: s
                         .counters
                         .responses_by_class

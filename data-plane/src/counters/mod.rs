@@ -120,6 +120,8 @@ pub struct ServerCounters {
     /// Invalid or missing responses (502).
     pub bad_responses: AtomicU64,
     pub responses_by_class: [AtomicU64; 5],
+    /// Tunnels ended because reading from or writing to the server failed.
+    pub tunnel_errors: AtomicU64,
     /// Failed health checks.
     pub check_failures: AtomicU64,
     /// Up↔down changes decided by health checks.

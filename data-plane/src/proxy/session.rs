@@ -189,6 +189,9 @@ impl Drop for TunnelEnded {
         ctx.frontend.bytes_out.fetch_add(down, Relaxed);
         ctx.server.bytes_in.fetch_add(up, Relaxed);
         ctx.server.bytes_out.fetch_add(down, Relaxed);
+        if let Some(TunnelEnd::ServerError) = self.end {
+            ctx.server.tunnel_errors.fetch_add(1, Relaxed);
+        }
         if let Some(mut en) = ctx.log {
             en.timers[4] = en.timers[0].max(0) + self.started.elapsed().as_millis() as i64;
             en.bytes = down;
