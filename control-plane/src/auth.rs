@@ -1,4 +1,5 @@
-//! Bearer tokens for the REST API (admin token) and the node stream (node token).
+//! Bearer tokens for the REST API (admin token) and the node stream (the fleet-wide node
+//! token; bootstrap tokens and node credentials are made with [`random_token`]).
 //!
 //! Only SHA-256 digests are kept, in memory and in the store. A token given on the command
 //! line replaces the stored digest; with none given and none stored, a random token is
@@ -38,7 +39,7 @@ impl TokenDigest {
         Some(Self(out))
     }
 
-    fn to_hex(&self) -> String {
+    pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
@@ -51,6 +52,13 @@ impl TokenDigest {
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
     }
+}
+
+/// A new secret token: 32 random bytes, URL-safe base64.
+pub fn random_token() -> String {
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
 /// Returns the digest for the secret `name`, creating or replacing it as described above.
@@ -71,9 +79,7 @@ pub async fn establish(
             return Ok(d);
         }
     }
-    let mut raw = [0u8; 32];
-    rand::rng().fill_bytes(&mut raw);
-    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let token = random_token();
     let digest = TokenDigest::of(&token);
     store
         .set_secret_digest(name, &digest.to_hex(), unix_ms())

@@ -81,29 +81,41 @@ impl SnapshotCache {
 
     /// Replaces the cached snapshot with `snap`, atomically.
     pub fn save(&self, snap: &pb::Snapshot) -> Result<(), CacheError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |error| CacheError::Io { path, error }
-        };
-        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         let payload = snap.encode_to_vec();
-        let tmp = self.dir.join(format!("{FILE}.tmp"));
-        {
-            let mut file = open_private(&tmp).map_err(io(&tmp))?;
-            file.write_all(MAGIC).map_err(io(&tmp))?;
-            file.write_all(&Sha256::digest(&payload))
-                .map_err(io(&tmp))?;
-            file.write_all(&payload).map_err(io(&tmp))?;
-            file.sync_all().map_err(io(&tmp))?;
-        }
-        let path = self.path();
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        // The rename itself is durable once the directory is.
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
-        Ok(())
+        let parts: [&[u8]; 3] = [MAGIC, &Sha256::digest(&payload), &payload];
+        write_private(&self.dir, FILE, &parts)
+            .map_err(|(path, error)| CacheError::Io { path, error })
     }
+}
+
+/// Replaces `dir/name` with `parts`, atomically and durably (a temporary file synced and
+/// renamed over it, then the directory synced), readable by its owner only; on failure,
+/// the path that failed.
+pub(crate) fn write_private(
+    dir: &Path,
+    name: &str,
+    parts: &[&[u8]],
+) -> Result<(), (PathBuf, io::Error)> {
+    let at = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| (path, error)
+    };
+    fs::create_dir_all(dir).map_err(at(dir))?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut file = open_private(&tmp).map_err(at(&tmp))?;
+        for part in parts {
+            file.write_all(part).map_err(at(&tmp))?;
+        }
+        file.sync_all().map_err(at(&tmp))?;
+    }
+    let path = dir.join(name);
+    fs::rename(&tmp, &path).map_err(at(&path))?;
+    // The rename itself is durable once the directory is.
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(at(dir))?;
+    Ok(())
 }
 
 /// A new file readable and writable by its owner only (it holds private keys).

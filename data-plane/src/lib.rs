@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod counters;
+pub mod credential;
 pub mod health;
 pub mod pool;
 pub mod proxy;

@@ -33,7 +33,9 @@ struct Args {
     /// `--node-tls-cert` or the CA that issued it).
     #[arg(long, env = "SLUICE_CONTROL_PLANE_CA")]
     control_plane_ca: Option<std::path::PathBuf>,
-    /// The node token the control plane expects.
+    /// A bootstrap token (from `POST /api/v1/bootstrap-tokens`) or the control plane's
+    /// fleet-wide node token: the node enrolls with it once for a credential of its own,
+    /// kept in `--state-dir` and used from then on.
     #[arg(long, env = "SLUICE_NODE_TOKEN", hide_env_values = true)]
     token: String,
     /// This node's identity in the fleet (default: the host name).
@@ -138,6 +140,13 @@ fn main() -> anyhow::Result<()> {
     let cfg = control::ControlConfig {
         endpoint: args.control_plane.clone(),
         token: args.token.clone(),
+        credential: Arc::new(
+            sluice_data_plane::credential::Credential::load(
+                &node_id(args.node_id.clone())?,
+                args.state_dir.clone(),
+            )
+            .context("reading the kept credential")?,
+        ),
         node_id: node_id(args.node_id.clone())?,
         labels: parse_labels(&args.labels).context("parsing --labels")?,
         stats_interval: args.stats_interval,

@@ -61,7 +61,7 @@ async fn a_node_with_a_wrong_token_is_refused() {
     let mut intruder = DataPlane::start_with_token(f.dir(), cp, "intruder", "not-the-token");
     eventually(WAIT, "the refusal in the node's log", || {
         let log = intruder.proc.log_text();
-        async move { log.contains("refused this node's token").then_some(()) }
+        async move { log.contains("enrollment refused").then_some(()) }
     })
     .await;
     assert!(
@@ -76,7 +76,7 @@ async fn a_node_with_a_wrong_token_is_refused() {
         intruder.proc.is_running(),
         "it keeps retrying rather than exiting"
     );
-    assert!(cp.proc.log_text().contains("node stream refused"));
+    assert!(cp.proc.log_text().contains("enrollment refused"));
     assert!(
         !cp.proc.log_text().contains("not-the-token"),
         "tokens are never logged"

@@ -8,6 +8,7 @@
 
 pub mod certificates;
 pub mod config;
+pub mod credentials;
 pub mod delivery;
 pub mod error;
 pub mod events;
@@ -27,7 +28,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use serde::de::DeserializeOwned;
 
@@ -100,6 +101,15 @@ pub fn router(state: AppState) -> Router {
         .route("/snapshots/{version}/nodes", get(delivery::version_nodes))
         .route("/snapshots/{version}/rollback", post(history::rollback))
         .route("/nodes", get(nodes::list_nodes))
+        .route("/nodes/{id}", delete(credentials::revoke_node))
+        .route(
+            "/bootstrap-tokens",
+            get(credentials::list_bootstrap_tokens).post(credentials::create_bootstrap_token),
+        )
+        .route(
+            "/bootstrap-tokens/{id}",
+            delete(credentials::revoke_bootstrap_token),
+        )
         .route(
             "/rollout-policy",
             get(rollouts::get_policy)
@@ -146,10 +156,18 @@ async fn require_admin(
 pub fn path_version<T>(
     p: Result<axum::extract::Path<T>, axum::extract::rejection::PathRejection>,
 ) -> Result<T, ApiError> {
+    path_param(p, "version")
+}
+
+/// A path parameter that parsed, or the JSON 400 naming `field`.
+pub fn path_param<T>(
+    p: Result<axum::extract::Path<T>, axum::extract::rejection::PathRejection>,
+    field: &str,
+) -> Result<T, ApiError> {
     p.map(|axum::extract::Path(v)| v)
         .map_err(|e| ApiError::BadRequest {
             code: "invalid_path",
-            field: "version".into(),
+            field: field.into(),
             message: e.body_text(),
         })
 }

@@ -55,6 +55,11 @@ pub struct NodeView {
     pub withheld: Option<WithheldView>,
     /// The snapshot features the node announced.
     pub features: Vec<String>,
+    /// The node enrolled and has a credential of its own (else it uses the fleet token).
+    pub enrolled: bool,
+    /// When the node was revoked: its id is refused from then on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<String>,
     /// Current traffic as last reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficView>,
@@ -204,6 +209,7 @@ pub async fn views(state: &AppState) -> Result<Vec<NodeView>, ApiError> {
     });
     let digests = digests(state, versions).await?;
     let assignment = state.rollouts.assignment();
+    let credentials = state.store.node_credentials().await?;
     let views = rows
         .into_iter()
         .map(|(r, live)| {
@@ -248,7 +254,10 @@ pub async fn views(state: &AppState) -> Result<Vec<NodeView>, ApiError> {
             let labels: BTreeMap<String, String> =
                 serde_json::from_str(&r.labels).unwrap_or_default();
             let target_version = assignment.target(&r.node_id, &labels).snapshot.version;
+            let (enrolled, revoked) = credentials.get(&r.node_id).copied().unwrap_or_default();
             NodeView {
+                enrolled,
+                revoked: revoked.map(rfc3339),
                 labels,
                 target_version,
                 id: r.node_id,

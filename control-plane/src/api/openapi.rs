@@ -5,8 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    certificates, config, delivery, error, events, history, live, nodes, objects, rollouts, series,
-    snapshots,
+    certificates, config, credentials, delivery, error, events, history, live, nodes, objects,
+    rollouts, series, snapshots,
 };
 use crate::config as doc;
 use crate::rollout::{gates, policy, record};
@@ -121,6 +121,8 @@ impl Modify for BearerAuth {
         rollouts::get_policy, rollouts::put_policy, rollouts::delete_policy,
         rollouts::policy_revisions, rollouts::list_rollouts, rollouts::get_rollout,
         rollouts::command,
+        credentials::create_bootstrap_token, credentials::list_bootstrap_tokens,
+        credentials::revoke_bootstrap_token, credentials::revoke_node,
     ),
     components(schemas(
         doc::ConfigDocument, doc::Defaults, doc::Timeouts, doc::Frontend, doc::Bind,
@@ -135,6 +137,8 @@ impl Modify for BearerAuth {
         snapshots::SnapshotSummary, snapshots::SnapshotDetail,
         rollouts::PolicyView, policy::RolloutPolicy, policy::Stage, policy::Select, policy::Gates,
         record::Rollout, record::StageRecord, record::RolloutState, gates::GateReading,
+        credentials::BootstrapTokenRequest, credentials::BootstrapTokenView,
+        credentials::BootstrapTokenCreated, credentials::NodeRevoked,
     )),
     modifiers(&BearerAuth, &CommonErrors),
     security(("admin_token" = [])),

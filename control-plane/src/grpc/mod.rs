@@ -8,6 +8,7 @@
 //! the stale deadline, when a newer stream of the same node id replaces it, or at
 //! shutdown. The protocol rules are in `proto/sluice/v1/fleet.proto`.
 
+pub mod enroll;
 pub mod registry;
 pub mod wire;
 
@@ -57,7 +58,7 @@ pub const MAX_LABEL_VALUE: usize = 256;
 /// label keys follow the configuration's name rule (1-128 of `A-Z a-z 0-9 _ - . :`),
 /// label values and the software version are at most 256 characters without control
 /// characters, and there are at most 32 labels.
-fn check_hello(hello: &pb::Hello) -> Result<(), Status> {
+pub(crate) fn check_hello(hello: &pb::Hello) -> Result<(), Status> {
     let bad = |what: String| Err(Status::invalid_argument(what));
     if !valid_name(&hello.node_id) {
         return bad(format!(
@@ -106,15 +107,13 @@ impl FleetService {
         &self,
         request: Request<Streaming<NodeMessage>>,
     ) -> Result<Response<ControlStream>, Status> {
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !presented.is_some_and(|t| self.node_token.matches(t)) {
-            tracing::warn!(remote = ?request.remote_addr(), "node stream refused: bad or missing token");
-            return Err(Status::unauthenticated("invalid node token"));
-        }
+        let presented = match self.authenticate(&request).await {
+            Ok(p) => p,
+            Err(status) => {
+                tracing::warn!(remote = ?request.remote_addr(), reason = status.message(), "node stream refused");
+                return Err(status);
+            }
+        };
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
             Ok(Ok(Some(NodeMessage {
@@ -125,6 +124,10 @@ impl FleetService {
             Err(_) => return Err(Status::deadline_exceeded("no Hello within 10s")),
         };
         check_hello(&hello)?;
+        if let Err(status) = self.admit(&presented, &hello.node_id).await {
+            tracing::warn!(node = %hello.node_id, reason = status.message(), "node stream refused");
+            return Err(status);
+        }
         let now = unix_ms();
         let labels = serde_json::to_string(&hello.labels).unwrap_or_else(|_| "{}".into());
         self.store
@@ -268,6 +271,9 @@ impl NodeSession {
                     }
                 },
                 _ = replaced.tick() => {
+                    if self.registry.is_revoked(&self.node_id) {
+                        break "node revoked";
+                    }
                     if !self.registry.is_current(&self.node_id, self.session) {
                         break "replaced by a newer stream of the same node";
                     }

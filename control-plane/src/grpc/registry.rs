@@ -39,6 +39,8 @@ pub enum Reply<'a> {
 
 pub struct Registry {
     next_session: AtomicU64,
+    /// Nodes revoked while this process runs: their streams end at their next check.
+    revoked: Mutex<std::collections::HashSet<String>>,
     live: Mutex<HashMap<String, LiveNode>>,
     replies: tokio::sync::watch::Sender<u64>,
 }
@@ -47,6 +49,7 @@ impl Default for Registry {
     fn default() -> Self {
         Self {
             next_session: AtomicU64::new(0),
+            revoked: Mutex::default(),
             live: Mutex::default(),
             replies: tokio::sync::watch::channel(0).0,
         }
@@ -119,6 +122,21 @@ impl Registry {
         if let Some(n) = live.get_mut(node_id).filter(|n| n.session == session) {
             n.withheld = (!missing.is_empty()).then_some((version, missing));
         }
+    }
+
+    /// Ends the node's stream (within a second) and keeps any new one out.
+    pub fn revoke(&self, node_id: &str) {
+        self.revoked
+            .lock()
+            .expect("registry lock")
+            .insert(node_id.to_string());
+    }
+
+    pub fn is_revoked(&self, node_id: &str) -> bool {
+        self.revoked
+            .lock()
+            .expect("registry lock")
+            .contains(node_id)
     }
 
     /// Whether `session` is still the current stream of `node_id`.

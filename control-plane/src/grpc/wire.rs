@@ -1,4 +1,5 @@
-//! The `Fleet` service on the wire: the HTTP/2 route of `Fleet.Session` and its codec.
+//! The `Fleet` service on the wire: the HTTP/2 routes of `Fleet.Session` (with its codec)
+//! and `Fleet.Enroll`.
 //!
 //! Written out rather than generated so that what a node session sends is a
 //! `ControlMessage` already encoded: each version is encoded once, when it is committed
@@ -14,10 +15,10 @@ use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes};
 use futures_util::Stream;
-use sluice_proto::v1::NodeMessage;
+use sluice_proto::v1::{EnrollReply, EnrollRequest, NodeMessage};
 use tonic::body::Body;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
-use tonic::server::{Grpc, NamedService, StreamingService};
+use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
 use tonic::{Status, Streaming};
 use tonic_prost::ProstCodec;
 
@@ -72,6 +73,20 @@ impl NamedService for FleetServer {
     const NAME: &'static str = "sluice.v1.Fleet";
 }
 
+struct Enroll(Arc<FleetService>);
+
+impl UnaryService<EnrollRequest> for Enroll {
+    type Response = EnrollReply;
+    type Future = Pin<
+        Box<dyn std::future::Future<Output = Result<tonic::Response<EnrollReply>, Status>> + Send>,
+    >;
+
+    fn call(&mut self, request: tonic::Request<EnrollRequest>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { service.enroll(request).await })
+    }
+}
+
 struct Session(Arc<FleetService>);
 
 impl StreamingService<NodeMessage> for Session {
@@ -100,6 +115,16 @@ impl tower_service::Service<http::Request<Body>> for FleetServer {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if req.uri().path() == "/sluice.v1.Fleet/Enroll" {
+            let enroll = Enroll(self.0.clone());
+            return Box::pin(async move {
+                Ok(
+                    Grpc::new(ProstCodec::<EnrollReply, EnrollRequest>::default())
+                        .unary(enroll, req)
+                        .await,
+                )
+            });
+        }
         if req.uri().path() == "/sluice.v1.Fleet/Session" {
             let session = Session(self.0.clone());
             return Box::pin(async move {

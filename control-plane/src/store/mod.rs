@@ -15,9 +15,11 @@ use sqlx::Row;
 
 use crate::config::{Backend, Certificate, ConfigDocument, Configuration, Defaults, Frontend};
 
+mod credentials;
 mod events;
 mod rollouts;
 mod series;
+pub use credentials::{BootstrapRow, CredentialRow, EnrollRefusal};
 pub use events::{Event, EventFilter};
 pub use rollouts::PolicyRow;
 pub use series::SeriesRow;

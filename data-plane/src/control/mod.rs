@@ -1,4 +1,5 @@
-//! The node's side of the `Fleet` stream: connect, say hello, apply snapshots, ack or
+//! The node's side of the `Fleet` stream: enroll once (a bootstrap token for the node's
+//! own credential, [`crate::credential`]), connect, say hello, apply snapshots, ack or
 //! nack, report stats; on any break, reconnect with exponential backoff and jitter while
 //! the current plan keeps serving. Protocol rules: `proto/sluice/v1/fleet.proto`.
 
@@ -23,7 +24,10 @@ pub mod report;
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
     pub endpoint: String,
+    /// The bootstrap token (or the fleet-wide node token) to enroll with.
     pub token: String,
+    /// The node's own credential, once enrolled.
+    pub credential: Arc<crate::credential::Credential>,
     pub node_id: String,
     pub labels: HashMap<String, String>,
     pub stats_interval: Duration,
@@ -81,6 +85,53 @@ fn save(cache: SnapshotCache, snap: pb::Snapshot) {
             tracing::warn!(%error, version = snap.version, "could not keep the snapshot for the next boot");
         }
     });
+}
+
+/// The token to open the session with: the node's credential, or a new one from
+/// enrolling with the bootstrap token; a control plane without enrollment takes the
+/// bootstrap token (its fleet-wide node token) on the stream itself.
+async fn credential(
+    cfg: &ControlConfig,
+    client: &mut FleetClient<tonic::transport::Channel>,
+) -> Result<String, SessionEnd> {
+    if let Some(c) = cfg.credential.get() {
+        return Ok(c);
+    }
+    let mut request = tonic::Request::new(pb::EnrollRequest {
+        node_id: cfg.node_id.clone(),
+    });
+    match format!("Bearer {}", cfg.token).parse() {
+        Ok(v) => {
+            request.metadata_mut().insert("authorization", v);
+        }
+        Err(_) => {
+            return Err(SessionEnd::Failed(
+                "the node token is not a valid header value".into(),
+            ))
+        }
+    }
+    match client.enroll(request).await {
+        Ok(reply) => {
+            let credential = reply.into_inner().credential;
+            if let Err(e) = cfg.credential.set(credential.clone()) {
+                tracing::warn!(error = %e, "could not keep the credential for the next boot");
+            }
+            tracing::info!(node_id = %cfg.node_id, "enrolled: the node has its own credential");
+            Ok(credential)
+        }
+        Err(status) if status.code() == tonic::Code::Unimplemented => Ok(cfg.token.clone()),
+        Err(status) if status.code() == tonic::Code::PermissionDenied => {
+            tracing::error!(reason = status.message(), "this node is revoked");
+            Err(SessionEnd::Failed(format!("refused: {}", status.message())))
+        }
+        Err(status) => {
+            tracing::error!(code = ?status.code(), reason = status.message(), "enrollment refused");
+            Err(SessionEnd::Failed(format!(
+                "enrollment refused: {}",
+                status.message()
+            )))
+        }
+    }
 }
 
 /// Why a session ended.
@@ -149,6 +200,10 @@ async fn session(cfg: &ControlConfig, node: &Arc<Node>) -> SessionEnd {
     };
     let mut client = FleetClient::new(channel)
         .max_decoding_message_size(sluice_proto::MAX_CONFIG_BYTES + sluice_proto::STREAM_OVERHEAD);
+    let token = match credential(cfg, &mut client).await {
+        Ok(t) => t,
+        Err(end) => return end,
+    };
     let (tx, rx) = mpsc::channel::<NodeMessage>(16);
     let hello = pb::Hello {
         node_id: cfg.node_id.clone(),
@@ -164,7 +219,7 @@ async fn session(cfg: &ControlConfig, node: &Arc<Node>) -> SessionEnd {
         })
         .await;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    match format!("Bearer {}", cfg.token).parse() {
+    match format!("Bearer {token}").parse() {
         Ok(v) => {
             request.metadata_mut().insert("authorization", v);
         }
@@ -173,8 +228,25 @@ async fn session(cfg: &ControlConfig, node: &Arc<Node>) -> SessionEnd {
     let mut inbound = match client.session(request).await {
         Ok(r) => r.into_inner(),
         Err(status) if status.code() == tonic::Code::Unauthenticated => {
-            tracing::error!("the control plane refused this node's token");
+            if cfg.credential.get().is_some() {
+                // Voided (the node enrolled again elsewhere, or the control plane lost
+                // it): the next attempt enrolls again.
+                tracing::error!(
+                    reason = status.message(),
+                    "the control plane refused this node's credential; enrolling again"
+                );
+                cfg.credential.forget();
+            } else {
+                tracing::error!(
+                    reason = status.message(),
+                    "the control plane refused this node's token"
+                );
+            }
             return SessionEnd::Failed("unauthenticated".into());
+        }
+        Err(status) if status.code() == tonic::Code::PermissionDenied => {
+            tracing::error!(reason = status.message(), "this node is revoked");
+            return SessionEnd::Failed(format!("refused: {}", status.message()));
         }
         Err(status) => return SessionEnd::Failed(format!("session refused: {status}")),
     };
