@@ -49,18 +49,18 @@ async fn refused(node: &DataPlane, what: &str) {
     .await;
 }
 
+/// Applies one echo backend on a fresh port: the configured bind and the version.
+async fn echo_config(f: &Fixture) -> (std::net::SocketAddr, u64) {
+    let configured = any_port("127.0.0.1");
+    let doc = simple_config(configured, &[("echo", &[f.backend("echo").addr])], "echo");
+    (configured, f.cp.api().put_config(&doc).await)
+}
+
 #[tokio::test]
 async fn a_node_enrolls_once_with_a_bootstrap_token_and_keeps_its_credential() {
     let f = Fixture::start(&["echo"]).await;
     let api = f.cp.api();
-    let configured = any_port("127.0.0.1");
-    let v = api
-        .put_config(&simple_config(
-            configured,
-            &[("echo", &[f.backend("echo").addr])],
-            "echo",
-        ))
-        .await;
+    let (_, v) = echo_config(&f).await;
     let (id, token) = make_token(
         &api,
         json!({ "description": "edge rack 4", "expires_in": "1h", "uses": 1 }),
@@ -137,14 +137,7 @@ async fn a_revoked_node_is_disconnected_and_refused_while_the_others_keep_servin
     let f = Fixture::start(&["echo"]).await;
     let api = f.cp.api();
     let b = DataPlane::start(f.dir(), &f.cp, "node-b");
-    let configured = any_port("127.0.0.1");
-    let v = api
-        .put_config(&simple_config(
-            configured,
-            &[("echo", &[f.backend("echo").addr])],
-            "echo",
-        ))
-        .await;
+    let (configured, v) = echo_config(&f).await;
     api.wait_applied("node-a", v, WAIT).await;
     api.wait_applied("node-b", v, WAIT).await;
     let a_bind = f.bound(configured).await;
