@@ -21,12 +21,19 @@ fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 fi
+# The store's suite also runs on PostgreSQL: a throwaway server, stopped at the end.
+if [ -z "${SLUICE_TEST_POSTGRES:-}" ]; then
+  read -r pg_url pg_dir < <(./scripts/postgres.sh)
+  export SLUICE_TEST_POSTGRES=$pg_url
+  trap './scripts/postgres.sh stop "$pg_dir"' EXIT
+fi
+export SLUICE_REQUIRE_POSTGRES=1
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --bins --quiet
 # Every test binary runs even when one fails; the closing line totals the whole run.
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; [ -z "${pg_dir:-}" ] || ./scripts/postgres.sh stop "$pg_dir"' EXIT
 set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

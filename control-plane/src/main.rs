@@ -23,7 +23,8 @@ struct Args {
     /// gRPC listener for data-plane nodes.
     #[arg(long, env = "SLUICE_NODE_LISTEN", default_value = "127.0.0.1:7081")]
     node_listen: SocketAddr,
-    /// SQLite database file (or sqlite:// URL); created if missing.
+    /// The database: a SQLite file (or `sqlite:` URL), created if missing, or a PostgreSQL
+    /// URL (`postgres://user:password@host/db`).
     #[arg(long, env = "SLUICE_DATABASE", default_value = "sluice.db")]
     database: String,
     /// Bearer token for the REST API. Unset: the stored one, or a new one printed once.

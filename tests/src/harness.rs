@@ -276,8 +276,6 @@ impl ControlPlane {
             format!("127.0.0.1:{api_port}"),
             "--node-listen".into(),
             format!("127.0.0.1:{node_port}"),
-            "--database".into(),
-            db.display().to_string(),
             "--admin-token".into(),
             admin_token.into(),
             "--node-token".into(),
@@ -285,6 +283,10 @@ impl ControlPlane {
             "--node-stale-after".into(),
             "5s".into(),
         ];
+        // A `--database` among `extra` (PostgreSQL) replaces the SQLite file.
+        if !extra.iter().any(|a| a == "--database") {
+            args.extend(["--database".to_string(), db.display().to_string()]);
+        }
         args.extend(extra.iter().cloned());
         let log = dir.join(format!("cp-{run}.log"));
         let (proc, line) = Proc::spawn(
@@ -758,4 +760,33 @@ pub async fn fixture(
     f.apply(&make(configured, &|n| f.addr(n))).await;
     f.bind = f.bound(configured).await;
     f
+}
+
+/// A new, empty PostgreSQL database on the test server (`SLUICE_TEST_POSTGRES`, an admin
+/// URL; the test command starts one), as a URL for `sluice-cp --database`. `None` when no
+/// server is given — unless `SLUICE_REQUIRE_POSTGRES` is set, which makes that a failure.
+pub async fn postgres_database() -> Option<String> {
+    use sqlx::Executor;
+    let admin = match std::env::var("SLUICE_TEST_POSTGRES") {
+        Ok(a) if !a.is_empty() => a,
+        _ => {
+            assert!(
+                std::env::var_os("SLUICE_REQUIRE_POSTGRES").is_none(),
+                "SLUICE_REQUIRE_POSTGRES is set but SLUICE_TEST_POSTGRES names no server"
+            );
+            eprintln!("no PostgreSQL test server (SLUICE_TEST_POSTGRES): skipped");
+            return None;
+        }
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!("sluice_e2e_{:016x}", rand::random::<u64>());
+    let pool = sqlx::AnyPool::connect(&admin)
+        .await
+        .expect("the PostgreSQL test server");
+    pool.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("creating a test database");
+    pool.close().await;
+    let (base, _) = admin.rsplit_once('/').expect("a URL with a database name");
+    Some(format!("{base}/{name}"))
 }

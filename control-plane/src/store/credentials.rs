@@ -36,7 +36,7 @@ pub struct CredentialRow {
     pub revoked: bool,
 }
 
-fn bootstrap_row(r: &sqlx::sqlite::SqliteRow) -> BootstrapRow {
+fn bootstrap_row(r: &sqlx::any::AnyRow) -> BootstrapRow {
     BootstrapRow {
         id: r.get("id"),
         description: r.get("description"),
@@ -61,7 +61,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO bootstrap_tokens (id, digest, description, created_unix_ms, expires_unix_ms, uses_left, actor)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&row.id)
         .bind(digest_hex)
@@ -87,7 +87,7 @@ impl Store {
 
     pub async fn bootstrap_token(&self, id: &str) -> Result<Option<BootstrapRow>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {BOOTSTRAP_COLUMNS} FROM bootstrap_tokens WHERE id = ?1"
+            "SELECT {BOOTSTRAP_COLUMNS} FROM bootstrap_tokens WHERE id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -98,7 +98,7 @@ impl Store {
     /// Revokes a bootstrap token; false when there is no such token.
     pub async fn revoke_bootstrap_token(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE bootstrap_tokens SET revoked_unix_ms = COALESCE(revoked_unix_ms, ?2) WHERE id = ?1",
+            "UPDATE bootstrap_tokens SET revoked_unix_ms = COALESCE(revoked_unix_ms, $2) WHERE id = $1",
         )
         .bind(id)
         .bind(now_ms)
@@ -120,11 +120,12 @@ impl Store {
     ) -> Result<Result<(), EnrollRefusal>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let revoked: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT revoked_unix_ms FROM node_credentials WHERE node_id = ?1")
+            sqlx::query_scalar("SELECT revoked_unix_ms FROM node_credentials WHERE node_id = $1")
                 .bind(node_id)
                 .fetch_optional(&mut *tx)
                 .await?;
         if revoked.flatten().is_some() {
+            tx.rollback().await?;
             return Ok(Err(EnrollRefusal::Revoked));
         }
         let mut bootstrap_id = None;
@@ -132,8 +133,8 @@ impl Store {
             let id: Option<String> = sqlx::query_scalar(
                 "UPDATE bootstrap_tokens SET used = used + 1,
                      uses_left = CASE WHEN uses_left IS NULL THEN NULL ELSE uses_left - 1 END
-                 WHERE digest = ?1 AND revoked_unix_ms IS NULL
-                   AND (expires_unix_ms IS NULL OR expires_unix_ms > ?2)
+                 WHERE digest = $1 AND revoked_unix_ms IS NULL
+                   AND (expires_unix_ms IS NULL OR expires_unix_ms > $2)
                    AND (uses_left IS NULL OR uses_left > 0)
                  RETURNING id",
             )
@@ -143,13 +144,16 @@ impl Store {
             .await?;
             match id {
                 Some(id) => bootstrap_id = Some(id),
-                None => return Ok(Err(EnrollRefusal::BadToken)),
+                None => {
+                    tx.rollback().await?;
+                    return Ok(Err(EnrollRefusal::BadToken));
+                }
             }
         }
         sqlx::query(
             "INSERT INTO node_credentials (node_id, digest, issued_unix_ms, bootstrap_id)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (node_id) DO UPDATE SET digest = ?2, issued_unix_ms = ?3, bootstrap_id = ?4",
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (node_id) DO UPDATE SET digest = $2, issued_unix_ms = $3, bootstrap_id = $4",
         )
         .bind(node_id)
         .bind(credential)
@@ -164,7 +168,7 @@ impl Store {
     /// The node a credential (digest) belongs to.
     pub async fn credential(&self, digest_hex: &str) -> Result<Option<CredentialRow>, StoreError> {
         let row =
-            sqlx::query("SELECT node_id, revoked_unix_ms FROM node_credentials WHERE digest = ?1")
+            sqlx::query("SELECT node_id, revoked_unix_ms FROM node_credentials WHERE digest = $1")
                 .bind(digest_hex)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -177,7 +181,7 @@ impl Store {
     /// When `node_id` was revoked, if it was.
     pub async fn node_revoked(&self, node_id: &str) -> Result<Option<i64>, StoreError> {
         let at: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT revoked_unix_ms FROM node_credentials WHERE node_id = ?1")
+            sqlx::query_scalar("SELECT revoked_unix_ms FROM node_credentials WHERE node_id = $1")
                 .bind(node_id)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -211,8 +215,9 @@ impl Store {
     pub async fn revoke_node(&self, node_id: &str, now_ms: i64) -> Result<i64, StoreError> {
         sqlx::query(
             "INSERT INTO node_credentials (node_id, digest, issued_unix_ms, revoked_unix_ms)
-             VALUES (?1, NULL, ?2, ?2)
-             ON CONFLICT (node_id) DO UPDATE SET revoked_unix_ms = COALESCE(revoked_unix_ms, ?2)",
+             VALUES ($1, NULL, $2, $2)
+             ON CONFLICT (node_id) DO UPDATE
+                 SET revoked_unix_ms = COALESCE(node_credentials.revoked_unix_ms, $2)",
         )
         .bind(node_id)
         .bind(now_ms)

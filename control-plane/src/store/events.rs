@@ -40,9 +40,9 @@ impl Store {
     /// Appends an event (its `id` is assigned here) and announces it to
     /// [`Store::appended_events`] subscribers.
     pub async fn record_event(&self, e: &Event) -> Result<(), StoreError> {
-        let done = sqlx::query(
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO events (unix_ms, kind, node, backend, server, version, detail, actor)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(e.unix_ms)
         .bind(&e.kind)
@@ -52,12 +52,9 @@ impl Store {
         .bind(e.version.map(|v| v as i64))
         .bind(&e.detail)
         .bind(&e.actor)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        let _ = self.appended.send(Event {
-            id: done.last_insert_rowid(),
-            ..e.clone()
-        });
+        let _ = self.appended.send(Event { id, ..e.clone() });
         Ok(())
     }
 
@@ -70,10 +67,10 @@ impl Store {
     pub async fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, unix_ms, kind, node, backend, server, version, detail, actor FROM events
-             WHERE unix_ms >= ?1 AND unix_ms <= ?2 AND id < ?3
-               AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR node = ?5)
-               AND (?6 IS NULL OR backend = ?6) AND (?7 IS NULL OR server = ?7)
-             ORDER BY id DESC LIMIT ?8",
+             WHERE unix_ms >= $1 AND unix_ms <= $2 AND id < $3
+               AND ($4 IS NULL OR kind = $4) AND ($5 IS NULL OR node = $5)
+               AND ($6 IS NULL OR backend = $6) AND ($7 IS NULL OR server = $7)
+             ORDER BY id DESC LIMIT $8",
         )
         .bind(f.from_ms.unwrap_or(i64::MIN))
         .bind(f.to_ms.unwrap_or(i64::MAX))
@@ -103,7 +100,7 @@ impl Store {
 
     /// Drops events older than `before_ms`; returns how many.
     pub async fn prune_events(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM events WHERE unix_ms < ?1")
+        let done = sqlx::query("DELETE FROM events WHERE unix_ms < $1")
             .bind(before_ms)
             .execute(&self.pool)
             .await?;

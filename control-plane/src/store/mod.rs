@@ -1,5 +1,8 @@
-//! The only module that speaks SQL. SQLite through sqlx, migrations embedded from
-//! `migrations/` and applied at start, WAL journal.
+//! The only module that speaks SQL, to SQLite (the default: a file, WAL journal) or
+//! PostgreSQL (`postgres://…`), through sqlx's `Any` driver: one set of queries in the
+//! SQL both understand (`$N` parameters, `ON CONFLICT`, `RETURNING`), so both behave the
+//! same. Each database has its migrations (`migrations/sqlite/`, `migrations/postgres/`),
+//! embedded and applied at start.
 //!
 //! The configuration lives in `config_state` (version + defaults), `frontends` and
 //! `backends` (one JSON body per object, in document order). [`Store::commit`] writes a new
@@ -10,8 +13,10 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::Row;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::AnyPool;
+use sqlx::{ConnectOptions, Executor, Row};
 
 use crate::config::{Backend, Certificate, ConfigDocument, Configuration, Defaults, Frontend};
 
@@ -19,6 +24,10 @@ mod credentials;
 mod events;
 mod rollouts;
 mod series;
+#[cfg(test)]
+mod suite;
+#[cfg(test)]
+pub(crate) mod testdb;
 pub use credentials::{BootstrapRow, CredentialRow, EnrollRefusal};
 pub use events::{Event, EventFilter};
 pub use rollouts::PolicyRow;
@@ -95,9 +104,17 @@ pub struct CommitInfo<'a> {
     pub created_unix_ms: i64,
 }
 
+/// Which database a store is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Database {
+    Sqlite,
+    Postgres,
+}
+
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    database: Database,
     /// Every event as it is appended (the live feed).
     appended: tokio::sync::broadcast::Sender<Event>,
 }
@@ -108,26 +125,52 @@ fn corrupt(what: impl Into<String>) -> impl FnOnce(serde_json::Error) -> StoreEr
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url_or_path` and applies migrations.
+    /// Opens the database at `url_or_path` — `postgres://…` (or `postgresql://…`), or a
+    /// SQLite file (a path or `sqlite:` URL, created if missing) — and applies its
+    /// migrations.
     pub async fn open(url_or_path: &str) -> Result<Self, StoreError> {
-        let opts = if url_or_path.starts_with("sqlite:") {
-            SqliteConnectOptions::from_str(url_or_path)?
+        sqlx::any::install_default_drivers();
+        let postgres =
+            url_or_path.starts_with("postgres://") || url_or_path.starts_with("postgresql://");
+        let (database, url) = if postgres {
+            (Database::Postgres, url_or_path.to_string())
         } else {
-            SqliteConnectOptions::new().filename(url_or_path)
+            let sqlite = if url_or_path.starts_with("sqlite:") {
+                SqliteConnectOptions::from_str(url_or_path)?
+            } else {
+                SqliteConnectOptions::new().filename(url_or_path)
+            }
+            .create_if_missing(true);
+            (Database::Sqlite, sqlite.to_url_lossy().to_string())
+        };
+        let opts = AnyConnectOptions::from_str(&url)?;
+        let mut pool = AnyPoolOptions::new()
+            .max_connections(if postgres { 8 } else { 4 })
+            .acquire_timeout(Duration::from_secs(5));
+        if !postgres {
+            pool = pool.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON")
+                        .await?;
+                    Ok(())
+                })
+            });
         }
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .busy_timeout(Duration::from_secs(5))
-        .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
-        sqlx::migrate!("../migrations").run(&pool).await?;
+        let pool = pool.connect_with(opts).await?;
+        match database {
+            Database::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await?,
+            Database::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await?,
+        }
         Ok(Self {
             pool,
+            database,
             appended: tokio::sync::broadcast::channel(256).0,
         })
+    }
+
+    /// Which database this store is on.
+    pub fn database(&self) -> Database {
+        self.database
     }
 
     /// The current configuration version alone.
@@ -142,6 +185,13 @@ impl Store {
     /// returned is one committed version.
     pub async fn load(&self) -> Result<(u64, Configuration), StoreError> {
         let mut tx = self.pool.begin().await?;
+        if self.database == Database::Postgres {
+            // One snapshot for every statement of the transaction (the default, READ
+            // COMMITTED, takes one per statement). SQLite's transactions are that already.
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await?;
+        }
         let row = sqlx::query("SELECT version, defaults FROM config_state WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
@@ -211,7 +261,7 @@ impl Store {
         let doc = &config.document;
         let mut tx = self.pool.begin().await?;
         let bumped = sqlx::query(
-            "UPDATE config_state SET version = ?1, defaults = ?2 WHERE id = 1 AND version = ?3",
+            "UPDATE config_state SET version = $1, defaults = $2 WHERE id = 1 AND version = $3",
         )
         .bind(new_version as i64)
         .bind(serde_json::to_string(&doc.defaults).expect("serializable"))
@@ -222,6 +272,7 @@ impl Store {
             let current: i64 = sqlx::query_scalar("SELECT version FROM config_state WHERE id = 1")
                 .fetch_one(&mut *tx)
                 .await?;
+            tx.rollback().await?;
             return Err(StoreError::Conflict {
                 current: current as u64,
             });
@@ -257,7 +308,7 @@ impl Store {
                 _ => new_version as i64,
             };
             sqlx::query(&format!(
-                "INSERT INTO {table} (name, position, body, version) VALUES (?1, ?2, ?3, ?4)"
+                "INSERT INTO {table} (name, position, body, version) VALUES ($1, $2, $3, $4)"
             ))
             .bind(name)
             .bind(*position)
@@ -274,7 +325,7 @@ impl Store {
             for c in &config.certificates {
                 sqlx::query(
                     "INSERT INTO certificates (name, cert_pem, key_pem, created_unix_ms)
-                     VALUES (?1, ?2, ?3, ?4)",
+                     VALUES ($1, $2, $3, $4)",
                 )
                 .bind(&c.name)
                 .bind(&c.cert_pem)
@@ -286,7 +337,7 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO snapshots (version, created_unix_ms, summary, document, snapshot, actor, digest)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(new_version as i64)
         .bind(info.created_unix_ms)
@@ -309,8 +360,8 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<SnapshotRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT version, created_unix_ms, summary, actor, digest FROM snapshots WHERE version < ?1
-             ORDER BY version DESC LIMIT ?2",
+            "SELECT version, created_unix_ms, summary, actor, digest FROM snapshots WHERE version < $1
+             ORDER BY version DESC LIMIT $2",
         )
         .bind(before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64))
         .bind(limit as i64)
@@ -335,10 +386,11 @@ impl Store {
     /// dropped.
     pub async fn prune_history(&self, keep: u64) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "UPDATE snapshots SET document = '', snapshot = x''
-             WHERE version <= (SELECT MAX(version) FROM snapshots) - ?1 AND document != ''",
+            "UPDATE snapshots SET document = '', snapshot = $2
+             WHERE version <= (SELECT MAX(version) FROM snapshots) - $1 AND document != ''",
         )
         .bind(keep.max(1) as i64)
+        .bind(Vec::<u8>::new())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -348,7 +400,7 @@ impl Store {
     /// retention dropped them).
     pub async fn get_snapshot(&self, version: u64) -> Result<SnapshotRow, StoreError> {
         let r = sqlx::query(
-            "SELECT version, created_unix_ms, summary, document, snapshot, actor, digest FROM snapshots WHERE version = ?1",
+            "SELECT version, created_unix_ms, summary, document, snapshot, actor, digest FROM snapshots WHERE version = $1",
         )
         .bind(version as i64)
         .fetch_optional(&self.pool)
@@ -368,7 +420,7 @@ impl Store {
     /// The SHA-256 digest stored for a named secret.
     pub async fn secret_digest(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT sha256_hex FROM secrets WHERE name = ?1")
+            sqlx::query_scalar("SELECT sha256_hex FROM secrets WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?,
@@ -382,7 +434,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO secrets (name, sha256_hex, created_unix_ms) VALUES (?1, ?2, ?3)
+            "INSERT INTO secrets (name, sha256_hex, created_unix_ms) VALUES ($1, $2, $3)
              ON CONFLICT(name) DO UPDATE SET sha256_hex = excluded.sha256_hex,
                                              created_unix_ms = excluded.created_unix_ms",
         )
@@ -405,7 +457,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO nodes (node_id, labels, software_version, first_seen_ms, last_seen_ms, applied_version)
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5)
+             VALUES ($1, $2, $3, $4, $4, $5)
              ON CONFLICT(node_id) DO UPDATE SET labels = excluded.labels,
                  software_version = excluded.software_version,
                  last_seen_ms = excluded.last_seen_ms,
@@ -431,16 +483,16 @@ impl Store {
     ) -> Result<(), StoreError> {
         let q = match reply {
             NodeReply::Ack { digest_hex } => sqlx::query(
-                "UPDATE nodes SET applied_version = ?2, last_seen_ms = ?3, applied_digest = ?4
-                 WHERE node_id = ?1",
+                "UPDATE nodes SET applied_version = $2, last_seen_ms = $3, applied_digest = $4
+                 WHERE node_id = $1",
             )
             .bind(node_id)
             .bind(version as i64)
             .bind(now_ms)
             .bind(digest_hex),
             NodeReply::Nack { reason } => sqlx::query(
-                "UPDATE nodes SET last_nack_version = ?2, last_seen_ms = ?3, last_nack_reason = ?4
-                 WHERE node_id = ?1",
+                "UPDATE nodes SET last_nack_version = $2, last_seen_ms = $3, last_nack_reason = $4
+                 WHERE node_id = $1",
             )
             .bind(node_id)
             .bind(version as i64)
@@ -452,7 +504,7 @@ impl Store {
     }
 
     pub async fn touch_node(&self, node_id: &str, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE nodes SET last_seen_ms = ?2 WHERE node_id = ?1")
+        sqlx::query("UPDATE nodes SET last_seen_ms = $2 WHERE node_id = $1")
             .bind(node_id)
             .bind(now_ms)
             .execute(&self.pool)
@@ -463,7 +515,7 @@ impl Store {
     /// The digest of version `version` (hex), if it is stored.
     pub async fn snapshot_digest(&self, version: u64) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT digest FROM snapshots WHERE version = ?1")
+            sqlx::query_scalar("SELECT digest FROM snapshots WHERE version = $1")
                 .bind(version as i64)
                 .fetch_optional(&self.pool)
                 .await?,
@@ -472,7 +524,7 @@ impl Store {
 
     /// Records the digest of the snapshot a node says it runs.
     pub async fn record_node_digest(&self, node_id: &str, digest: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE nodes SET applied_digest = ?2 WHERE node_id = ?1")
+        sqlx::query("UPDATE nodes SET applied_digest = $2 WHERE node_id = $1")
             .bind(node_id)
             .bind(digest)
             .execute(&self.pool)
@@ -489,7 +541,7 @@ impl Store {
             "backends"
         };
         let v: Option<i64> =
-            sqlx::query_scalar(&format!("SELECT version FROM {table} WHERE name = ?1"))
+            sqlx::query_scalar(&format!("SELECT version FROM {table} WHERE name = $1"))
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -533,11 +585,36 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn commit_is_conditional_on_the_version() {
+    async fn a_sqlite_store_waits_for_locks_and_journals_ahead() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("t.db").to_str().unwrap())
             .await
             .unwrap();
+        assert_eq!(store.database(), Database::Sqlite);
+        for _ in 0..4 {
+            // Every connection of the pool, not just the first.
+            let mut conn = store.pool.acquire().await.unwrap();
+            let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(busy, 5000);
+            let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(journal, "wal");
+        }
+    }
+
+    #[tokio::test]
+    async fn commit_is_conditional_on_the_version() {
+        for db in testdb::each().await {
+            commit_is_conditional_on(&Store::open(&db.url).await.unwrap()).await;
+        }
+    }
+
+    async fn commit_is_conditional_on(store: &Store) {
         let (v, config) = store.load().await.unwrap();
         assert_eq!(v, 0);
         assert_eq!(
@@ -574,10 +651,13 @@ mod tests {
     /// the one committed at the version it gets with it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_read_is_one_committed_version() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("t.db").to_str().unwrap())
-            .await
-            .unwrap();
+        for db in testdb::each().await {
+            let store = Store::open(&db.url).await.unwrap();
+            every_read_is_one_committed_version_on(store, db.name).await;
+        }
+    }
+
+    async fn every_read_is_one_committed_version_on(store: Store, db: &str) {
         // Odd versions hold `a`, even ones `b`.
         let (a, b) = (named("fe-a", "be-a"), named("fe-b", "be-b"));
         let writer = {
@@ -600,10 +680,10 @@ mod tests {
                 v if v % 2 == 1 => a.clone(),
                 _ => b.clone(),
             };
-            assert_eq!(config, expected, "read at version {version}");
+            assert_eq!(config, expected, "{db}: read at version {version}");
             reads += 1;
         }
         writer.await.unwrap();
-        assert!(reads > 10, "only {reads} reads raced the writes");
+        assert!(reads > 10, "{db}: only {reads} reads raced the writes");
     }
 }

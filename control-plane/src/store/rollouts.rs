@@ -16,7 +16,7 @@ pub struct PolicyRow {
     pub actor: String,
 }
 
-fn policy_row(r: &sqlx::sqlite::SqliteRow) -> PolicyRow {
+fn policy_row(r: &sqlx::any::AnyRow) -> PolicyRow {
     PolicyRow {
         revision: r.get::<i64, _>("revision") as u64,
         body: r.get("body"),
@@ -41,9 +41,9 @@ impl Store {
     pub async fn rollout_policy_revisions(&self, limit: u32) -> Result<Vec<PolicyRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT revision, body, created_unix_ms, actor FROM rollout_policies
-             ORDER BY revision DESC LIMIT ?1",
+             ORDER BY revision DESC LIMIT $1",
         )
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(policy_row).collect())
@@ -64,13 +64,14 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
         if expected.is_some_and(|e| e != current as u64) {
+            tx.rollback().await?;
             return Err(StoreError::Conflict {
                 current: current as u64,
             });
         }
         sqlx::query(
             "INSERT INTO rollout_policies (revision, body, created_unix_ms, actor)
-             VALUES (?1, ?2, ?3, ?4)",
+             VALUES ($1, $2, $3, $4)",
         )
         .bind(current + 1)
         .bind(body)
@@ -91,8 +92,8 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO rollouts (version, state, body, updated_unix_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (version) DO UPDATE SET state = ?2, body = ?3, updated_unix_ms = ?4",
+            "INSERT INTO rollouts (version, state, body, updated_unix_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (version) DO UPDATE SET state = $2, body = $3, updated_unix_ms = $4",
         )
         .bind(version as i64)
         .bind(state)
@@ -106,7 +107,7 @@ impl Store {
     /// The record of the rollout of `version`.
     pub async fn rollout(&self, version: u64) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT body FROM rollouts WHERE version = ?1")
+            sqlx::query_scalar("SELECT body FROM rollouts WHERE version = $1")
                 .bind(version as i64)
                 .fetch_optional(&self.pool)
                 .await?,
@@ -116,8 +117,8 @@ impl Store {
     /// Records of the newest rollouts, newest first.
     pub async fn rollouts(&self, limit: u32) -> Result<Vec<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT body FROM rollouts ORDER BY version DESC LIMIT ?1")
-                .bind(limit)
+            sqlx::query_scalar("SELECT body FROM rollouts ORDER BY version DESC LIMIT $1")
+                .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?,
         )

@@ -26,7 +26,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for (scope, t, vals) in rows {
             sqlx::query(
-                "INSERT OR REPLACE INTO series (tier, scope, t, vals) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO series (tier, scope, t, vals) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tier, scope, t) DO UPDATE SET vals = excluded.vals",
             )
             .bind(i64::from(tier))
             .bind(scope)
@@ -51,7 +52,7 @@ impl Store {
             Some(scope) => {
                 sqlx::query(
                     "SELECT scope, t, vals FROM series
-                     WHERE tier = ?1 AND scope = ?2 AND t >= ?3 AND t <= ?4 ORDER BY t",
+                     WHERE tier = $1 AND scope = $2 AND t >= $3 AND t <= $4 ORDER BY t",
                 )
                 .bind(i64::from(tier))
                 .bind(scope)
@@ -63,7 +64,7 @@ impl Store {
             None => {
                 sqlx::query(
                     "SELECT scope, t, vals FROM series
-                     WHERE tier = ?1 AND t >= ?2 AND t <= ?3 ORDER BY t",
+                     WHERE tier = $1 AND t >= $2 AND t <= $3 ORDER BY t",
                 )
                 .bind(i64::from(tier))
                 .bind(from_ms)
@@ -85,7 +86,7 @@ impl Store {
     /// The newest point's time in `tier`.
     pub async fn last_series_time(&self, tier: u8) -> Result<Option<i64>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT MAX(t) FROM series WHERE tier = ?1")
+            sqlx::query_scalar("SELECT MAX(t) FROM series WHERE tier = $1")
                 .bind(i64::from(tier))
                 .fetch_one(&self.pool)
                 .await?,
@@ -100,13 +101,13 @@ impl Store {
         before_ms: i64,
         nodes_before_ms: i64,
     ) -> Result<u64, StoreError> {
-        let old = sqlx::query("DELETE FROM series WHERE tier = ?1 AND t < ?2")
+        let old = sqlx::query("DELETE FROM series WHERE tier = $1 AND t < $2")
             .bind(i64::from(tier))
             .bind(before_ms)
             .execute(&self.pool)
             .await?;
         let nodes = sqlx::query(
-            "DELETE FROM series WHERE tier = ?1 AND scope >= 'node:' AND scope < 'node;' AND t < ?2",
+            "DELETE FROM series WHERE tier = $1 AND scope >= 'node:' AND scope < 'node;' AND t < $2",
         )
         .bind(i64::from(tier))
         .bind(nodes_before_ms)
@@ -115,8 +116,15 @@ impl Store {
         Ok(old.rows_affected() + nodes.rows_affected())
     }
 
-    /// The database's size in bytes (pages in use).
+    /// The database's size in bytes (SQLite: pages in use).
     pub async fn database_bytes(&self) -> Result<i64, StoreError> {
+        if self.database == super::Database::Postgres {
+            return Ok(
+                sqlx::query_scalar("SELECT pg_database_size(current_database())::BIGINT")
+                    .fetch_one(&self.pool)
+                    .await?,
+            );
+        }
         let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
             .fetch_one(&self.pool)
             .await?;
