@@ -48,6 +48,11 @@ struct Args {
     /// versions keep their summary in the history.
     #[arg(long, env = "SLUICE_HISTORY_KEEP", default_value_t = 500)]
     history_keep: u64,
+    /// This replica's name, when several control planes share one (PostgreSQL)
+    /// database: the fleet view says which replica each node is connected to. Default:
+    /// the API listen address.
+    #[arg(long, env = "SLUICE_REPLICA_ID")]
+    replica_id: Option<String>,
 }
 
 #[tokio::main]
@@ -94,6 +99,19 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding the node listener on {}", args.node_listen))?;
     let api_addr = api_listener.local_addr()?;
     let node_addr = node_listener.local_addr()?;
+    let replica = args
+        .replica_id
+        .clone()
+        .unwrap_or_else(|| api_addr.to_string());
+    // Versions other replicas commit on the same database are published here too.
+    tokio::spawn(config.clone().follow(shutdown_rx.clone()));
+    tokio::spawn(grpc::heartbeat(
+        store.clone(),
+        registry.clone(),
+        replica.clone(),
+        args.node_stale_after / 3,
+        shutdown_rx.clone(),
+    ));
 
     let state = api::AppState {
         config: config.clone(),
@@ -103,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         rollouts: rollouts.clone(),
         admin_token,
         stale_after_ms: args.node_stale_after.as_millis() as i64,
+        replica: replica.clone(),
     };
     let fleet = grpc::FleetService {
         assignments: rollouts.assignments(),
@@ -112,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
         node_token,
         stale_after: args.node_stale_after,
         shutdown: shutdown_rx.clone(),
+        replica,
     };
 
     let mut api_shutdown = shutdown_rx.clone();

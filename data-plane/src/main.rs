@@ -22,7 +22,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(name = "sluice-dp", version, about)]
 struct Args {
-    /// The control plane's node endpoint.
+    /// The control plane's node endpoint; several replicas comma-separated, tried in turn.
     #[arg(
         long,
         env = "SLUICE_CONTROL_PLANE",
@@ -138,7 +138,12 @@ fn main() -> anyhow::Result<()> {
         sluice_data_plane::proxy::log::LogFormat::Haproxy
     });
     let cfg = control::ControlConfig {
-        endpoint: args.control_plane.clone(),
+        endpoints: args
+            .control_plane
+            .split(',')
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect(),
         token: args.token.clone(),
         credential: Arc::new(
             sluice_data_plane::credential::Credential::load(
@@ -158,7 +163,10 @@ fn main() -> anyhow::Result<()> {
         },
         cache: args.state_dir.clone().map(SnapshotCache::new),
     };
-    if args.control_plane.starts_with("https://") && cfg.ca_pem.is_none() {
+    if cfg.endpoints.is_empty() {
+        bail!("--control-plane names no endpoint");
+    }
+    if cfg.endpoints.iter().any(|e| e.starts_with("https://")) && cfg.ca_pem.is_none() {
         bail!("an https:// control plane needs --control-plane-ca");
     }
     let runtime = match args.worker_threads {
@@ -184,7 +192,8 @@ fn main() -> anyhow::Result<()> {
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         println!(
             "sluice-dp ready node_id={} control_plane={} admin=http://{admin_addr}",
-            cfg.node_id, cfg.endpoint
+            cfg.node_id,
+            cfg.endpoints.join(",")
         );
         let control = tokio::spawn(control::run(cfg, node.clone(), shutdown_rx));
         shutdown_signal().await;

@@ -359,9 +359,12 @@ impl DataPlane {
         token: &str,
         extra: &[&str],
     ) -> DataPlane {
-        let mut args: Vec<String> = vec![
-            "--control-plane".into(),
-            cp.node_url.clone(),
+        let mut args: Vec<String> = Vec::new();
+        // A `--control-plane` among `extra` (several replicas) replaces `cp`'s.
+        if !extra.contains(&"--control-plane") {
+            args.extend(["--control-plane".to_string(), cp.node_url.clone()]);
+        }
+        args.extend::<Vec<String>>(vec![
             "--token".into(),
             token.into(),
             "--node-id".into(),
@@ -370,7 +373,7 @@ impl DataPlane {
             "500ms".into(),
             "--admin-listen".into(),
             "127.0.0.1:0".into(),
-        ];
+        ]);
         if !extra.contains(&"--labels") {
             args.extend(["--labels".to_string(), "zone=test".to_string()]);
         }

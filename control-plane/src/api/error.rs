@@ -28,6 +28,8 @@ pub enum ApiError {
     Invalid(Invalid),
     /// Existed, but is gone for good (a history entry whose body retention dropped).
     Gone(String),
+    /// The database cannot be reached: nothing can be read or written now.
+    Unavailable,
     Internal(String),
 }
 
@@ -108,6 +110,12 @@ impl IntoResponse for ApiError {
                 body.message = m;
                 StatusCode::GONE
             }
+            ApiError::Unavailable => {
+                body.code = "database_unavailable".into();
+                body.message =
+                    "the database cannot be reached; nothing was changed — retry later".into();
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(detail) => {
                 let id = format!("{:016x}", rand::random::<u64>());
                 tracing::error!(request_id = %id, %detail, "internal error");
@@ -126,6 +134,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::NotFound("not found".into()),
             StoreError::Conflict { current } => ApiError::PreconditionFailed { current },
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "database unavailable");
+                ApiError::Unavailable
+            }
             e => ApiError::Internal(format!("{e}: {:?}", std::error::Error::source(&e))),
         }
     }

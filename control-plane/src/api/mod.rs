@@ -54,6 +54,8 @@ pub struct AppState {
     pub admin_token: TokenDigest,
     /// A node whose last message is older than this is shown as disconnected.
     pub stale_after_ms: i64,
+    /// This control-plane replica's name.
+    pub replica: String,
 }
 
 /// The `/api/v1` router, with authentication applied to every route.

@@ -21,6 +21,8 @@ pub struct NodeView {
     pub software_version: String,
     /// True while the node's stream is open and it has been heard from recently.
     pub connected: bool,
+    /// The control-plane replica its stream is on ("" when offline).
+    pub replica: String,
     /// `online`; `stale` (stream open but silent for over a third of the stale
     /// deadline, about to be dropped); `offline`.
     pub status: &'static str,
@@ -216,8 +218,13 @@ pub async fn views(state: &AppState) -> Result<Vec<NodeView>, ApiError> {
             let last_seen_ms = live
                 .as_ref()
                 .map_or(r.last_seen_ms, |l| l.last_seen_unix_ms.max(r.last_seen_ms));
-            let connected = live.is_some() && now - last_seen_ms <= state.stale_after_ms;
+            // A node on another replica is connected while that replica keeps its
+            // record fresh.
+            let elsewhere = live.is_none() && !r.replica.is_empty() && r.replica != state.replica;
+            let connected =
+                (live.is_some() || elsewhere) && now - last_seen_ms <= state.stale_after_ms;
             let status = match (&live, now - last_seen_ms) {
+                (None, silent) if elsewhere && silent <= state.stale_after_ms => "online",
                 (None, _) => "offline",
                 (Some(_), silent) if silent > state.stale_after_ms / 3 => "stale",
                 _ => "online",
@@ -255,7 +262,13 @@ pub async fn views(state: &AppState) -> Result<Vec<NodeView>, ApiError> {
                 serde_json::from_str(&r.labels).unwrap_or_default();
             let target_version = assignment.target(&r.node_id, &labels).snapshot.version;
             let (enrolled, revoked) = credentials.get(&r.node_id).copied().unwrap_or_default();
+            let replica = match &live {
+                Some(_) => state.replica.clone(),
+                None if connected => r.replica.clone(),
+                None => String::new(),
+            };
             NodeView {
+                replica,
                 enrolled,
                 revoked: revoked.map(rfc3339),
                 labels,

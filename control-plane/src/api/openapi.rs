@@ -48,6 +48,9 @@ impl Modify for CommonErrors {
                 responses
                     .entry("401".into())
                     .or_insert_with(|| error("no or a wrong admin token"));
+                responses
+                    .entry("503".into())
+                    .or_insert_with(|| error("the database cannot be reached; nothing changed"));
                 if has_body || has_params {
                     responses.entry("400".into()).or_insert_with(|| {
                         error("malformed JSON, query or path; the field is named")

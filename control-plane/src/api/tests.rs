@@ -55,6 +55,7 @@ impl Api {
             registry,
             admin_token: TokenDigest::of(TOKEN),
             stale_after_ms: 15_000,
+            replica: "test".into(),
         };
         Api {
             state,

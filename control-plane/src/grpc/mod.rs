@@ -29,7 +29,7 @@ use crate::events;
 use crate::rollout::assign::Assignment;
 use crate::rollout::controller::labels_of;
 use crate::series::Series;
-use crate::store::{NodeReply, Store};
+use crate::store::{NodeHello, NodeReply, Store};
 use registry::{Registry, Reply};
 use wire::ControlStream;
 
@@ -47,6 +47,33 @@ pub struct FleetService {
     /// A node silent for longer than this is considered gone.
     pub stale_after: Duration,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// This control-plane replica's name, recorded with the nodes it serves.
+    pub replica: String,
+}
+
+/// Every few seconds (a third of the stale deadline) records that this replica's
+/// connected nodes are alive, so the other replicas on the database show them connected.
+pub async fn heartbeat(
+    store: Store,
+    registry: Arc<Registry>,
+    replica: String,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => break,
+        }
+        let ids: Vec<String> = registry.all().into_iter().map(|(id, _)| id).collect();
+        if ids.is_empty() {
+            continue;
+        }
+        if let Err(e) = store.heartbeat_nodes(&ids, &replica, unix_ms()).await {
+            tracing::warn!(error = %e, "recording that this replica's nodes are alive");
+        }
+    }
 }
 
 /// Most labels a node may carry.
@@ -130,19 +157,17 @@ impl FleetService {
         }
         let now = unix_ms();
         let labels = serde_json::to_string(&hello.labels).unwrap_or_else(|_| "{}".into());
-        self.store
-            .upsert_node(
-                &hello.node_id,
-                &labels,
-                &hello.software_version,
-                hello.applied_version,
-                now,
-            )
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "recording node hello");
-                Status::internal("could not record the node")
-            })?;
+        let seen = NodeHello {
+            node_id: &hello.node_id,
+            labels_json: &labels,
+            software_version: &hello.software_version,
+            applied_version: hello.applied_version,
+            replica: &self.replica,
+        };
+        self.store.upsert_node(&seen, now).await.map_err(|e| {
+            tracing::error!(error = %e, "recording node hello");
+            Status::internal("could not record the node")
+        })?;
         let digest = crate::snapshot::hex(&hello.applied_digest);
         if let Err(e) = self.store.record_node_digest(&hello.node_id, &digest).await {
             tracing::warn!(error = %e, "recording the node's digest");
@@ -178,6 +203,7 @@ impl FleetService {
             registry: self.registry.clone(),
             series: self.series.clone(),
             stale_after: self.stale_after,
+            replica: self.replica.clone(),
             shutdown: self.shutdown.clone(),
         };
         tokio::spawn(task.run(inbound, tx));
@@ -187,6 +213,7 @@ impl FleetService {
 
 struct NodeSession {
     node_id: String,
+    replica: String,
     labels: std::collections::BTreeMap<String, String>,
     /// The snapshot features the node announced.
     features: Vec<String>,
@@ -286,7 +313,10 @@ impl NodeSession {
             self.series.disconnected(&self.node_id);
         }
         self.registry.disconnect(&self.node_id, self.session);
-        let _ = self.store.touch_node(&self.node_id, unix_ms()).await;
+        let _ = self
+            .store
+            .touch_node(&self.node_id, unix_ms(), &self.replica)
+            .await;
         tracing::info!(node = %self.node_id, reason = end, "node disconnected");
         let kind = if end == SILENT {
             "node_stale"

@@ -148,6 +148,68 @@ impl ConfigService {
         Ok(service)
     }
 
+    /// Publishes `p` unless a newer version already is (a replica's own commit and one
+    /// learned from the database can race).
+    fn publish(&self, p: Arc<Published>) -> bool {
+        self.tx.send_if_modified(|current| {
+            let newer = p.snapshot.version > current.snapshot.version;
+            if newer {
+                *current = p.clone();
+            }
+            newer
+        })
+    }
+
+    /// Learns the versions other replicas on the same database commit and publishes
+    /// them like its own: at once from PostgreSQL's notifications, and by checking the
+    /// stored version every second (the fallback, and the only way on SQLite). Runs
+    /// until shutdown.
+    pub async fn follow(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut listener = match self.store.version_listener().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "no version notifications; checking every second");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let heard = async {
+                match listener.as_mut() {
+                    Some(l) => l.try_recv().await.map(|_| ()),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tick.tick() => {}
+                r = heard => if let Err(e) = r {
+                    tracing::warn!(error = %e, "version notifications lost; checking every second");
+                    listener = None;
+                },
+                _ = shutdown.changed() => break,
+            }
+            if let Err(e) = self.catch_up().await {
+                tracing::warn!(error = %e, "checking for newer versions");
+            }
+        }
+    }
+
+    /// Publishes the stored version if it is newer than the published one.
+    async fn catch_up(&self) -> Result<(), ChangeError> {
+        let stored = self.store.version().await?;
+        if stored > self.current().snapshot.version {
+            let p = Published::load(&self.store, stored).await?;
+            if self.publish(p) {
+                tracing::info!(
+                    version = stored,
+                    "learned a version committed by another replica"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Every new version, as it is committed (the current one first).
     pub fn subscribe(&self) -> watch::Receiver<Arc<Published>> {
         self.tx.subscribe()
@@ -255,7 +317,7 @@ impl ConfigService {
                 e => e.into(),
             })?;
         tracing::info!(version, %summary, "committed configuration");
-        self.tx.send_replace(Published::new(snap, &bytes));
+        self.publish(Published::new(snap, &bytes));
         let mut committed = events::event("version_committed", summary);
         committed.version = Some(version);
         committed.actor = (!who.is_empty()).then(|| who.to_string());

@@ -79,6 +79,18 @@ pub struct NodeRow {
     pub last_nack_reason: Option<String>,
     /// The digest of the snapshot the node last said it runs (hex).
     pub applied_digest: String,
+    /// The control-plane replica its stream is on ("" when none).
+    pub replica: String,
+}
+
+/// A node as its hello introduces it, on the replica that took its stream.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeHello<'a> {
+    pub node_id: &'a str,
+    pub labels_json: &'a str,
+    pub software_version: &'a str,
+    pub applied_version: u64,
+    pub replica: &'a str,
 }
 
 /// A node's answer to a version, as recorded.
@@ -104,6 +116,9 @@ pub struct CommitInfo<'a> {
     pub created_unix_ms: i64,
 }
 
+/// The PostgreSQL notification channel a commit announces itself on.
+const VERSION_CHANNEL: &str = "sluice_versions";
+
 /// Which database a store is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Database {
@@ -115,8 +130,32 @@ pub enum Database {
 pub struct Store {
     pool: AnyPool,
     database: Database,
+    /// The URL it was opened with (PostgreSQL: for the version listener's connection).
+    url: std::sync::Arc<str>,
     /// Every event as it is appended (the live feed).
     appended: tokio::sync::broadcast::Sender<Event>,
+}
+
+impl StoreError {
+    /// The database could not be reached (down, restarting, the network), as opposed to
+    /// refusing a statement: worth answering 503 and retrying.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                // PostgreSQL: connection exceptions (08…), shutting down (57P01–57P03).
+                sqlx::Error::Database(d) => d
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 fn corrupt(what: impl Into<String>) -> impl FnOnce(serde_json::Error) -> StoreError {
@@ -146,7 +185,8 @@ impl Store {
         let opts = AnyConnectOptions::from_str(&url)?;
         let mut pool = AnyPoolOptions::new()
             .max_connections(if postgres { 8 } else { 4 })
-            .acquire_timeout(Duration::from_secs(5));
+            // A database that cannot be reached answers (503) within two seconds.
+            .acquire_timeout(Duration::from_secs(if postgres { 2 } else { 5 }));
         if !postgres {
             pool = pool.after_connect(|conn, _| {
                 Box::pin(async move {
@@ -164,8 +204,20 @@ impl Store {
         Ok(Self {
             pool,
             database,
+            url: url.into(),
             appended: tokio::sync::broadcast::channel(256).0,
         })
+    }
+
+    /// On PostgreSQL, a connection that hears of every version committed, by any
+    /// replica, as it commits (`LISTEN`); `None` on SQLite.
+    pub async fn version_listener(&self) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+        if self.database != Database::Postgres {
+            return Ok(None);
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
+        listener.listen(VERSION_CHANNEL).await?;
+        Ok(Some(listener))
     }
 
     /// Which database this store is on.
@@ -335,6 +387,12 @@ impl Store {
                 .await?;
             }
         }
+        if self.database == Database::Postgres {
+            // Delivered to every listening replica when (and only if) this commits.
+            sqlx::query(&format!("NOTIFY {VERSION_CHANNEL}"))
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(
             "INSERT INTO snapshots (version, created_unix_ms, summary, document, snapshot, actor, digest)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -447,27 +505,22 @@ impl Store {
     }
 
     /// Records a node's hello.
-    pub async fn upsert_node(
-        &self,
-        node_id: &str,
-        labels_json: &str,
-        software_version: &str,
-        applied_version: u64,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn upsert_node(&self, n: &NodeHello<'_>, now_ms: i64) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO nodes (node_id, labels, software_version, first_seen_ms, last_seen_ms, applied_version)
-             VALUES ($1, $2, $3, $4, $4, $5)
+            "INSERT INTO nodes (node_id, labels, software_version, first_seen_ms, last_seen_ms, applied_version, replica)
+             VALUES ($1, $2, $3, $4, $4, $5, $6)
              ON CONFLICT(node_id) DO UPDATE SET labels = excluded.labels,
                  software_version = excluded.software_version,
                  last_seen_ms = excluded.last_seen_ms,
-                 applied_version = excluded.applied_version",
+                 applied_version = excluded.applied_version,
+                 replica = excluded.replica",
         )
-        .bind(node_id)
-        .bind(labels_json)
-        .bind(software_version)
+        .bind(n.node_id)
+        .bind(n.labels_json)
+        .bind(n.software_version)
         .bind(now_ms)
-        .bind(applied_version as i64)
+        .bind(n.applied_version as i64)
+        .bind(n.replica)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -503,12 +556,44 @@ impl Store {
         Ok(())
     }
 
-    pub async fn touch_node(&self, node_id: &str, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE nodes SET last_seen_ms = $2 WHERE node_id = $1")
-            .bind(node_id)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await?;
+    pub async fn touch_node(
+        &self,
+        node_id: &str,
+        now_ms: i64,
+        replica: &str,
+    ) -> Result<(), StoreError> {
+        // The stream ended: the node is no longer on this replica (unless it already
+        // moved to another).
+        sqlx::query(
+            "UPDATE nodes SET last_seen_ms = $2,
+                 replica = CASE WHEN replica = $3 THEN '' ELSE replica END
+             WHERE node_id = $1",
+        )
+        .bind(node_id)
+        .bind(now_ms)
+        .bind(replica)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks `node_ids` as seen now on `replica`, in one transaction.
+    pub async fn heartbeat_nodes(
+        &self,
+        node_ids: &[String],
+        replica: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for id in node_ids {
+            sqlx::query("UPDATE nodes SET last_seen_ms = $2, replica = $3 WHERE node_id = $1")
+                .bind(id)
+                .bind(now_ms)
+                .bind(replica)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -551,7 +636,7 @@ impl Store {
     pub async fn list_nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT node_id, labels, software_version, first_seen_ms, last_seen_ms, applied_version,
-                    last_nack_version, last_nack_reason, applied_digest FROM nodes ORDER BY node_id",
+                    last_nack_version, last_nack_reason, applied_digest, replica FROM nodes ORDER BY node_id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -567,6 +652,7 @@ impl Store {
                 last_nack_version: r.get::<Option<i64>, _>(6).map(|v| v as u64),
                 last_nack_reason: r.get(7),
                 applied_digest: r.get(8),
+                replica: r.get(9),
             })
             .collect())
     }

@@ -95,10 +95,14 @@ async fn series_points_are_replaced_read_and_pruned() {
 #[tokio::test]
 async fn nodes_are_recorded_with_their_replies() {
     each(async |store, db| {
-        store
-            .upsert_node("n1", "{\"zone\":\"a\"}", "0.1.0", 0, 100)
-            .await
-            .unwrap();
+        let hello = NodeHello {
+            node_id: "n1",
+            labels_json: "{\"zone\":\"a\"}",
+            software_version: "0.1.0",
+            applied_version: 0,
+            replica: "cp-a",
+        };
+        store.upsert_node(&hello, 100).await.unwrap();
         store
             .record_node_reply("n1", 3, NodeReply::Ack { digest_hex: "ab" }, 200)
             .await
@@ -114,7 +118,24 @@ async fn nodes_are_recorded_with_their_replies() {
             "{db}"
         );
         assert_eq!(n.last_nack_version, Some(4), "{db}");
-        assert_eq!(n.first_seen_ms, 100, "{db}");
+        assert_eq!((n.first_seen_ms, n.replica.as_str()), (100, "cp-a"), "{db}");
+        store
+            .heartbeat_nodes(&["n1".to_string()], "cp-b", 400)
+            .await
+            .unwrap();
+        store.touch_node("n1", 500, "cp-a").await.unwrap();
+        let n = store.list_nodes().await.unwrap().pop().unwrap();
+        assert_eq!(
+            (n.last_seen_ms, n.replica.as_str()),
+            (500, "cp-b"),
+            "{db}: moved on"
+        );
+        store.touch_node("n1", 600, "cp-b").await.unwrap();
+        assert_eq!(
+            store.list_nodes().await.unwrap()[0].replica,
+            "",
+            "{db}: gone"
+        );
     })
     .await;
 }

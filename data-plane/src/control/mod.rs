@@ -23,7 +23,9 @@ pub mod report;
 /// How to reach and identify with the control plane.
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
-    pub endpoint: String,
+    /// The control plane's replicas: tried in turn; a node whose replica goes away
+    /// connects to the next.
+    pub endpoints: Vec<String>,
     /// The bootstrap token (or the fleet-wide node token) to enroll with.
     pub token: String,
     /// The node's own credential, once enrolled.
@@ -149,18 +151,29 @@ pub async fn run(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut backoff = BACKOFF_MIN;
+    // Which replica to try, and how many in a row failed: the next replica is tried at
+    // once, and the backoff grows only once every one has failed.
+    let (mut at, mut failed) = (0, 0);
     loop {
+        let endpoint = &cfg.endpoints[at % cfg.endpoints.len()];
         let end = tokio::select! {
-            end = session(&cfg, &node) => end,
+            end = session(&cfg, &node, endpoint) => end,
             _ = shutdown.wait_for(|s| *s) => return,
         };
+        at += 1;
         match end {
             SessionEnd::AfterSnapshot(why) => {
-                tracing::warn!(reason = %why, "control plane stream ended; serving the last good plan");
+                tracing::warn!(endpoint = %endpoint, reason = %why, "control plane stream ended; serving the last good plan");
                 backoff = BACKOFF_MIN;
+                failed = 0;
             }
             SessionEnd::Failed(why) => {
-                tracing::warn!(reason = %why, retry_in = ?backoff, "cannot reach the control plane; serving the last good plan");
+                failed += 1;
+                tracing::warn!(endpoint = %endpoint, reason = %why, retry_in = ?backoff, "cannot reach the control plane; serving the last good plan");
+                if failed < cfg.endpoints.len() {
+                    continue;
+                }
+                failed = 0;
             }
         }
         // Full jitter in [backoff/2, backoff] so a fleet does not reconnect in lockstep.
@@ -174,8 +187,8 @@ pub async fn run(
     }
 }
 
-async fn session(cfg: &ControlConfig, node: &Arc<Node>) -> SessionEnd {
-    let endpoint = match Endpoint::from_shared(cfg.endpoint.clone()) {
+async fn session(cfg: &ControlConfig, node: &Arc<Node>, at: &str) -> SessionEnd {
+    let endpoint = match Endpoint::from_shared(at.to_string()) {
         Ok(e) => e
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
@@ -250,7 +263,7 @@ async fn session(cfg: &ControlConfig, node: &Arc<Node>) -> SessionEnd {
         }
         Err(status) => return SessionEnd::Failed(format!("session refused: {status}")),
     };
-    tracing::info!(endpoint = %cfg.endpoint, node_id = %cfg.node_id, "connected to the control plane");
+    tracing::info!(endpoint = %at, node_id = %cfg.node_id, "connected to the control plane");
 
     let mut got_snapshot = false;
     let mut stats_tick = tokio::time::interval(cfg.stats_interval);

@@ -1,0 +1,232 @@
+//! Several control-plane replicas on one PostgreSQL database, through the real binaries:
+//! a write to one replica reaches the nodes of the other at once; writers on both never
+//! both win; the fleet view is the same on either; and when a replica is killed its nodes
+//! move to the other without losing a tunnel.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_tests::harness::{
+    any_port, eventually, postgres_database, simple_config, ws_connect, ws_roundtrip, Api,
+    ControlPlane, DataPlane,
+};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn replica_of(api: &Api, node: &str) -> Option<(bool, String)> {
+    let n = api.node(node).await?;
+    Some((n["connected"] == true, n["replica"].as_str()?.to_string()))
+}
+
+#[tokio::test]
+async fn two_replicas_share_the_fleet_and_nodes_fail_over() {
+    let Some(url) = postgres_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let backend = sluice_tests::backend::Backend::start("alpha", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let mut a =
+        ControlPlane::start_with_args(&dir_a, &["--database", &url, "--replica-id", "cp-a"]);
+    let b = ControlPlane::start_with_args(&dir_b, &["--database", &url, "--replica-id", "cp-b"]);
+    let (api_a, api_b) = (a.api(), b.api());
+    let both_a = format!("{},{}", a.node_url, b.node_url);
+    let both_b = format!("{},{}", b.node_url, a.node_url);
+    let token = a.node_token.clone();
+    let n1 =
+        DataPlane::start_with_args(dir.path(), &a, "n1", &token, &["--control-plane", &both_a]);
+    let _n2 =
+        DataPlane::start_with_args(dir.path(), &b, "n2", &token, &["--control-plane", &both_b]);
+    let _n3 =
+        DataPlane::start_with_args(dir.path(), &a, "n3", &token, &["--control-plane", &both_a]);
+
+    // A write to replica A reaches the node on replica B within a second.
+    let configured = any_port("127.0.0.1");
+    let doc = simple_config(configured, &[("pool", &[backend.addr])], "pool");
+    for id in ["n1", "n2", "n3"] {
+        api_a.wait_applied(id, 1, WAIT).await;
+    }
+    let written = Instant::now();
+    let v = api_a.put_config(&doc).await;
+    api_b.wait_applied("n2", v, Duration::from_secs(1)).await;
+    eprintln!(
+        "figures: replica A's write applied by replica B's node in {:?}",
+        written.elapsed()
+    );
+    for id in ["n1", "n3"] {
+        api_a.wait_applied(id, v, WAIT).await;
+    }
+
+    // The fleet view is the same on both replicas: every node connected, and on which.
+    for api in [&api_a, &api_b] {
+        for (node, replica) in [("n1", "cp-a"), ("n2", "cp-b"), ("n3", "cp-a")] {
+            eventually(WAIT, &format!("{node} on {replica}"), || async {
+                (replica_of(api, node).await? == (true, replica.to_string())).then_some(())
+            })
+            .await;
+        }
+    }
+
+    // Writers on both replicas at once: one wins each round, the other gets 412.
+    let mut next = doc.clone();
+    for round in 0..10 {
+        let version = api_a.version().await;
+        let tag = format!("\"{version}\"");
+        next["defaults"]["timeouts"]["server"] = Value::from(format!("{}s", 31 + round));
+        let mut other = next.clone();
+        other["defaults"]["timeouts"]["client"] = Value::from(format!("{}s", 31 + round));
+        let (ra, rb) = tokio::join!(
+            api_a.request("PUT", "/api/v1/config", Some(&next), Some(&tag)),
+            api_b.request("PUT", "/api/v1/config", Some(&other), Some(&tag)),
+        );
+        let mut statuses = [ra.status, rb.status];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [200, 412],
+            "round {round}: {} / {}",
+            ra.json,
+            rb.json
+        );
+    }
+    let history = api_b.get("/api/v1/snapshots?limit=100").await.json;
+    let versions: Vec<u64> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["version"].as_u64().unwrap())
+        .collect();
+    let mut unique = versions.clone();
+    unique.dedup();
+    assert_eq!(unique, versions, "no version number twice");
+    assert_eq!(versions[0], v + 10, "one version per round");
+
+    // Replica A dies: its nodes move to B, and a tunnel through n1 lives on.
+    let n1_bind = n1.bound(configured).await;
+    let mut tunnel = ws_connect(n1_bind, "/ws").await;
+    assert_eq!(ws_roundtrip(&mut tunnel, "before").await, "before");
+    a.proc.kill();
+    for node in ["n1", "n2", "n3"] {
+        eventually(
+            WAIT,
+            &format!("{node} on cp-b after the failover"),
+            || async {
+                (replica_of(&api_b, node).await? == (true, "cp-b".to_string())).then_some(())
+            },
+        )
+        .await;
+    }
+    assert_eq!(ws_roundtrip(&mut tunnel, "after").await, "after");
+    // Replica B serves writes to all three.
+    next["defaults"]["timeouts"]["tunnel"] = Value::from("2h");
+    let w = api_b.put_config(&next).await;
+    for id in ["n1", "n2", "n3"] {
+        api_b.wait_applied(id, w, WAIT).await;
+    }
+}
+
+/// A PostgreSQL server of this test's own, so that it can be stopped.
+struct OwnServer {
+    url: String,
+    dir: String,
+}
+
+impl OwnServer {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres.sh")
+    }
+
+    fn start() -> OwnServer {
+        let out = std::process::Command::new(Self::script())
+            .output()
+            .expect("scripts/postgres.sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (url, dir) = text.trim().split_once(' ').expect("URL and directory");
+        OwnServer {
+            url: url.to_string(),
+            dir: dir.to_string(),
+        }
+    }
+
+    fn run(&self, verb: &str) {
+        let ok = std::process::Command::new(Self::script())
+            .args([verb, &self.dir])
+            .status()
+            .expect("scripts/postgres.sh")
+            .success();
+        assert!(ok, "postgres.sh {verb}");
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script())
+            .args(["stop", &self.dir])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn while_the_database_is_down_writes_get_503_and_nodes_keep_serving() {
+    // Only where the test command provides PostgreSQL (it installs the server).
+    if postgres_database().await.is_none() {
+        return;
+    }
+    let db = OwnServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let backend = sluice_tests::backend::Backend::start("alpha", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let cp = ControlPlane::start_with_args(dir.path(), &["--database", &db.url]);
+    let node = DataPlane::start(dir.path(), &cp, "n1");
+    let api = cp.api();
+    let configured = any_port("127.0.0.1");
+    let doc = simple_config(configured, &[("pool", &[backend.addr])], "pool");
+    let v = api.put_config(&doc).await;
+    api.wait_applied("n1", v, WAIT).await;
+    let bind = node.bound(configured).await;
+    let mut tunnel = ws_connect(bind, "/ws").await;
+
+    db.run("pause");
+    let mut next = doc.clone();
+    next["defaults"]["timeouts"]["tunnel"] = Value::from("2h");
+    // Ten seconds without the database: every write is refused with 503 and changes
+    // nothing; the node serves the tunnel it has and new ones.
+    let outage = Instant::now();
+    let mut checks = 0;
+    while outage.elapsed() < Duration::from_secs(10) {
+        let r = api
+            .request("PUT", "/api/v1/config", Some(&next), None)
+            .await;
+        assert_eq!(r.status, 503, "{}", r.json);
+        assert_eq!(r.json["code"], "database_unavailable");
+        assert_eq!(ws_roundtrip(&mut tunnel, "still").await, "still");
+        let mut fresh = ws_connect(bind, "/ws").await;
+        assert_eq!(ws_roundtrip(&mut fresh, "new").await, "new");
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(checks >= 3, "{checks} checks in 10 s");
+
+    // The database is back: writes go through again and reach the node.
+    db.run("resume");
+    let w = eventually(WAIT, "a write accepted again", || async {
+        let r = api
+            .request("PUT", "/api/v1/config", Some(&next), None)
+            .await;
+        (r.status == 200).then(|| r.json["version"].as_u64().unwrap())
+    })
+    .await;
+    assert_eq!(w, v + 1, "nothing was stored during the outage");
+    api.wait_applied("n1", w, WAIT).await;
+    assert_eq!(ws_roundtrip(&mut tunnel, "after").await, "after");
+}
