@@ -1,7 +1,7 @@
 //! The store's behaviour, run on every database [`super::testdb`] provides (SQLite
 //! always, PostgreSQL when the test command started one): events, traffic history,
 //! node records, rollout policies and records, bootstrap tokens and node credentials,
-//! history retention.
+//! history retention, the conditional commit, consistent reads.
 
 use super::testdb;
 use super::*;
@@ -330,4 +330,116 @@ async fn two_writers_on_one_database_never_both_win() {
         let history = a.list_snapshots(None, 100).await.unwrap();
         assert_eq!(history.len(), 40, "{}: one version per round", db.name);
     }
+}
+
+fn info(summary: &str, created_unix_ms: i64) -> CommitInfo<'_> {
+    CommitInfo {
+        summary,
+        digest: "",
+        actor: "test",
+        created_unix_ms,
+    }
+}
+
+#[tokio::test]
+async fn a_sqlite_store_waits_for_locks_and_journals_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("t.db").to_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(store.database(), Database::Sqlite);
+    for _ in 0..4 {
+        // Every connection of the pool, not just the first.
+        let mut conn = store.pool.acquire().await.unwrap();
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(busy, 5000);
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(journal, "wal");
+    }
+}
+
+#[tokio::test]
+async fn commit_is_conditional_on_the_version() {
+    for db in testdb::each().await {
+        commit_is_conditional_on(&Store::open(&db.url).await.unwrap()).await;
+    }
+}
+
+async fn commit_is_conditional_on(store: &Store) {
+    let (v, config) = store.load().await.unwrap();
+    assert_eq!(v, 0);
+    assert_eq!(
+        store
+            .commit(0, &config, false, &info("first", 1), b"x")
+            .await
+            .unwrap(),
+        1
+    );
+    match store
+        .commit(0, &config, false, &info("stale", 2), b"y")
+        .await
+    {
+        Err(StoreError::Conflict { current: 1 }) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.list_snapshots(None, 10).await.unwrap().len(), 1);
+}
+
+fn named(frontend: &str, backend: &str) -> Configuration {
+    let document = serde_json::from_value(serde_json::json!({
+        "frontends": [{ "name": frontend, "binds": [{ "address": "127.0.0.1:8080" }],
+                        "default_backend": backend }],
+        "backends": [{ "name": backend, "servers": [{ "name": "s", "address": "127.0.0.1:9001" }] }]
+    }))
+    .unwrap();
+    Configuration {
+        document,
+        certificates: Vec::new(),
+    }
+}
+
+/// A reader racing a writer only ever sees committed versions: the body it gets is
+/// the one committed at the version it gets with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_is_one_committed_version() {
+    for db in testdb::each().await {
+        let store = Store::open(&db.url).await.unwrap();
+        every_read_is_one_committed_version_on(store, db.name).await;
+    }
+}
+
+async fn every_read_is_one_committed_version_on(store: Store, db: &str) {
+    // Odd versions hold `a`, even ones `b`.
+    let (a, b) = (named("fe-a", "be-a"), named("fe-b", "be-b"));
+    let writer = {
+        let (store, a, b) = (store.clone(), a.clone(), b.clone());
+        tokio::spawn(async move {
+            for v in 0..300u64 {
+                let next = if v % 2 == 0 { &a } else { &b };
+                store
+                    .commit(v, next, false, &info("w", 1), b"x")
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let (version, config) = store.load().await.unwrap();
+        let expected = match version {
+            0 => Configuration::default(),
+            v if v % 2 == 1 => a.clone(),
+            _ => b.clone(),
+        };
+        assert_eq!(config, expected, "{db}: read at version {version}");
+        reads += 1;
+    }
+    writer.await.unwrap();
+    assert!(reads > 10, "{db}: only {reads} reads raced the writes");
 }
