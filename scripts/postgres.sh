@@ -6,7 +6,9 @@
 # `resume DIR` stop and start it (an outage, for a test).
 set -euo pipefail
 sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-pg_ctl() { $sudo runuser -u postgres -- "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/pg_ctl" "$@"; }
+# As the postgres user, from a directory it may enter.
+as_pg() { (cd / && $sudo runuser -u postgres -- "$@"); }
+pg_ctl() { as_pg "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/pg_ctl" "$@"; }
 start() { # DIR PORT
   pg_ctl -D "$1/data" -l "$1/data/log" -w \
     -o "-c listen_addresses=127.0.0.1 -p $2 -k $1/run -c fsync=off -c max_connections=200" start >/dev/null
@@ -32,7 +34,7 @@ chmod 755 "$dir"
 mkdir "$dir/data" "$dir/run"
 $sudo chown -R postgres "$dir/data" "$dir/run"
 port=${SLUICE_PG_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
-$sudo runuser -u postgres -- "$bin/initdb" -D "$dir/data" -A trust -U postgres >/dev/null
+as_pg "$bin/initdb" -D "$dir/data" -A trust -U postgres >/dev/null
 echo "$port" > "$dir/port"
 start "$dir" "$port"
 echo "postgres://postgres@127.0.0.1:$port/postgres $dir"

@@ -49,8 +49,8 @@ struct Args {
     #[arg(long, env = "SLUICE_HISTORY_KEEP", default_value_t = 500)]
     history_keep: u64,
     /// This replica's name, when several control planes share one (PostgreSQL)
-    /// database: the fleet view says which replica each node is connected to. Default:
-    /// the API listen address.
+    /// database: the fleet view says which replica each node is connected to, and the
+    /// traffic history keeps each replica's nodes apart. Default: the API address.
     #[arg(long, env = "SLUICE_REPLICA_ID")]
     replica_id: Option<String>,
 }
@@ -83,8 +83,6 @@ async fn main() -> anyhow::Result<()> {
     );
     let registry = Arc::new(grpc::registry::Registry::default());
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let series = Series::new(store.clone(), clock::unix_ms());
-    tokio::spawn(series.clone().run(shutdown_rx.clone()));
     let (rollouts, controller) =
         rollout::controller::start(config.clone(), store.clone(), registry.clone())
             .await
@@ -103,6 +101,8 @@ async fn main() -> anyhow::Result<()> {
         .replica_id
         .clone()
         .unwrap_or_else(|| api_addr.to_string());
+    let series = Series::new(store.clone(), clock::unix_ms(), &replica);
+    tokio::spawn(series.clone().run(shutdown_rx.clone()));
     // Versions other replicas commit on the same database are published here too.
     tokio::spawn(config.clone().follow(shutdown_rx.clone()));
     tokio::spawn(grpc::heartbeat(

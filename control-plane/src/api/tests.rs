@@ -49,7 +49,7 @@ impl Api {
         tokio::spawn(controller.run(config.subscribe(), stopped));
         let state = AppState {
             config,
-            series: crate::series::Series::new(store.clone(), 0),
+            series: crate::series::Series::new(store.clone(), 0, "test"),
             rollouts,
             store,
             registry,

@@ -124,6 +124,8 @@ pub struct Series {
     agg: Mutex<Aggregator>,
     live: broadcast::Sender<Arc<Tick>>,
     latest: Mutex<Option<Arc<Tick>>>,
+    /// This replica's name: its points are its own nodes'; readers add the replicas up.
+    replica: String,
     /// Per tier, the start of the next bucket to compute from the finer tier.
     next_bucket: tokio::sync::Mutex<[Option<i64>; 3]>,
 }
@@ -137,10 +139,12 @@ fn keep(tier: &Tier, scope: &str) -> i64 {
 }
 
 impl Series {
-    /// `started_ms`: when this control plane started (see [`aggregate`]).
-    pub fn new(store: Store, started_ms: i64) -> Arc<Self> {
+    /// `started_ms`: when this control plane started (see [`aggregate`]); `replica`: its
+    /// name, under which it writes the points of its own nodes.
+    pub fn new(store: Store, started_ms: i64, replica: &str) -> Arc<Self> {
         Arc::new(Self {
             store,
+            replica: replica.to_string(),
             agg: Mutex::new(Aggregator::new(started_ms)),
             live: broadcast::channel(16).0,
             latest: Mutex::new(None),
@@ -201,7 +205,7 @@ impl Series {
         });
         *self.latest.lock().expect("series lock") = Some(tick.clone());
         let _ = self.live.send(tick);
-        if let Err(error) = self.store.write_series(0, &rows).await {
+        if let Err(error) = self.store.write_series(0, &self.replica, &rows).await {
             tracing::warn!(%error, "could not record the traffic history");
             return;
         }
@@ -219,7 +223,7 @@ impl Series {
             let step = TIERS[k].step_ms;
             let mut b = match next[k] {
                 Some(b) => b,
-                None => match self.store.last_series_time(k as u8).await? {
+                None => match self.store.last_series_time(k as u8, &self.replica).await? {
                     Some(t) => t + step,
                     None => now - now.rem_euclid(step) - step,
                 },
@@ -244,12 +248,17 @@ impl Series {
         Ok(())
     }
 
-    /// Writes tier `k`'s bucket starting at `b` from tier `k - 1`: counters summed,
-    /// gauges averaged over the finer buckets recorded.
+    /// Writes tier `k`'s bucket starting at `b` from tier `k - 1` (this replica's points):
+    /// counters summed, gauges averaged over the finer buckets recorded.
     async fn fold(&self, k: usize, b: i64) -> Result<(), StoreError> {
         let rows = self
             .store
-            .read_series((k - 1) as u8, None, b, b + TIERS[k].step_ms - 1)
+            .read_series(
+                (k - 1) as u8,
+                (None, Some(&self.replica)),
+                b,
+                b + TIERS[k].step_ms - 1,
+            )
             .await?;
         let recorded = rows.iter().filter(|r| r.scope == "fleet").count() as u64;
         if recorded == 0 {
@@ -268,7 +277,7 @@ impl Series {
                 (scope, b, pack(&v))
             })
             .collect();
-        self.store.write_series(k as u8, &out).await
+        self.store.write_series(k as u8, &self.replica, &out).await
     }
 
     /// Reads `q` at `now`.
@@ -302,20 +311,24 @@ impl Series {
             );
         }
         let end = start + buckets * step - 1;
+        // Every replica's points: each counted its own nodes.
         let rows = self
             .store
-            .read_series(k as u8, Some(&q.scope), start, end)
+            .read_series(k as u8, (Some(&q.scope), None), start, end)
             .await?;
-        let marks = if q.scope == "fleet" {
+        let mut marks = if q.scope == "fleet" {
             rows.iter().map(|r| r.t).collect::<Vec<_>>()
         } else {
             self.store
-                .read_series(k as u8, Some("fleet"), start, end)
+                .read_series(k as u8, (Some("fleet"), None), start, end)
                 .await?
                 .into_iter()
                 .map(|r| r.t)
                 .collect()
         };
+        // A bucket was recorded once however many replicas recorded it.
+        marks.sort_unstable();
+        marks.dedup();
         let n = buckets as usize;
         let mut sums = vec![[0u64; COUNT]; n];
         let mut recorded = vec![0u64; n];

@@ -60,7 +60,7 @@ async fn record_minutes(series: &Series, minutes: i64) {
 #[tokio::test]
 async fn buckets_are_read_back_as_rates_and_levels() {
     let dir = tempfile::tempdir().unwrap();
-    let series = Series::new(store(&dir).await, 0);
+    let series = Series::new(store(&dir).await, 0, "cp");
     record_minutes(&series, 1).await;
     let now = T0 + 60_000;
     let t = read(
@@ -108,12 +108,12 @@ async fn buckets_are_read_back_as_rates_and_levels() {
 #[tokio::test]
 async fn coarser_tiers_are_folded_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let series = Series::new(store(&dir).await, 0);
+    let series = Series::new(store(&dir).await, 0, "cp");
     // The first fold starts at the bucket before the first close: the minutes from T0.
     record_minutes(&series, 5).await;
     drop(series);
     // A new process on the same database continues where the tiers were.
-    let series = Series::new(store(&dir).await, 0);
+    let series = Series::new(store(&dir).await, 0, "cp");
     for i in 30..60 {
         let t = T0 + i * 10_000;
         series
@@ -122,7 +122,7 @@ async fn coarser_tiers_are_folded_and_survive_a_restart() {
     }
     let rows = series
         .store
-        .read_series(1, Some("fleet"), T0, T0 + 600_000)
+        .read_series(1, (Some("fleet"), None), T0, T0 + 600_000)
         .await
         .unwrap();
     let times: Vec<i64> = rows.iter().map(|r| r.t - T0).collect();
@@ -139,7 +139,7 @@ async fn coarser_tiers_are_folded_and_survive_a_restart() {
     // The 10-minute tier closed at T0 + 10 min from the minute tier.
     let ten = series
         .store
-        .read_series(2, Some("fleet"), T0, T0)
+        .read_series(2, (Some("fleet"), None), T0, T0)
         .await
         .unwrap();
     assert_eq!(metric::unpack(&ten[0].vals)[Metric::Upgrades.id()], 360);
@@ -163,13 +163,13 @@ async fn coarser_tiers_are_folded_and_survive_a_restart() {
 #[tokio::test]
 async fn retention_drops_old_points_and_node_scopes_sooner() {
     let dir = tempfile::tempdir().unwrap();
-    let series = Series::new(store(&dir).await, 0);
+    let series = Series::new(store(&dir).await, 0, "cp");
     record_minutes(&series, 2).await;
     let count = |tier: u8, scope: &'static str| {
         let store = series.store.clone();
         async move {
             store
-                .read_series(tier, Some(scope), 0, i64::MAX)
+                .read_series(tier, (Some(scope), None), 0, i64::MAX)
                 .await
                 .unwrap()
                 .len()
@@ -192,7 +192,7 @@ async fn retention_drops_old_points_and_node_scopes_sooner() {
 #[tokio::test]
 async fn queries_are_bounded_and_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let series = Series::new(store(&dir).await, 0);
+    let series = Series::new(store(&dir).await, 0, "cp");
     let now = T0;
     let err = series
         .query(
@@ -219,4 +219,58 @@ async fn queries_are_bounded_and_checked() {
         matches!(err, SeriesError::BadQuery { field: "to", .. }),
         "{err}"
     );
+}
+
+/// Two replicas on one database each record their own nodes: a reader on either adds
+/// them up, and a bucket both recorded counts once (rates and levels are not halved).
+#[tokio::test]
+async fn the_points_of_several_replicas_add_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let (a, b) = (
+        Series::new(store.clone(), 0, "cp-a"),
+        Series::new(store.clone(), 0, "cp-b"),
+    );
+    for i in 0..12 {
+        let t = T0 + i * 10_000;
+        let pa = point(&[
+            ("fleet", Metric::Upgrades, 6),
+            ("fleet", Metric::Tunnels, 4),
+        ]);
+        let pb = point(&[
+            ("fleet", Metric::Upgrades, 4),
+            ("fleet", Metric::Tunnels, 6),
+        ]);
+        a.close(t, pa, t + 10_000).await;
+        b.close(t, pb, t + 10_000).await;
+    }
+    let now = T0 + 120_000;
+    for series in [&a, &b] {
+        let t = read(
+            series,
+            "fleet",
+            &[Metric::Upgrades, Metric::Tunnels],
+            T0,
+            now,
+            Some(10_000),
+            now,
+        )
+        .await;
+        assert_eq!(t.columns[0].1[0], Some(1.0), "10 upgrades in 10 s");
+        assert_eq!(t.columns[1].1[0], Some(10.0), "4 + 6 tunnels");
+        // The minute tier: each replica folded its own.
+        let t = read(
+            series,
+            "fleet",
+            &[Metric::Upgrades, Metric::Tunnels],
+            T0,
+            T0 + 119_999,
+            Some(60_000),
+            now,
+        )
+        .await;
+        assert_eq!(t.tier_step_ms, 60_000);
+        assert_eq!(t.columns[0].1[0], Some(1.0));
+        assert_eq!(t.columns[1].1[0], Some(10.0));
+    }
 }

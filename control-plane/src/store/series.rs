@@ -1,5 +1,6 @@
 //! The traffic history's rows: points written in batches (one transaction per bucket),
-//! read by scope and time range, pruned per tier by age. What the values mean is
+//! each under the replica that wrote it, read by scope and time range (every replica's,
+//! or one's), pruned per tier by age. What the values mean is
 //! `crate::series`'s business; here they are opaque packed bytes.
 
 use sqlx::Row;
@@ -16,22 +17,24 @@ pub struct SeriesRow {
 }
 
 impl Store {
-    /// Writes `(scope, t, vals)` points of `tier` in one transaction (a point written
-    /// again replaces the first).
+    /// Writes `replica`'s `(scope, t, vals)` points of `tier` in one transaction (a point
+    /// written again replaces the first).
     pub async fn write_series(
         &self,
         tier: u8,
+        replica: &str,
         rows: &[(String, i64, Vec<u8>)],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for (scope, t, vals) in rows {
             sqlx::query(
-                "INSERT INTO series (tier, scope, t, vals) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (tier, scope, t) DO UPDATE SET vals = excluded.vals",
+                "INSERT INTO series (tier, scope, t, replica, vals) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tier, scope, t, replica) DO UPDATE SET vals = excluded.vals",
             )
             .bind(i64::from(tier))
             .bind(scope)
             .bind(t)
+            .bind(replica)
             .bind(vals)
             .execute(&mut *tx)
             .await?;
@@ -40,39 +43,28 @@ impl Store {
         Ok(())
     }
 
-    /// Points of `tier` with `from_ms <= t <= to_ms`, of one scope or (`None`) all.
+    /// Points of `tier` with `from_ms <= t <= to_ms`, of one scope or (`None`) all, of
+    /// one replica or (`None`) every one.
     pub async fn read_series(
         &self,
         tier: u8,
-        scope: Option<&str>,
+        (scope, replica): (Option<&str>, Option<&str>),
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<SeriesRow>, StoreError> {
-        let rows = match scope {
-            Some(scope) => {
-                sqlx::query(
-                    "SELECT scope, t, vals FROM series
-                     WHERE tier = $1 AND scope = $2 AND t >= $3 AND t <= $4 ORDER BY t",
-                )
-                .bind(i64::from(tier))
-                .bind(scope)
-                .bind(from_ms)
-                .bind(to_ms)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(
-                    "SELECT scope, t, vals FROM series
-                     WHERE tier = $1 AND t >= $2 AND t <= $3 ORDER BY t",
-                )
-                .bind(i64::from(tier))
-                .bind(from_ms)
-                .bind(to_ms)
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
+        let rows = sqlx::query(
+            "SELECT scope, t, vals FROM series
+             WHERE tier = $1 AND t >= $2 AND t <= $3
+               AND ($4 IS NULL OR scope = $4) AND ($5 IS NULL OR replica = $5)
+             ORDER BY t",
+        )
+        .bind(i64::from(tier))
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(scope)
+        .bind(replica)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|r| SeriesRow {
@@ -83,11 +75,16 @@ impl Store {
             .collect())
     }
 
-    /// The newest point's time in `tier`.
-    pub async fn last_series_time(&self, tier: u8) -> Result<Option<i64>, StoreError> {
+    /// The newest point's time in `tier` that `replica` wrote.
+    pub async fn last_series_time(
+        &self,
+        tier: u8,
+        replica: &str,
+    ) -> Result<Option<i64>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT MAX(t) FROM series WHERE tier = $1")
+            sqlx::query_scalar("SELECT MAX(t) FROM series WHERE tier = $1 AND replica = $2")
                 .bind(i64::from(tier))
+                .bind(replica)
                 .fetch_one(&self.pool)
                 .await?,
         )

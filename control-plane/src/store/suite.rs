@@ -62,23 +62,27 @@ async fn series_points_are_replaced_read_and_pruned() {
             ("fleet".to_string(), 10_000, vec![1, 2]),
             ("node:a".to_string(), 10_000, vec![3]),
         ];
-        store.write_series(0, &rows).await.unwrap();
+        store.write_series(0, "cp", &rows).await.unwrap();
         store
-            .write_series(0, &[("fleet".to_string(), 10_000, vec![9])])
+            .write_series(0, "cp", &[("fleet".to_string(), 10_000, vec![9])])
             .await
             .unwrap();
         let fleet = store
-            .read_series(0, Some("fleet"), 0, 20_000)
+            .read_series(0, (Some("fleet"), None), 0, 20_000)
             .await
             .unwrap();
         assert_eq!(fleet.len(), 1, "{db}");
         assert_eq!(fleet[0].vals, vec![9], "{db}: written again replaces");
         assert_eq!(
-            store.read_series(0, None, 0, 20_000).await.unwrap().len(),
+            store
+                .read_series(0, (None, None), 0, 20_000)
+                .await
+                .unwrap()
+                .len(),
             2
         );
         assert_eq!(
-            store.last_series_time(0).await.unwrap(),
+            store.last_series_time(0, "cp").await.unwrap(),
             Some(10_000),
             "{db}"
         );
