@@ -37,6 +37,13 @@ struct Args {
     backends: usize,
     #[arg(long, default_value_t = 4)]
     servers: usize,
+    /// Node ids are `<prefix>-NNNN` (several processes on one fleet need different ones).
+    #[arg(long, default_value = "fake")]
+    prefix: String,
+    /// Print `acked <node> <version> <unix ms>` on stdout for every snapshot acked, to
+    /// time how long a version takes to reach the fleet.
+    #[arg(long)]
+    log_acks: bool,
 }
 
 /// The node's report after `ticks` intervals: every counter grows by a per-object rate,
@@ -105,7 +112,7 @@ async fn node(a: &Args, i: usize) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     tx.send(NodeMessage {
         msg: Some(node_message::Msg::Hello(pb::Hello {
-            node_id: format!("fake-{i:04}"),
+            node_id: format!("{}-{i:04}", a.prefix),
             labels: HashMap::from([("zone".to_string(), format!("z{}", i % 4))]),
             software_version: "bench".into(),
             features: vec!["http2".into()],
@@ -132,6 +139,12 @@ async fn node(a: &Args, i: usize) -> anyhow::Result<()> {
                     // As a node does: the digest of what it decoded, encoded again.
                     let digest = sha2::Sha256::digest(prost::Message::encode_to_vec(&s)).to_vec();
                     tx.send(NodeMessage { msg: Some(node_message::Msg::Ack(pb::Ack { version: s.version, digest })) }).await?;
+                    if a.log_acks {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)?
+                            .as_millis();
+                        println!("acked {}-{i:04} {} {now}", a.prefix, s.version);
+                    }
                 }
                 Some(_) => {}
                 None => anyhow::bail!("the control plane closed the stream"),
@@ -152,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..args.nodes {
         tasks.push(tokio::spawn(async move {
             if let Err(e) = node(args, i).await {
-                eprintln!("fake-{i:04}: {e}");
+                eprintln!("{}-{i:04}: {e}", args.prefix);
             }
         }));
     }

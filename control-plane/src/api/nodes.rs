@@ -217,7 +217,7 @@ pub async fn views(state: &AppState) -> Result<Vec<NodeView>, ApiError> {
         .map(|(r, live)| {
             let last_seen_ms = live
                 .as_ref()
-                .map_or(r.last_seen_ms, |l| l.last_seen_unix_ms.max(r.last_seen_ms));
+                .map_or(r.last_seen_ms, |l| l.last_seen_unix_ms);
             // A node on another replica is connected while that replica keeps its
             // record fresh.
             let elsewhere = live.is_none() && !r.replica.is_empty() && r.replica != state.replica;

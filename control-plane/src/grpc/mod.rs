@@ -66,11 +66,16 @@ pub async fn heartbeat(
             _ = tick.tick() => {}
             _ = shutdown.changed() => break,
         }
-        let ids: Vec<String> = registry.all().into_iter().map(|(id, _)| id).collect();
-        if ids.is_empty() {
+        // When each was last heard from (a silent node does not look alive elsewhere).
+        let seen: Vec<(String, i64)> = registry
+            .all()
+            .into_iter()
+            .map(|(id, n)| (id, n.last_seen_unix_ms))
+            .collect();
+        if seen.is_empty() {
             continue;
         }
-        if let Err(e) = store.heartbeat_nodes(&ids, &replica, unix_ms()).await {
+        if let Err(e) = store.heartbeat_nodes(&seen, &replica).await {
             tracing::warn!(error = %e, "recording that this replica's nodes are alive");
         }
     }

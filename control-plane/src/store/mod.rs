@@ -577,18 +577,18 @@ impl Store {
         Ok(())
     }
 
-    /// Marks `node_ids` as seen now on `replica`, in one transaction.
+    /// Records when each of `seen`'s nodes was last heard from on `replica`, in one
+    /// transaction.
     pub async fn heartbeat_nodes(
         &self,
-        node_ids: &[String],
+        seen: &[(String, i64)],
         replica: &str,
-        now_ms: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for id in node_ids {
+        for (id, last_seen_ms) in seen {
             sqlx::query("UPDATE nodes SET last_seen_ms = $2, replica = $3 WHERE node_id = $1")
                 .bind(id)
-                .bind(now_ms)
+                .bind(last_seen_ms)
                 .bind(replica)
                 .execute(&mut *tx)
                 .await?;

@@ -124,7 +124,7 @@ async fn nodes_are_recorded_with_their_replies() {
         assert_eq!(n.last_nack_version, Some(4), "{db}");
         assert_eq!((n.first_seen_ms, n.replica.as_str()), (100, "cp-a"), "{db}");
         store
-            .heartbeat_nodes(&["n1".to_string()], "cp-b", 400)
+            .heartbeat_nodes(&[("n1".to_string(), 400)], "cp-b")
             .await
             .unwrap();
         store.touch_node("n1", 500, "cp-a").await.unwrap();
