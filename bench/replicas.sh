@@ -3,7 +3,8 @@
 # (sluice-bench-fakenodes, acking every snapshot) on one control plane on SQLite, then
 # split over two replicas on one PostgreSQL database (a throwaway server,
 # scripts/postgres.sh), WRITES writes made through the first replica's REST API. The
-# figure is from the write's REST response to the last node's ack, per write.
+# figure is from the write's REST request to the last node's ack, per write (nodes ack
+# before the REST response arrives, which is written once the version is published).
 #   NODES=50 WRITES=50 bench/replicas.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,12 +51,15 @@ measure() {
     [ "$n" -ge "$NODES" ] && break
     sleep 0.2
   done
+  # Fake nodes start reading their stream up to one stats interval after their hello.
+  sleep 3
   : > "$dir/writes-$label"
   for i in $(seq 1 "$WRITES"); do
     body="{\"defaults\":{\"timeouts\":{\"server\":\"$((30 + i))s\"}}}"
-    v=$(curl -fsS -X PUT -H "Authorization: Bearer bench-admin" --data "$body" "$api/api/v1/config" \
-      | python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')
-    echo "$v $(date +%s%3N)" >> "$dir/writes-$label"
+    t=$(date +%s%3N)
+    resp=$(curl -fsS -X PUT -H "Authorization: Bearer bench-admin" --data "$body" "$api/api/v1/config")
+    v=$(echo "$resp" | python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')
+    echo "$v $t" >> "$dir/writes-$label"
     sleep 0.3
   done
   sleep 2
@@ -75,13 +79,17 @@ for line in open(f"{d}/writes-{label}"):
         print(f"{label}: version {v} acked by {len(got)} of {nodes}", file=sys.stderr)
         continue
     lat.append(max(got) - t)
+    if max(got) - t > 100:
+        spread = sorted(m - t for m in got)
+        print(f"{label}: version {v}: first ack {spread[0]} ms, median {spread[len(spread)//2]}, last {spread[-1]}", file=sys.stderr)
 lat.sort()
 q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
 print(f"| {label} | {nodes} | {len(lat)} | {q(0.5)} | {q(0.99)} | {lat[-1]} |")
+print(f"{label}: every write, ms: {lat}", file=sys.stderr)
 PY
 }
 
-echo "| setup | nodes | writes | response → last ack p50 (ms) | p99 (ms) | max (ms) |"
+echo "| setup | nodes | writes | request → last ack p50 (ms) | p99 (ms) | max (ms) |"
 echo "|---|---|---|---|---|---|"
 start_cp solo "$dir/solo.db"
 fake "$node_solo" solo "$NODES"
