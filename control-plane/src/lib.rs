@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod events;
 pub mod grpc;
+pub mod import;
 pub mod metrics;
 pub mod rollout;
 pub mod series;

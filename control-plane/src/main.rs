@@ -53,6 +53,47 @@ struct Args {
     /// traffic history keeps each replica's nodes apart. Default: the API address.
     #[arg(long, env = "SLUICE_REPLICA_ID")]
     replica_id: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Prints the Sluice configuration document of an haproxy.cfg on stdout, and on
+    /// stderr every directive that does not map exactly (with its line); stores nothing.
+    Import {
+        /// The haproxy.cfg to read.
+        file: std::path::PathBuf,
+    },
+}
+
+/// `sluice-cp import FILE`.
+fn import(file: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let imported = sluice_control_plane::import::import(&text, &read)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    for n in &imported.report {
+        let kind = serde_json::to_value(n.kind).unwrap_or_default();
+        eprintln!(
+            "{}:{}: {} ({}): {}",
+            file.display(),
+            n.line,
+            n.directive,
+            kind.as_str().unwrap_or(""),
+            n.message
+        );
+    }
+    // In the document's own field order when it reads as one.
+    let text = match serde_json::from_value::<sluice_control_plane::config::ConfigDocument>(
+        imported.document.clone(),
+    ) {
+        Ok(doc) => serde_json::to_string_pretty(&doc)?,
+        Err(_) => serde_json::to_string_pretty(&imported.document)?,
+    };
+    println!("{text}");
+    Ok(())
 }
 
 #[tokio::main]
@@ -66,6 +107,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if let Some(Command::Import { file }) = &args.command {
+        return import(file);
+    }
 
     let store = Store::open(&args.database)
         .await

@@ -118,9 +118,10 @@ impl Fleet {
         eventually(
             WAIT,
             &format!("the rollout of {version} to be {state}"),
+            // The rollout starts just after the commit: until then there is none (404).
             || async {
-                let r = self.rollout(version).await;
-                (r["state"] == state).then_some(r)
+                let r = self.api().get(&format!("/api/v1/rollouts/{version}")).await;
+                (r.json["state"] == state).then_some(r.json)
             },
         )
         .await

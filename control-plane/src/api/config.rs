@@ -85,3 +85,25 @@ pub async fn validate_config(
     s.config.validate(doc).await?;
     Ok(Json(serde_json::json!({ "valid": true })))
 }
+
+/// An haproxy.cfg (the request body, as text) as a Sluice configuration document, with
+/// a report of every directive that does not map exactly. Stores nothing: `PUT` the
+/// document to apply it. Files the configuration names (errorfiles) are not read; they
+/// are reported.
+#[utoipa::path(post, path = "/api/v1/config/import", tag = "config",
+    request_body(content = String, content_type = "text/plain"),
+    responses((status = 200, body = crate::import::Imported),
+              (status = 400, body = super::error::ErrorBody, description = "a syntax error; the line and column are named")))]
+pub async fn import_config(body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let text = std::str::from_utf8(&body).map_err(|e| ApiError::BadRequest {
+        code: "invalid_haproxy_config",
+        field: "(body)".into(),
+        message: format!("not UTF-8: {e}"),
+    })?;
+    let imported = crate::import::import(text, &|_| None).map_err(|e| ApiError::BadRequest {
+        code: "invalid_haproxy_config",
+        field: format!("line {}, column {}", e.line, e.column),
+        message: e.message,
+    })?;
+    Ok(Json(imported))
+}

@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/config", get(config::get_config).put(config::put_config))
         .route("/config/validate", post(config::validate_config))
+        .route("/config/import", post(config::import_config))
         .route(
             "/frontends",
             get(objects::list_frontends).post(objects::create_frontend),

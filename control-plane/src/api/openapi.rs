@@ -110,7 +110,7 @@ impl Modify for BearerAuth {
          description = "Configuration, snapshot history and fleet state of a Sluice deployment. \
                         Every endpoint requires `Authorization: Bearer <admin token>`."),
     paths(
-        config::get_config, config::put_config, config::validate_config,
+        config::get_config, config::put_config, config::validate_config, config::import_config,
         objects::list_frontends, objects::get_frontend, objects::create_frontend,
         objects::put_frontend, objects::delete_frontend,
         objects::list_backends, objects::get_backend, objects::create_backend,
@@ -142,6 +142,7 @@ impl Modify for BearerAuth {
         record::Rollout, record::StageRecord, record::RolloutState, gates::GateReading,
         credentials::BootstrapTokenRequest, credentials::BootstrapTokenView,
         credentials::BootstrapTokenCreated, credentials::NodeRevoked,
+        crate::import::Imported, crate::import::Note, crate::import::NoteKind,
     )),
     modifiers(&BearerAuth, &CommonErrors),
     security(("admin_token" = [])),

@@ -450,3 +450,40 @@ async fn series_queries_name_the_bad_parameter() {
         assert_eq!(body["errors"][0]["field"], field, "{query}: {body}");
     }
 }
+
+#[tokio::test]
+async fn an_haproxy_cfg_is_imported_and_nothing_is_stored() {
+    let api = Api::new().await;
+    let post = |body: &'static str| {
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/v1/config/import")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", "text/plain")
+            .body(Body::from(body))
+            .unwrap();
+        crate::app(api.state.clone()).oneshot(req)
+    };
+    let resp = post("frontend web\n  bind :8080\n  default_backend app\n  frobnicate\nbackend app\n  server s 127.0.0.1:9000\n")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(
+        body["document"]["frontends"][0]["binds"][0]["address"],
+        "0.0.0.0:8080"
+    );
+    assert_eq!(body["report"][0]["line"], 4);
+    assert_eq!(body["report"][0]["kind"], "unsupported");
+    let resp = post("frontend web\n  acl a \"open\n").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["errors"][0]["field"], "line 2, column 9");
+    // Nothing stored.
+    assert_eq!(
+        api.call("GET", "/api/v1/config", None).await.1.as_deref(),
+        Some("\"1\"")
+    );
+}
