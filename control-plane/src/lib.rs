@@ -18,6 +18,7 @@ pub mod events;
 pub mod grpc;
 pub mod import;
 pub mod metrics;
+pub mod registry;
 pub mod rollout;
 pub mod series;
 pub mod snapshot;

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use sluice_control_plane::series::Series;
 use sluice_control_plane::{
-    api, app, auth, clock, grpc, rollout, snapshot::ConfigService, store::Store,
+    api, app, auth, clock, grpc, registry, rollout, snapshot::ConfigService, store::Store,
 };
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -125,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("loading the configuration")?,
     );
-    let registry = Arc::new(grpc::registry::Registry::default());
+    let registry = Arc::new(registry::Registry::default());
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let (rollouts, controller) =
         rollout::controller::start(config.clone(), store.clone(), registry.clone())

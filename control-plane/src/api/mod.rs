@@ -33,7 +33,7 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 
 use crate::auth::TokenDigest;
-use crate::grpc::registry::Registry;
+use crate::registry::Registry;
 use crate::rollout::Rollouts;
 use crate::series::Series;
 use crate::snapshot::ConfigService;

@@ -11,7 +11,7 @@ use tower::ServiceExt;
 
 use super::AppState;
 use crate::auth::TokenDigest;
-use crate::grpc::registry::Registry;
+use crate::registry::Registry;
 use crate::snapshot::ConfigService;
 use crate::store::Store;
 

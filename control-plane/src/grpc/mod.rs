@@ -9,7 +9,6 @@
 //! shutdown. The protocol rules are in `proto/sluice/v1/fleet.proto`.
 
 pub mod enroll;
-pub mod registry;
 pub mod wire;
 
 use std::sync::Arc;
@@ -26,11 +25,10 @@ use crate::clock::unix_ms;
 use crate::config::compile::valid_name;
 use crate::config::features;
 use crate::events;
+use crate::registry::{Registry, Reply};
 use crate::rollout::assign::Assignment;
-use crate::rollout::controller::labels_of;
 use crate::series::Series;
 use crate::store::{NodeHello, NodeReply, Store};
-use registry::{Registry, Reply};
 use wire::ControlStream;
 
 /// What each node should run, as it changes (`Rollouts::assignments`).
@@ -49,6 +47,13 @@ pub struct FleetService {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// This control-plane replica's name, recorded with the nodes it serves.
     pub replica: String,
+}
+
+/// Labels as a node announced them, in order.
+fn labels_of(
+    labels: &std::collections::HashMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// Every few seconds (a third of the stale deadline) records that this replica's

@@ -5,7 +5,7 @@
 //! and a control plane that restarts mid-rollout resumes it at the same stage, that
 //! stage's bake time starting over.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use super::{Action, Command, RolloutError, Rollouts};
 use crate::clock::unix_ms;
 use crate::config::ConfigDocument;
 use crate::events;
-use crate::grpc::registry::{LiveNode, Registry};
+use crate::registry::{LiveNode, Registry};
 use crate::snapshot::{ChangeError, ConfigService, Published};
 use crate::store::Store;
 
@@ -621,9 +621,4 @@ fn reached_ids(reach: &Reach, nodes: &[(String, LiveNode)]) -> Vec<String> {
         .filter(|(id, n)| reach.includes(id, &n.labels))
         .map(|(id, _)| id.clone())
         .collect()
-}
-
-/// Labels as a node announced them.
-pub fn labels_of(labels: &HashMap<String, String>) -> BTreeMap<String, String> {
-    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }

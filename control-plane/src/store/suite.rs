@@ -25,7 +25,11 @@ async fn events_append_list_by_filter_and_prune() {
             .iter()
             .enumerate()
         {
-            let mut e = crate::events::event(kind, format!("e{i}"));
+            let mut e = Event {
+                kind: kind.to_string(),
+                detail: format!("e{i}"),
+                ..Event::default()
+            };
             e.unix_ms = 1000 + i as i64;
             e.node = Some(format!("n{}", i % 2));
             e.version = Some(i as u64);
