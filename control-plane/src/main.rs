@@ -127,12 +127,6 @@ async fn main() -> anyhow::Result<()> {
     );
     let registry = Arc::new(registry::Registry::default());
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let (rollouts, controller) =
-        rollout::controller::start(config.clone(), store.clone(), registry.clone())
-            .await
-            .context("resuming rollouts")?;
-    tokio::spawn(controller.run(config.subscribe(), shutdown_rx.clone()));
-
     let api_listener = TcpListener::bind(args.api_listen)
         .await
         .with_context(|| format!("binding the API listener on {}", args.api_listen))?;
@@ -145,15 +139,36 @@ async fn main() -> anyhow::Result<()> {
         .replica_id
         .clone()
         .unwrap_or_else(|| api_addr.to_string());
+    // One replica leads rollouts (on SQLite, this one).
+    let (leads_tx, leads) = rollout::lease::leadership(&store);
+    tokio::spawn(rollout::lease::run(
+        store.clone(),
+        leads_tx,
+        shutdown_rx.clone(),
+    ));
+    let seat = rollout::controller::Seat {
+        replica: replica.clone(),
+        stale_after: args.node_stale_after,
+        leads,
+    };
+    let (rollouts, controller) =
+        rollout::controller::start(config.clone(), store.clone(), registry.clone(), seat)
+            .await
+            .context("resuming rollouts")?;
+    tokio::spawn(controller.run(config.subscribe(), shutdown_rx.clone()));
     let series = Series::new(store.clone(), clock::unix_ms(), &replica);
     tokio::spawn(series.clone().run(shutdown_rx.clone()));
+    // Events other replicas record reach this replica's live feed.
+    tokio::spawn(store.clone().follow_events(shutdown_rx.clone()));
     // Versions other replicas commit on the same database are published here too.
     tokio::spawn(config.clone().follow(shutdown_rx.clone()));
     tokio::spawn(grpc::heartbeat(
         store.clone(),
         registry.clone(),
+        series.clone(),
         replica.clone(),
-        args.node_stale_after / 3,
+        // Often enough for another replica's rollout gates to read fresh counters.
+        (args.node_stale_after / 3).min(Duration::from_secs(2)),
         shutdown_rx.clone(),
     ));
 
@@ -167,7 +182,17 @@ async fn main() -> anyhow::Result<()> {
         stale_after_ms: args.node_stale_after.as_millis() as i64,
         replica: replica.clone(),
     };
+    let known = Arc::new(grpc::enroll::KnownCredentials::default());
+    if let Err(e) = known.refresh(&store).await {
+        tracing::warn!(error = %e, "reading node credentials");
+    }
+    tokio::spawn(grpc::enroll::keep_known(
+        store.clone(),
+        known.clone(),
+        shutdown_rx.clone(),
+    ));
     let fleet = grpc::FleetService {
+        known,
         assignments: rollouts.assignments(),
         store,
         registry,

@@ -119,48 +119,13 @@ async fn a_silent_node_is_marked_stale_then_online_again() {
     .await;
 }
 
-/// Reads server-sent events from `/api/v1/live` until `want` returns a value.
+/// Reads the live feed until `want` returns a value.
 async fn live_until<T>(
     api_base: &str,
     token: &str,
-    mut want: impl FnMut(&str, &Value) -> Option<T>,
+    want: impl FnMut(&str, &Value) -> Option<T>,
 ) -> T {
-    let mut resp = reqwest::Client::new()
-        .get(format!("{api_base}/api/v1/live"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(
-        resp.headers()["content-type"].to_str().unwrap(),
-        "text/event-stream"
-    );
-    let mut buffer = String::new();
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let chunk = resp.chunk().await.unwrap().expect("the feed stays open");
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find("\n\n") {
-                let block: String = buffer.drain(..end + 2).collect();
-                let kind = block
-                    .lines()
-                    .find_map(|l| l.strip_prefix("event: "))
-                    .unwrap_or("message")
-                    .to_string();
-                let data: String = block
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data: "))
-                    .collect();
-                let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
-                if let Some(found) = want(&kind, &value) {
-                    return found;
-                }
-            }
-        }
-    })
-    .await
-    .expect("the awaited live message in time")
+    sluice_tests::live::live_until(api_base, token, WAIT, want).await
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! Several control-plane replicas on one PostgreSQL database, through the real binaries:
 //! a write to one replica reaches the nodes of the other at once; writers on both never
-//! both win; the fleet view is the same on either; and when a replica is killed its nodes
-//! move to the other without losing a tunnel.
+//! both win; the fleet view (with each node's traffic) and the live feed (events and
+//! buckets) are the same on either; and when a replica is killed its nodes
+//! move to the other without losing a tunnel; while the database is down, writes get 503,
+//! nodes keep serving, and a node restarted meanwhile is let in on its credential.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +12,8 @@ use sluice_tests::harness::{
     any_port, eventually, postgres_database, simple_config, ws_connect, ws_roundtrip, Api,
     ControlPlane, DataPlane,
 };
+use sluice_tests::live::live_until;
+use sluice_tests::replica;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -24,18 +28,14 @@ async fn two_replicas_share_the_fleet_and_nodes_fail_over() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
-    std::fs::create_dir_all(&dir_a).unwrap();
-    std::fs::create_dir_all(&dir_b).unwrap();
     let backend = sluice_tests::backend::Backend::start("alpha", "127.0.0.1:0")
         .await
         .unwrap();
-    let mut a =
-        ControlPlane::start_with_args(&dir_a, &["--database", &url, "--replica-id", "cp-a"]);
-    let b = ControlPlane::start_with_args(&dir_b, &["--database", &url, "--replica-id", "cp-b"]);
+    let mut a = replica::start(dir.path(), &url, "cp-a");
+    let b = replica::start(dir.path(), &url, "cp-b");
     let (api_a, api_b) = (a.api(), b.api());
-    let both_a = format!("{},{}", a.node_url, b.node_url);
-    let both_b = format!("{},{}", b.node_url, a.node_url);
+    let both_a = replica::endpoints(&a, &b);
+    let both_b = replica::endpoints(&b, &a);
     let token = a.node_token.clone();
     let n1 =
         DataPlane::start_with_args(dir.path(), &a, "n1", &token, &["--control-plane", &both_a]);
@@ -71,8 +71,51 @@ async fn two_replicas_share_the_fleet_and_nodes_fail_over() {
         }
     }
 
-    // Writers on both replicas at once: one wins each round, the other gets 412.
+    // One fleet on either replica: B's live feed carries what A records and a bucket
+    // with the tunnel through A's node n1, and B's fleet view shows n1's traffic.
+    let n1_bind = n1.bound(configured).await;
+    let mut tunnel = ws_connect(n1_bind, "/ws").await;
+    assert_eq!(ws_roundtrip(&mut tunnel, "before").await, "before");
+    let (b_base, b_token) = (b.api.clone(), b.admin_token.clone());
+    let feed = tokio::spawn(async move {
+        let mut committed = None;
+        let mut tick = None;
+        live_until(&b_base, &b_token, Duration::from_secs(30), |kind, v| {
+            if kind == "event" && v["kind"] == "version_committed" {
+                committed = v["version"].as_u64();
+            }
+            if kind == "tick" && v["nodes"]["n1"]["tunnels"] == 1.0 {
+                tick = Some(v.clone());
+            }
+            committed.zip(tick.clone())
+        })
+        .await
+    });
+    tokio::pin!(feed);
+    // Writes through A until B's feed (connecting meanwhile) has heard of one.
     let mut next = doc.clone();
+    let mut via_a = Vec::new();
+    let (heard, tick) = loop {
+        next["defaults"]["timeouts"]["server"] = Value::from(format!("{}s", 40 + via_a.len()));
+        via_a.push(api_a.put_config(&next).await);
+        tokio::select! {
+            r = &mut feed => break r.unwrap(),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => assert!(via_a.len() < 40),
+        }
+    };
+    assert!(
+        via_a.contains(&heard),
+        "B's feed carries A's commits: {heard} in {via_a:?}"
+    );
+    assert!(tick["fleet"]["tunnels"].as_f64().unwrap() >= 1.0, "{tick}");
+    eventually(WAIT, "n1's tunnel in B's fleet view", || async {
+        let n = api_b.node("n1").await?;
+        (n["traffic"]["current_tunnels"] == 1 && n["replica"] == "cp-a").then_some(())
+    })
+    .await;
+
+    // Writers on both replicas at once: one wins each round, the other gets 412.
+    let before_rounds = api_a.version().await;
     for round in 0..10 {
         let version = api_a.version().await;
         let tag = format!("\"{version}\"");
@@ -103,12 +146,9 @@ async fn two_replicas_share_the_fleet_and_nodes_fail_over() {
     let mut unique = versions.clone();
     unique.dedup();
     assert_eq!(unique, versions, "no version number twice");
-    assert_eq!(versions[0], v + 10, "one version per round");
+    assert_eq!(versions[0], before_rounds + 10, "one version per round");
 
-    // Replica A dies: its nodes move to B, and a tunnel through n1 lives on.
-    let n1_bind = n1.bound(configured).await;
-    let mut tunnel = ws_connect(n1_bind, "/ws").await;
-    assert_eq!(ws_roundtrip(&mut tunnel, "before").await, "before");
+    // Replica A dies: its nodes move to B, and the tunnel through n1 lives on.
     a.proc.kill();
     for node in ["n1", "n2", "n3"] {
         eventually(
@@ -188,15 +228,35 @@ async fn while_the_database_is_down_writes_get_503_and_nodes_keep_serving() {
         .unwrap();
     let cp = ControlPlane::start_with_args(dir.path(), &["--database", &db.url]);
     let node = DataPlane::start(dir.path(), &cp, "n1");
+    // A node that keeps its credential (and last plan) in a state directory.
+    let state = dir.path().join("n2-state");
+    let state_arg = state.display().to_string();
+    let n2_args = ["--state-dir", state_arg.as_str()];
+    let token = cp.node_token.clone();
+    let mut n2 = DataPlane::start_with_args(dir.path(), &cp, "n2", &token, &n2_args);
     let api = cp.api();
     let configured = any_port("127.0.0.1");
     let doc = simple_config(configured, &[("pool", &[backend.addr])], "pool");
     let v = api.put_config(&doc).await;
     api.wait_applied("n1", v, WAIT).await;
+    api.wait_applied("n2", v, WAIT).await;
     let bind = node.bound(configured).await;
     let mut tunnel = ws_connect(bind, "/ws").await;
 
     db.run("pause");
+    // Restarted during the outage, n2 is let in on its credential as last read and serves.
+    n2.proc.kill();
+    let n2 = DataPlane::start_with_args(dir.path(), &cp, "n2", &token, &n2_args);
+    eventually(WAIT, "n2 back on its control plane", || async {
+        n2.proc
+            .log_text()
+            .contains("connected to the control plane")
+            .then_some(())
+    })
+    .await;
+    let n2_bind = n2.bound(configured).await;
+    let mut via_n2 = ws_connect(n2_bind, "/ws").await;
+    assert_eq!(ws_roundtrip(&mut via_n2, "n2").await, "n2");
     let mut next = doc.clone();
     next["defaults"]["timeouts"]["tunnel"] = Value::from("2h");
     // Ten seconds without the database: every write is refused with 503 and changes
@@ -228,5 +288,6 @@ async fn while_the_database_is_down_writes_get_503_and_nodes_keep_serving() {
     .await;
     assert_eq!(w, v + 1, "nothing was stored during the outage");
     api.wait_applied("n1", w, WAIT).await;
+    api.wait_applied("n2", w, WAIT).await;
     assert_eq!(ws_roundtrip(&mut tunnel, "after").await, "after");
 }

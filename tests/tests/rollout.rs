@@ -4,16 +4,14 @@
 //! bake time (the other nodes never run it, and keep serving), and operators pause,
 //! resume, promote and abort through the API.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_tests::harness::{
     any_port, closed_addr, eventually, ids, simple_config, Api, DataPlane, Fixture,
 };
+use sluice_tests::traffic::Traffic;
 
 const WAIT: Duration = Duration::from_secs(20);
 const NODES: [&str; 5] = ["node-a", "node-b", "node-c", "node-d", "node-e"];
@@ -76,36 +74,9 @@ impl Fleet {
         r.json
     }
 
-    /// Requests through every node until dropped; counts answers other than 200 by node.
+    /// Requests through every node until dropped.
     fn traffic(&self) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let failures: Arc<HashMap<String, AtomicU64>> = Arc::new(
-            self.binds
-                .iter()
-                .map(|(id, _)| (id.clone(), AtomicU64::new(0)))
-                .collect(),
-        );
-        let (binds, stop2, fail2) = (self.binds.clone(), stop.clone(), failures.clone());
-        tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            // Bounded: at most a minute of requests.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            while !stop2.load(Relaxed) && tokio::time::Instant::now() < deadline {
-                for (id, addr) in &binds {
-                    let ok = client
-                        .get(format!("http://{addr}/ping"))
-                        .timeout(Duration::from_secs(2))
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status() == 200);
-                    if !ok {
-                        fail2[id].fetch_add(1, Relaxed);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
-        Traffic { stop, failures }
+        Traffic::start(self.binds.clone())
     }
 
     async fn rollout(&self, version: u64) -> Value {
@@ -125,17 +96,6 @@ impl Fleet {
             },
         )
         .await
-    }
-}
-
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    failures: Arc<HashMap<String, AtomicU64>>,
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
     }
 }
 
@@ -291,13 +251,9 @@ async fn a_canary_whose_servers_refuse_is_rolled_back_within_its_bake_time() {
         404
     );
     for id in &NODES[1..] {
-        assert_eq!(
-            traffic.failures[*id].load(Relaxed),
-            0,
-            "{id} failed requests"
-        );
+        assert_eq!(traffic.failures(id), 0, "{id} failed requests");
     }
-    assert!(traffic.failures["node-a"].load(Relaxed) > 0);
+    assert!(traffic.failures("node-a") > 0);
 }
 
 #[tokio::test]

@@ -30,6 +30,12 @@ pub enum ApiError {
     Gone(String),
     /// The database cannot be reached: nothing can be read or written now.
     Unavailable,
+    /// Another part of the system must answer and cannot now (e.g. no replica leads
+    /// rollouts): `code` names it.
+    Busy {
+        code: &'static str,
+        message: String,
+    },
     Internal(String),
 }
 
@@ -114,6 +120,11 @@ impl IntoResponse for ApiError {
                 body.code = "database_unavailable".into();
                 body.message =
                     "the database cannot be reached; nothing was changed — retry later".into();
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Busy { code, message } => {
+                body.code = code.into();
+                body.message = message;
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal(detail) => {

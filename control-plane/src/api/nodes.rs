@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::State;
 use axum::Json;
+use prost::Message as _;
 use serde::Serialize;
 use sluice_proto::v1 as pb;
 use utoipa::ToSchema;
@@ -11,8 +12,7 @@ use utoipa::ToSchema;
 use super::snapshots::rfc3339;
 use super::{ApiError, AppState};
 use crate::clock::unix_ms;
-use crate::series::metric::Metric;
-use crate::series::Tick;
+use crate::series::rates::NodeRates;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NodeView {
@@ -32,7 +32,8 @@ pub struct NodeView {
     /// Seconds since the node's process started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uptime_s: Option<i64>,
-    /// Per-second rates over the last closed 10-second bucket.
+    /// Per-second rates over the last closed 10-second bucket (of the replica the node is
+    /// connected to).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rates: Option<NodeRates>,
     pub first_seen: String,
@@ -62,40 +63,10 @@ pub struct NodeView {
     /// When the node was revoked: its id is refused from then on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked: Option<String>,
-    /// Current traffic as last reported.
+    /// Current traffic as last reported (to this replica, or as the node's replica last
+    /// recorded it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficView>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct NodeRates {
-    pub upgrades_per_s: f64,
-    pub requests_per_s: f64,
-    /// Errors of every kind (connect, timeout, bad response, no server, queue timeout,
-    /// bad request, TLS) and 5xx responses per second.
-    pub errors_per_s: f64,
-    /// Errors per request (0 without requests).
-    pub error_rate: f64,
-}
-
-fn rates(tick: &Tick, node: &str) -> NodeRates {
-    let scope = format!("node:{node}");
-    let errors: f64 = Metric::ERRORS
-        .into_iter()
-        .chain([Metric::Responses5xx])
-        .map(|m| tick.value(&scope, m))
-        .sum();
-    let requests = tick.value(&scope, Metric::Requests);
-    NodeRates {
-        upgrades_per_s: tick.value(&scope, Metric::Upgrades),
-        requests_per_s: requests,
-        errors_per_s: errors,
-        error_rate: if requests > 0.0 {
-            errors / requests
-        } else {
-            0.0
-        },
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -229,15 +200,22 @@ pub async fn views(state: &AppState) -> Result<Vec<NodeView>, ApiError> {
                 (Some(_), silent) if silent > state.stale_after_ms / 3 => "stale",
                 _ => "online",
             };
-            let started_ms = live
+            // A node on another replica: its report and rates as that replica recorded
+            // them.
+            let stats = match &live {
+                Some(l) => l.stats.clone(),
+                None if connected => r.stats.as_deref().and_then(|b| pb::Stats::decode(b).ok()),
+                None => None,
+            };
+            let started_ms = stats
                 .as_ref()
-                .and_then(|l| l.stats.as_ref())
                 .map(|s| s.started_unix_ms)
                 .filter(|&ms| ms > 0);
-            let rates = tick
-                .as_ref()
-                .filter(|_| live.is_some())
-                .map(|t| rates(t, &r.node_id));
+            let rates = match &live {
+                Some(_) => tick.as_ref().map(|t| NodeRates::of(t, &r.node_id)),
+                None if connected => serde_json::from_str(&r.rates).ok(),
+                None => None,
+            };
             let applied_version = live
                 .as_ref()
                 .map_or(r.applied_version, |l| l.applied_version);
@@ -296,7 +274,7 @@ pub async fn views(state: &AppState) -> Result<Vec<NodeView>, ApiError> {
                     .as_ref()
                     .map(|l| l.features.clone())
                     .unwrap_or_default(),
-                traffic: live.and_then(|l| l.stats).as_ref().map(traffic),
+                traffic: stats.as_ref().map(traffic),
             }
         })
         .collect();

@@ -26,6 +26,10 @@ impl From<RolloutError> for ApiError {
             RolloutError::NotFound(v) => ApiError::NotFound(format!("no rollout of version {v}")),
             e @ RolloutError::NotApplicable { .. } => ApiError::Conflict(e.to_string()),
             RolloutError::Store(s) => s.into(),
+            e @ RolloutError::NoLeader => ApiError::Busy {
+                code: "no_rollout_leader",
+                message: e.to_string(),
+            },
             e => ApiError::Internal(e.to_string()),
         }
     }

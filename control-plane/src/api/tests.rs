@@ -41,10 +41,19 @@ impl Api {
                 .unwrap(),
         );
         let registry = Arc::new(Registry::default());
-        let (rollouts, controller) =
-            crate::rollout::controller::start(config.clone(), store.clone(), registry.clone())
-                .await
-                .unwrap();
+        let seat = crate::rollout::controller::Seat {
+            replica: "test".into(),
+            stale_after: std::time::Duration::from_secs(15),
+            leads: crate::rollout::lease::leadership(&store).1,
+        };
+        let (rollouts, controller) = crate::rollout::controller::start(
+            config.clone(),
+            store.clone(),
+            registry.clone(),
+            seat,
+        )
+        .await
+        .unwrap();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(controller.run(config.subscribe(), stopped));
         let state = AppState {

@@ -2,7 +2,14 @@
 //! through the REST API, with an expiry and a use count, or the fleet-wide node token)
 //! for the node's own credential, and [`FleetService::authenticate`] tells a stream's
 //! bearer token apart — a node credential, bound to its node id, or the fleet token.
-//! A revoked node id is refused either way.
+//! A revoked node id is refused either way. While the database cannot be reached, a
+//! node already enrolled is let in on the credentials last read from it
+//! ([`KnownCredentials`], refreshed every ten seconds), so nodes restarted or failing over
+//! during an outage still get their configuration.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -11,7 +18,81 @@ use super::{check_hello, FleetService};
 use crate::auth::{random_token, TokenDigest};
 use crate::clock::unix_ms;
 use crate::events;
-use crate::store::EnrollRefusal;
+use crate::store::{CredentialRow, EnrollRefusal, Store, StoreError};
+
+/// How often the copy of the credentials is read again.
+const REFRESH: Duration = Duration::from_secs(10);
+
+/// The node credentials (by digest) and revoked node ids as last read from the store.
+#[derive(Default)]
+pub struct KnownCredentials {
+    inner: Mutex<(HashMap<String, CredentialRow>, HashSet<String>)>,
+}
+
+impl KnownCredentials {
+    pub async fn refresh(&self, store: &Store) -> Result<(), StoreError> {
+        let mut by_digest = HashMap::new();
+        let mut revoked = HashSet::new();
+        for c in store.all_credentials().await? {
+            let row = CredentialRow {
+                revoked: c.revoked_unix_ms.is_some(),
+                node_id: c.node_id,
+            };
+            if row.revoked {
+                revoked.insert(row.node_id.clone());
+            }
+            if let Some(d) = c.digest {
+                by_digest.insert(d, row);
+            }
+        }
+        *self.inner.lock().expect("credentials lock") = (by_digest, revoked);
+        Ok(())
+    }
+
+    /// Adds what was just read or issued.
+    fn remember(&self, digest: &str, row: &CredentialRow) {
+        let mut inner = self.inner.lock().expect("credentials lock");
+        if row.revoked {
+            inner.1.insert(row.node_id.clone());
+        }
+        inner.0.insert(digest.to_string(), row.clone());
+    }
+
+    fn credential(&self, digest: &str) -> Option<CredentialRow> {
+        self.inner
+            .lock()
+            .expect("credentials lock")
+            .0
+            .get(digest)
+            .cloned()
+    }
+
+    fn is_revoked(&self, node_id: &str) -> bool {
+        self.inner
+            .lock()
+            .expect("credentials lock")
+            .1
+            .contains(node_id)
+    }
+}
+
+/// Keeps `known` current until shutdown.
+pub async fn keep_known(
+    store: Store,
+    known: std::sync::Arc<KnownCredentials>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(REFRESH);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => break,
+        }
+        if let Err(e) = known.refresh(&store).await {
+            tracing::debug!(error = %e, "reading node credentials; keeping the last copy");
+        }
+    }
+}
 
 /// What a stream's bearer token proved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +126,27 @@ impl FleetService {
             return Ok(Presented::FleetToken);
         }
         let digest = TokenDigest::of(token).to_hex();
-        match self.store.credential(&digest).await.map_err(internal)? {
+        let found = match self.store.credential(&digest).await {
+            Ok(found) => {
+                if let Some(c) = &found {
+                    self.known.remember(&digest, c);
+                }
+                found
+            }
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "database unavailable: checking the credential against the last copy read");
+                match self.known.credential(&digest) {
+                    Some(c) => Some(c),
+                    None => {
+                        return Err(Status::unavailable(
+                            "the control plane cannot check this credential now; retry",
+                        ))
+                    }
+                }
+            }
+            Err(e) => return Err(internal(e)),
+        };
+        match found {
             Some(c) if c.revoked => Err(Status::permission_denied(format!(
                 "node {} is revoked",
                 c.node_id
@@ -64,13 +165,14 @@ impl FleetService {
                 ));
             }
         }
-        if self
-            .store
-            .node_revoked(node_id)
-            .await
-            .map_err(internal)?
-            .is_some()
-        {
+        let revoked = match self.store.node_revoked(node_id).await {
+            Ok(at) => at.is_some(),
+            Err(e) if e.is_unavailable() => {
+                self.known.is_revoked(node_id) || self.registry.is_revoked(node_id)
+            }
+            Err(e) => return Err(internal(e)),
+        };
+        if revoked {
             return Err(Status::permission_denied(format!(
                 "node {node_id} is revoked"
             )));
@@ -105,7 +207,13 @@ impl FleetService {
             .await
             .map_err(internal)?
         {
-            Ok(()) => {}
+            Ok(()) => self.known.remember(
+                &digest,
+                &CredentialRow {
+                    node_id: node_id.clone(),
+                    revoked: false,
+                },
+            ),
             Err(EnrollRefusal::BadToken) => {
                 tracing::warn!(node = %node_id, "enrollment refused: bad, expired, used-up or revoked bootstrap token");
                 return Err(Status::unauthenticated(

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use prost::Message;
 use sluice_proto::v1::{self as pb, node_message, NodeMessage};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,8 +28,9 @@ use crate::config::features;
 use crate::events;
 use crate::registry::{Registry, Reply};
 use crate::rollout::assign::Assignment;
+use crate::series::rates::NodeRates;
 use crate::series::Series;
-use crate::store::{NodeHello, NodeReply, Store};
+use crate::store::{NodeBeat, NodeHello, NodeReply, Store};
 use wire::ControlStream;
 
 /// What each node should run, as it changes (`Rollouts::assignments`).
@@ -47,6 +49,8 @@ pub struct FleetService {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// This control-plane replica's name, recorded with the nodes it serves.
     pub replica: String,
+    /// The credentials as last read, for while the database cannot be reached.
+    pub known: Arc<enroll::KnownCredentials>,
 }
 
 /// Labels as a node announced them, in order.
@@ -56,11 +60,14 @@ fn labels_of(
     labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-/// Every few seconds (a third of the stale deadline) records that this replica's
-/// connected nodes are alive, so the other replicas on the database show them connected.
+/// Every `every` (a third of the stale deadline, at most two seconds) records that this
+/// replica's connected nodes are alive, with their latest report, headline rates and
+/// withheld version: the other replicas on the database show them connected, with their
+/// traffic, and the rollout leader's gates read them.
 pub async fn heartbeat(
     store: Store,
     registry: Arc<Registry>,
+    series: Arc<Series>,
     replica: String,
     every: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -71,11 +78,24 @@ pub async fn heartbeat(
             _ = tick.tick() => {}
             _ = shutdown.changed() => break,
         }
-        // When each was last heard from (a silent node does not look alive elsewhere).
-        let seen: Vec<(String, i64)> = registry
+        let latest = series.latest();
+        let seen: Vec<NodeBeat> = registry
             .all()
             .into_iter()
-            .map(|(id, n)| (id, n.last_seen_unix_ms))
+            .map(|(id, n)| NodeBeat {
+                rates: latest
+                    .as_ref()
+                    .and_then(|t| serde_json::to_string(&NodeRates::of(t, &id)).ok())
+                    .unwrap_or_default(),
+                stats: n
+                    .stats
+                    .as_ref()
+                    .map(Message::encode_to_vec)
+                    .unwrap_or_default(),
+                withheld_version: n.withheld.as_ref().map(|(v, _)| *v),
+                last_seen_ms: n.last_seen_unix_ms,
+                node_id: id,
+            })
             .collect();
         if seen.is_empty() {
             continue;
@@ -174,10 +194,18 @@ impl FleetService {
             applied_version: hello.applied_version,
             replica: &self.replica,
         };
-        self.store.upsert_node(&seen, now).await.map_err(|e| {
-            tracing::error!(error = %e, "recording node hello");
-            Status::internal("could not record the node")
-        })?;
+        match self.store.upsert_node(&seen, now).await {
+            Ok(()) => {}
+            // The node is served all the same; its replica records it once the database
+            // is back (the heartbeat).
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, node = %hello.node_id, "database unavailable: the node's hello is not recorded")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "recording node hello");
+                return Err(Status::internal("could not record the node"));
+            }
+        }
         let digest = crate::snapshot::hex(&hello.applied_digest);
         if let Err(e) = self.store.record_node_digest(&hello.node_id, &digest).await {
             tracing::warn!(error = %e, "recording the node's digest");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::snapshot::Published;
 
 /// The nodes a rollout has reached.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reach {
     /// Chosen by id (share stages, and label stages' nodes as they were met).
     pub nodes: BTreeSet<String>,

@@ -4,6 +4,11 @@
 //! [`Assignment`]. Its record is saved at every change of state (not at every reading),
 //! and a control plane that restarts mid-rollout resumes it at the same stage, that
 //! stage's bake time starting over.
+//!
+//! Only the replica that leads ([`super::lease`]) decides; the others follow what it
+//! writes to the store ([`replicas`]).
+
+mod replicas;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::assign::{Assignment, Reach};
+use super::fleet::{self, Member};
 use super::gates::{self, NodeReading, Totals};
 use super::policy::RolloutPolicy;
 use super::record::{Rollout, RolloutState};
@@ -21,9 +27,9 @@ use super::{Action, Command, RolloutError, Rollouts};
 use crate::clock::unix_ms;
 use crate::config::ConfigDocument;
 use crate::events;
-use crate::registry::{LiveNode, Registry};
+use crate::registry::Registry;
 use crate::snapshot::{ChangeError, ConfigService, Published};
-use crate::store::Store;
+use crate::store::{Database, Store};
 
 /// How often gates are read and bake times checked.
 const TICK: Duration = Duration::from_millis(500);
@@ -66,6 +72,15 @@ pub struct Controller {
     active: Option<Active>,
     /// A version this task committed to roll back: it goes to every node at once.
     rollback_commit: Option<u64>,
+    /// This replica's name, and how long a node on another replica counts as connected
+    /// after it was last heard of.
+    replica: String,
+    stale_ms: i64,
+    /// Whether this replica leads, as the lease says and as this task acts.
+    leads: watch::Receiver<bool>,
+    leading: bool,
+    /// The follower's last read of the store failed (logged once until it works again).
+    follow_failing: bool,
 }
 
 /// A node's position in a share-of-fleet selection: stable for a version, spread across
@@ -77,12 +92,22 @@ fn rank(node_id: &str, version: u64) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Builds the controller and its handle; resumes a rollout the store says was in
-/// progress, if its version is still the newest.
+/// Where the controller runs: this replica's name, the stale deadline of nodes, and
+/// whether it leads.
+pub struct Seat {
+    pub replica: String,
+    pub stale_after: Duration,
+    pub leads: watch::Receiver<bool>,
+}
+
+/// Builds the controller and its handle. A leader resumes a rollout the store says was in
+/// progress, if its version is still the newest; a follower starts from the assignment
+/// the leader wrote.
 pub async fn start(
     config: Arc<ConfigService>,
     store: Store,
     registry: Arc<Registry>,
+    seat: Seat,
 ) -> Result<(Rollouts, Controller), ChangeError> {
     let newest = config.current();
     let (assign, assignments) = watch::channel(Assignment::settled(newest.clone()));
@@ -98,12 +123,16 @@ pub async fn start(
         stable: newest.clone(),
         active: None,
         rollback_commit: None,
+        replica: seat.replica,
+        stale_ms: seat.stale_after.as_millis() as i64,
+        leading: false,
+        leads: seat.leads,
+        follow_failing: false,
     };
-    if let Some(body) = store.unfinished_rollout().await? {
-        match serde_json::from_str::<Rollout>(&body) {
-            Ok(record) => c.resume_stored(record, newest).await,
-            Err(e) => tracing::warn!(error = %e, "a stored rollout record does not parse; ignored"),
-        }
+    if *c.leads.borrow_and_update() {
+        c.take_over().await?;
+    } else {
+        c.follow().await;
     }
     let handle = Rollouts {
         assignments,
@@ -124,20 +153,65 @@ impl Controller {
         versions.borrow_and_update();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A follower hears of each assignment the leader writes at once (PostgreSQL).
+        let mut listener = match self.store.assignment_listener().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "no assignment notifications; checking every tick");
+                None
+            }
+        };
         loop {
+            let heard = async {
+                match listener.as_mut() {
+                    Some(l) => l.try_recv().await.map(|_| ()),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 changed = versions.changed() => {
                     if changed.is_err() {
                         break;
                     }
                     let p = versions.borrow_and_update().clone();
-                    self.on_version(p).await;
+                    if self.leading {
+                        self.on_version(p).await;
+                    }
                 }
                 Some(cmd) = self.commands.recv() => {
-                    let answer = self.on_command(cmd.version, cmd.action, &cmd.actor).await;
-                    let _ = cmd.reply.send(answer);
+                    if self.leading {
+                        let answer = self.on_command(cmd.version, cmd.action, &cmd.actor).await;
+                        let _ = cmd.reply.send(answer);
+                    } else {
+                        replicas::forward(self.store.clone(), cmd);
+                    }
                 }
-                _ = tick.tick() => self.on_tick().await,
+                _ = tick.tick() => {
+                    if self.leading {
+                        self.serve_commands().await;
+                        self.on_tick().await;
+                    } else {
+                        self.follow().await;
+                    }
+                }
+                r = heard => match r {
+                    Err(e) => {
+                        tracing::warn!(error = %e, "assignment notifications lost; checking every tick");
+                        listener = None;
+                    }
+                    Ok(()) if !self.leading => self.follow().await,
+                    Ok(()) => {}
+                },
+                Ok(()) = self.leads.changed() => {
+                    let leads = *self.leads.borrow_and_update();
+                    if leads && !self.leading {
+                        if let Err(e) = self.take_over().await {
+                            tracing::error!(error = %e, "taking over rollouts");
+                        }
+                    } else if !leads && self.leading {
+                        self.step_down();
+                    }
+                }
                 _ = shutdown.changed() => break,
             }
         }
@@ -182,11 +256,12 @@ impl Controller {
             baked: Duration::ZERO,
             running_since: (!paused).then(Instant::now),
         });
-        self.publish();
+        self.publish().await;
     }
 
-    /// Makes what the fleet should run known to node sessions and the API.
-    fn publish(&self) {
+    /// Makes what the fleet should run known to node sessions, the API and the other
+    /// replicas.
+    async fn publish(&self) {
         let assignment = match &self.active {
             Some(a) => Arc::new(Assignment {
                 newest: a.candidate.clone(),
@@ -195,7 +270,7 @@ impl Controller {
             }),
             None => Assignment::settled(self.stable.clone()),
         };
-        self.assign.send_replace(assignment);
+        self.assign_all(assignment).await;
         self.publish_live();
     }
 
@@ -203,13 +278,16 @@ impl Controller {
         let live = self.active.as_ref().map(|a| {
             let mut r = a.record.clone();
             r.baked_ms = a.baked().as_millis() as u64;
+            r.leader = Some(self.replica.clone());
             r
         });
         *self.live.lock().expect("rollout lock") = live;
     }
 
     async fn save(&self, record: &Rollout) {
-        let body = match serde_json::to_string(record) {
+        let mut record = record.clone();
+        record.leader = Some(self.replica.clone());
+        let body = match serde_json::to_string(&record) {
             Ok(b) => b,
             Err(e) => return tracing::error!(error = %e, "encoding a rollout record"),
         };
@@ -280,10 +358,10 @@ impl Controller {
             .await;
         }
         if rollback || p.same_plan(&self.stable) {
-            return self.settle(p);
+            return self.settle(p).await;
         }
         let Some((revision, policy)) = self.policy().await else {
-            return self.settle(p);
+            return self.settle(p).await;
         };
         let record = Rollout::new(
             version,
@@ -311,18 +389,31 @@ impl Controller {
     }
 
     /// Every node on `p`.
-    fn settle(&mut self, p: Arc<Published>) {
+    async fn settle(&mut self, p: Arc<Published>) {
         self.stable = p;
         self.active = None;
-        self.publish();
+        self.publish().await;
+    }
+
+    /// Every connected node, on this replica and (as last recorded) on the others; this
+    /// replica's alone when the store cannot say.
+    async fn members(&self) -> Vec<(String, Member)> {
+        let fresh_since = unix_ms() - self.stale_ms;
+        match fleet::members(&self.registry, &self.store, &self.replica, fresh_since).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the nodes of other replicas; counting this replica's alone");
+                fleet::members_here(&self.registry)
+            }
+        }
     }
 
     /// Starts stage `i`: reaches its nodes, takes the counters the gates start from.
     async fn enter_stage(&mut self, i: usize) {
+        let nodes = self.members().await;
         let Some(a) = self.active.as_mut() else {
             return;
         };
-        let nodes = self.registry.all();
         let stage = a.record.policy.stages[i].clone();
         if let Some(labels) = &stage.select.labels {
             a.reach.labels.push(labels.clone());
@@ -356,12 +447,7 @@ impl Controller {
         }
         a.start = nodes
             .iter()
-            .map(|(id, n)| {
-                (
-                    id.clone(),
-                    n.stats.as_ref().map(Totals::of).unwrap_or_default(),
-                )
-            })
+            .map(|(id, n)| (id.clone(), n.totals()))
             .collect();
         a.baked = Duration::ZERO;
         if a.running_since.is_some() {
@@ -385,14 +471,17 @@ impl Controller {
         let (version, record) = (a.record.version, a.record.clone());
         self.save(&record).await;
         self.event("rollout_stage", version, detail, ACTOR).await;
-        self.publish();
+        self.publish().await;
     }
 
     async fn on_tick(&mut self) {
+        if self.active.is_none() {
+            return;
+        }
+        let nodes = self.members().await;
         let Some(a) = self.active.as_mut() else {
             return;
         };
-        let nodes = self.registry.all();
         let version = a.version();
         let i = a.record.stage;
         a.record.stages[i].nodes = reached_ids(&a.reach, &nodes);
@@ -410,9 +499,9 @@ impl Controller {
         let readings: Vec<NodeReading> = nodes
             .iter()
             .map(|(id, n)| {
-                let now = n.stats.as_ref().map(Totals::of).unwrap_or_default();
+                let now = n.totals();
                 let start = *a.start.entry(id.clone()).or_insert(now);
-                let (down, checked) = n.stats.as_ref().map(gates::servers_down).unwrap_or((0, 0));
+                let (down, checked) = n.servers_down();
                 NodeReading {
                     on_new: n.applied_version == version,
                     delta: now.since(start),
@@ -437,7 +526,7 @@ impl Controller {
         let applied = nodes
             .iter()
             .filter(|(id, n)| a.reach.includes(id, &n.labels))
-            .filter(|(_, n)| n.withheld.as_ref().is_none_or(|(v, _)| *v != version))
+            .filter(|(_, n)| n.withheld != Some(version))
             .all(|(_, n)| n.applied_version == version);
         let bake = Duration::from_millis(a.record.stages[i].bake_ms);
         if a.running_since.is_some() && applied && a.baked() >= bake {
@@ -448,6 +537,13 @@ impl Controller {
             return self.complete(None).await;
         }
         self.publish_live();
+        // Other replicas show the rollout as stored: keep its readings and bake current.
+        if self.store.database() == Database::Postgres {
+            let live = self.live.lock().expect("rollout lock").clone();
+            if let Some(record) = live {
+                self.save(&record).await;
+            }
+        }
     }
 
     /// The version goes to every node and becomes the stable one.
@@ -470,7 +566,7 @@ impl Controller {
             promoted_by.unwrap_or(ACTOR),
         )
         .await;
-        self.settle(a.candidate);
+        self.settle(a.candidate).await;
     }
 
     /// Every node back to the stable version at once, and its configuration committed
@@ -484,11 +580,12 @@ impl Controller {
         a.record.reason = Some(reason.clone());
         a.record.baked_ms = a.baked().as_millis() as u64;
         // The nodes first: the stable version is what they get from now on.
-        self.assign.send_replace(Arc::new(Assignment {
+        self.assign_all(Arc::new(Assignment {
             newest: a.candidate.clone(),
             stable: self.stable.clone(),
             reach: Reach::default(),
-        }));
+        }))
+        .await;
         *self.live.lock().expect("rollout lock") = None;
         let kind = if state == RolloutState::Aborted {
             "rollout_aborted"
@@ -615,7 +712,7 @@ impl Controller {
 }
 
 /// The connected nodes `reach` includes, by id.
-fn reached_ids(reach: &Reach, nodes: &[(String, LiveNode)]) -> Vec<String> {
+fn reached_ids(reach: &Reach, nodes: &[(String, Member)]) -> Vec<String> {
     nodes
         .iter()
         .filter(|(id, n)| reach.includes(id, &n.labels))

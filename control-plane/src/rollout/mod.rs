@@ -6,14 +6,19 @@
 //! version goes to every node at once.
 //!
 //! One task ([`controller::Controller`]) owns the state: it learns each committed version,
-//! reads node replies and stats from the registry, and publishes the [`assign::Assignment`]
-//! node sessions follow. [`Rollouts`] is the handle the REST API uses: the rollout in
+//! reads node replies and stats ([`fleet`]), and publishes the [`assign::Assignment`]
+//! node sessions follow. With several control-plane replicas on one database, the
+//! replica holding the lease ([`lease`]) leads: it decides for the whole fleet and writes
+//! the assignment to the store; the others apply what it wrote to their own nodes and
+//! pass operators' commands to it through the store. [`Rollouts`] is the handle the REST API uses: the rollout in
 //! progress as of the last tick, records from the store, and commands (pause, resume,
 //! promote, abort) answered by the task.
 
 pub mod assign;
 pub mod controller;
+pub mod fleet;
 pub mod gates;
+pub mod lease;
 pub mod policy;
 pub mod record;
 
@@ -38,6 +43,15 @@ pub enum Action {
 }
 
 impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Promote => "promote",
+            Action::Abort => "abort",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Action> {
         Some(match s {
             "pause" => Action::Pause,
@@ -57,6 +71,12 @@ pub enum RolloutError {
     NotApplicable { version: u64, state: RolloutState },
     #[error("the rollout controller has stopped")]
     Stopped,
+    #[error(
+        "no control-plane replica leads rollouts right now (it changes within seconds); retry"
+    )]
+    NoLeader,
+    #[error("the leading replica failed: {0}")]
+    Leader(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("a stored rollout record does not parse")]

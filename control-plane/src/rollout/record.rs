@@ -89,6 +89,9 @@ pub struct Rollout {
     /// The policy revision it follows, and the policy as it was then.
     pub policy_revision: u64,
     pub policy: RolloutPolicy,
+    /// The control-plane replica running it (the one leading rollouts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
 }
 
 impl Rollout {
@@ -125,6 +128,7 @@ impl Rollout {
             finished_unix_ms: None,
             policy_revision: revision,
             policy,
+            leader: None,
         }
     }
 }

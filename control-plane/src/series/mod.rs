@@ -18,6 +18,7 @@
 
 pub mod aggregate;
 pub mod metric;
+pub mod rates;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,7 +27,7 @@ use sluice_proto::v1 as pb;
 use tokio::sync::broadcast;
 
 use crate::clock::unix_ms;
-use crate::store::{Store, StoreError};
+use crate::store::{Database, Store, StoreError};
 use aggregate::{Aggregator, HealthChange};
 use metric::{add, pack, unpack, Metric, Values, COUNT};
 
@@ -38,6 +39,10 @@ pub struct Tier {
     /// Retention of `node:` scopes.
     pub keep_nodes_ms: i64,
 }
+
+/// How long after closing a bucket a replica on a shared database reads the others'
+/// points for it.
+const MERGE_AFTER_MS: u64 = 1_000;
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
@@ -198,20 +203,51 @@ impl Series {
             .filter(|(scope, v)| *scope == "fleet" || v.iter().any(|&x| x != 0))
             .map(|(scope, v)| (scope.clone(), t, pack(v)))
             .collect();
-        let tick = Arc::new(Tick {
-            t,
-            step_ms: TIERS[0].step_ms,
-            points: point,
-        });
-        *self.latest.lock().expect("series lock") = Some(tick.clone());
-        let _ = self.live.send(tick);
+        let shared = self.store.database() == Database::Postgres;
+        let mut own = Some(point);
+        if !shared {
+            self.publish(t, own.take().unwrap_or_default());
+        }
         if let Err(error) = self.store.write_series(0, &self.replica, &rows).await {
             tracing::warn!(%error, "could not record the traffic history");
+            if let Some(point) = own.take() {
+                self.publish(t, point);
+            }
             return;
+        }
+        if shared {
+            // Several replicas may share the database: the live point is the whole
+            // fleet's, once the others (closing the same bucket on the wall clock) had a
+            // moment to write theirs.
+            tokio::time::sleep(std::time::Duration::from_millis(MERGE_AFTER_MS)).await;
+            match self.store.read_series(0, (None, None), t, t).await {
+                Ok(rows) => {
+                    let mut sums: HashMap<String, Values> = HashMap::new();
+                    for r in rows {
+                        add(sums.entry(r.scope).or_default(), &unpack(&r.vals));
+                    }
+                    self.publish(t, sums);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "reading the other replicas' traffic; showing this replica's");
+                    self.publish(t, own.take().unwrap_or_default());
+                }
+            }
         }
         if let Err(error) = self.downsample(now).await {
             tracing::warn!(%error, "could not downsample the traffic history");
         }
+    }
+
+    /// Makes the bucket starting at `t` the newest for the API and the live feed.
+    fn publish(&self, t: i64, points: HashMap<String, Values>) {
+        let tick = Arc::new(Tick {
+            t,
+            step_ms: TIERS[0].step_ms,
+            points,
+        });
+        *self.latest.lock().expect("series lock") = Some(tick.clone());
+        let _ = self.live.send(tick);
     }
 
     /// Computes every tier-1 and tier-2 bucket that closed by `now` from the finer tier,

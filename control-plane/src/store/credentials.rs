@@ -29,6 +29,15 @@ pub enum EnrollRefusal {
     Revoked,
 }
 
+/// One node's credential row: its digest (none for an id revoked before it enrolled)
+/// and when the node was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialEntry {
+    pub node_id: String,
+    pub digest: Option<String>,
+    pub revoked_unix_ms: Option<i64>,
+}
+
 /// What a presented credential is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialRow {
@@ -178,6 +187,21 @@ impl Store {
         }))
     }
 
+    /// Every node credential row.
+    pub async fn all_credentials(&self) -> Result<Vec<CredentialEntry>, StoreError> {
+        let rows = sqlx::query("SELECT node_id, digest, revoked_unix_ms FROM node_credentials")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| CredentialEntry {
+                node_id: r.get("node_id"),
+                digest: r.get("digest"),
+                revoked_unix_ms: r.get("revoked_unix_ms"),
+            })
+            .collect())
+    }
+
     /// When `node_id` was revoked, if it was.
     pub async fn node_revoked(&self, node_id: &str) -> Result<Option<i64>, StoreError> {
         let at: Option<Option<i64>> =
@@ -192,20 +216,11 @@ impl Store {
     pub async fn node_credentials(
         &self,
     ) -> Result<std::collections::HashMap<String, (bool, Option<i64>)>, StoreError> {
-        let rows = sqlx::query("SELECT node_id, digest, revoked_unix_ms FROM node_credentials")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    r.get("node_id"),
-                    (
-                        r.get::<Option<String>, _>("digest").is_some(),
-                        r.get("revoked_unix_ms"),
-                    ),
-                )
-            })
+        Ok(self
+            .all_credentials()
+            .await?
+            .into_iter()
+            .map(|c| (c.node_id, (c.digest.is_some(), c.revoked_unix_ms)))
             .collect())
     }
 

@@ -1,9 +1,14 @@
 //! The event timeline's rows: appended as things happen in the fleet, listed newest
-//! first with filters, pruned by age.
+//! first with filters, pruned by age. Each append is announced to this process's live
+//! feed at once; on PostgreSQL also to every other replica's (`NOTIFY`), so the feed is
+//! the whole fleet's whichever replica serves it.
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{Database, Store, StoreError};
+
+/// The PostgreSQL notification channel events are announced on.
+const EVENT_CHANNEL: &str = "sluice_events";
 
 /// One event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,7 +60,63 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         let _ = self.appended.send(Event { id, ..e.clone() });
+        if self.database == Database::Postgres {
+            let payload = format!("{} {id}", self.origin);
+            if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(EVENT_CHANNEL)
+                .bind(payload)
+                .execute(&self.pool)
+                .await
+            {
+                tracing::debug!(%error, "announcing an event to the other replicas");
+            }
+        }
         Ok(())
+    }
+
+    /// On PostgreSQL, until shutdown: announces the events other replicas append to this
+    /// process's live feed. Returns at once on SQLite.
+    pub async fn follow_events(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        if self.database != Database::Postgres {
+            return;
+        }
+        loop {
+            let mut listener = match self.listener(EVENT_CHANNEL).await {
+                Ok(Some(l)) => l,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::debug!(%error, "listening for other replicas' events");
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            };
+            loop {
+                let heard = tokio::select! {
+                    heard = listener.recv() => heard,
+                    _ = shutdown.changed() => return,
+                };
+                let Ok(n) = heard else { break };
+                let Some((origin, id)) = n.payload().split_once(' ') else {
+                    continue;
+                };
+                let Ok(id) = id.parse::<i64>() else { continue };
+                if origin == &*self.origin {
+                    continue;
+                }
+                let one = EventFilter {
+                    before_id: Some(id + 1),
+                    limit: 1,
+                    ..EventFilter::default()
+                };
+                if let Ok(found) = self.list_events(&one).await {
+                    if let Some(e) = found.into_iter().find(|e| e.id == id) {
+                        let _ = self.appended.send(e);
+                    }
+                }
+            }
+        }
     }
 
     /// Every event appended from now on (a slow receiver skips ahead).

@@ -22,14 +22,16 @@ use crate::config::{Backend, Certificate, ConfigDocument, Configuration, Default
 
 mod credentials;
 mod events;
+mod leadership;
 mod rollouts;
 mod series;
 #[cfg(test)]
 mod suite;
 #[cfg(test)]
 pub(crate) mod testdb;
-pub use credentials::{BootstrapRow, CredentialRow, EnrollRefusal};
+pub use credentials::{BootstrapRow, CredentialEntry, CredentialRow, EnrollRefusal};
 pub use events::{Event, EventFilter};
+pub use leadership::{AssignmentRow, CommandRow, Lease, RemoteNode};
 pub use rollouts::PolicyRow;
 pub use series::SeriesRow;
 
@@ -81,6 +83,23 @@ pub struct NodeRow {
     pub applied_digest: String,
     /// The control-plane replica its stream is on ("" when none).
     pub replica: String,
+    /// Its latest stats report (protobuf) and headline rates (JSON), as its replica last
+    /// recorded them.
+    pub stats: Option<Vec<u8>>,
+    pub rates: String,
+}
+
+/// What a replica's heartbeat records of one of its nodes.
+#[derive(Debug, Clone, Default)]
+pub struct NodeBeat {
+    pub node_id: String,
+    pub last_seen_ms: i64,
+    /// The latest stats report (protobuf; empty before the first).
+    pub stats: Vec<u8>,
+    /// Headline rates (JSON; empty before the first bucket).
+    pub rates: String,
+    /// The newest version not sent to it for lacking a feature.
+    pub withheld_version: Option<u64>,
 }
 
 /// A node as its hello introduces it, on the replica that took its stream.
@@ -134,6 +153,8 @@ pub struct Store {
     url: std::sync::Arc<str>,
     /// Every event as it is appended (the live feed).
     appended: tokio::sync::broadcast::Sender<Event>,
+    /// Tells this process's announcements from other replicas' (random, per process).
+    origin: std::sync::Arc<str>,
 }
 
 impl StoreError {
@@ -206,17 +227,25 @@ impl Store {
             database,
             url: url.into(),
             appended: tokio::sync::broadcast::channel(256).0,
+            origin: format!("{:016x}", rand::random::<u64>()).into(),
         })
     }
 
     /// On PostgreSQL, a connection that hears of every version committed, by any
     /// replica, as it commits (`LISTEN`); `None` on SQLite.
     pub async fn version_listener(&self) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+        self.listener(VERSION_CHANNEL).await
+    }
+
+    async fn listener(
+        &self,
+        channel: &str,
+    ) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
         if self.database != Database::Postgres {
             return Ok(None);
         }
         let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
-        listener.listen(VERSION_CHANNEL).await?;
+        listener.listen(channel).await?;
         Ok(Some(listener))
     }
 
@@ -577,21 +606,28 @@ impl Store {
         Ok(())
     }
 
-    /// Records when each of `seen`'s nodes was last heard from on `replica`, in one
-    /// transaction.
+    /// Records when each of `seen`'s nodes was last heard from on `replica`, with its
+    /// latest report, in one transaction.
     pub async fn heartbeat_nodes(
         &self,
-        seen: &[(String, i64)],
+        seen: &[NodeBeat],
         replica: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for (id, last_seen_ms) in seen {
-            sqlx::query("UPDATE nodes SET last_seen_ms = $2, replica = $3 WHERE node_id = $1")
-                .bind(id)
-                .bind(last_seen_ms)
-                .bind(replica)
-                .execute(&mut *tx)
-                .await?;
+        for n in seen {
+            sqlx::query(
+                "UPDATE nodes SET last_seen_ms = $2, replica = $3, stats = $4, rates = $5,
+                     withheld_version = $6
+                 WHERE node_id = $1",
+            )
+            .bind(&n.node_id)
+            .bind(n.last_seen_ms)
+            .bind(replica)
+            .bind((!n.stats.is_empty()).then_some(&n.stats))
+            .bind(&n.rates)
+            .bind(n.withheld_version.map(|v| v as i64))
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -636,7 +672,8 @@ impl Store {
     pub async fn list_nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT node_id, labels, software_version, first_seen_ms, last_seen_ms, applied_version,
-                    last_nack_version, last_nack_reason, applied_digest, replica FROM nodes ORDER BY node_id",
+                    last_nack_version, last_nack_reason, applied_digest, replica, stats, rates
+             FROM nodes ORDER BY node_id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -653,6 +690,8 @@ impl Store {
                 last_nack_reason: r.get(7),
                 applied_digest: r.get(8),
                 replica: r.get(9),
+                stats: r.get(10),
+                rates: r.get(11),
             })
             .collect())
     }

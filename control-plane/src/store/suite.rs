@@ -128,7 +128,14 @@ async fn nodes_are_recorded_with_their_replies() {
         assert_eq!(n.last_nack_version, Some(4), "{db}");
         assert_eq!((n.first_seen_ms, n.replica.as_str()), (100, "cp-a"), "{db}");
         store
-            .heartbeat_nodes(&[("n1".to_string(), 400)], "cp-b")
+            .heartbeat_nodes(
+                &[super::NodeBeat {
+                    node_id: "n1".into(),
+                    last_seen_ms: 400,
+                    ..Default::default()
+                }],
+                "cp-b",
+            )
             .await
             .unwrap();
         store.touch_node("n1", 500, "cp-a").await.unwrap();
