@@ -20,7 +20,7 @@ export async function render(container, onChange) {
   const stage = r.stages[r.stage];
   const cls = { running: "lag", paused: "lag", completed: "ok", rolled_back: "bad", aborted: "bad", superseded: "muted" }[r.state];
   const head = el("h2", {}, `Rollout of v${r.version} `,
-    el("span", { class: "muted" }, `from v${r.from_version} · `),
+    el("span", { class: "muted" }, `from v${r.from_version}${r.leader ? ` · run by ${r.leader}` : ""} · `),
     el("span", { class: "pill " + cls, dataset: { state: r.state } }, r.state.replace("_", " ")));
   const stages = el("ol", { class: "stages" }, r.stages.map((s, i) => {
     const state = s.passed_unix_ms ? "passed" : i === r.stage && active ? "current" : i < r.stage ? "passed" : "waiting";
