@@ -6,32 +6,19 @@
 //! and diffs and rolls back a version. Screenshots of each page are saved
 //! (`$SLUICE_SCREENSHOTS`, default `target/screenshots`).
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
+use sluice_tests::browser;
 use sluice_tests::harness::{eventually, fixture, ws_connect, ws_roundtrip, DataPlane, Ws};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser")
-}
-
-fn screenshots() -> PathBuf {
-    std::env::var_os("SLUICE_SCREENSHOTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots"))
-}
-
 #[tokio::test]
 async fn an_operator_watches_and_acts_on_three_nodes_in_a_browser() {
-    assert!(
-        browser_dir().join("node_modules/playwright-core").exists(),
-        "playwright-core is missing: run `npm ci --prefix tests/browser` (scripts/test.sh does)"
-    );
+    browser::require();
     let f = fixture(&["ws-01", "ws-02"], |bind, addr| {
         json!({
             "frontends": [{ "name": "web", "binds": [{ "address": bind.to_string() }], "default_backend": "ws" }],
@@ -95,10 +82,9 @@ async fn an_operator_watches_and_acts_on_three_nodes_in_a_browser() {
     })
     .await;
 
-    let shots = screenshots();
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = browser::screenshots();
     let mut script = tokio::process::Command::new("node")
-        .arg(browser_dir().join("dashboard.mjs"))
+        .arg(browser::dir().join("dashboard.mjs"))
         .env("SLUICE_URL", &f.cp.api)
         .env("SLUICE_TOKEN", &f.cp.admin_token)
         .env("SLUICE_NODES", "node-a,node-b,node-c")

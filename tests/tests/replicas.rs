@@ -1,13 +1,14 @@
 //! Several control-plane replicas on one PostgreSQL database, through the real binaries:
 //! a write to one replica reaches the nodes of the other at once; writers on both never
 //! both win; the fleet view (with each node's traffic) and the live feed (events and
-//! buckets) are the same on either; and when a replica is killed its nodes
+//! buckets) are the same on either, and the dashboard shows where each node is; and when a replica is killed its nodes
 //! move to the other without losing a tunnel; while the database is down, writes get 503,
 //! nodes keep serving, and a node restarted meanwhile is let in on its credential.
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sluice_tests::browser;
 use sluice_tests::harness::{
     any_port, eventually, postgres_database, simple_config, ws_connect, ws_roundtrip, Api,
     ControlPlane, DataPlane,
@@ -114,6 +115,24 @@ async fn two_replicas_share_the_fleet_and_nodes_fail_over() {
     })
     .await;
 
+    // The dashboard on B, in a browser: every node online, on its replica.
+    let (b_api, b_admin) = (b.api.clone(), b.admin_token.clone());
+    let dashboard = |fleet: &'static str| {
+        let (url, token) = (b_api.clone(), b_admin.clone());
+        async move {
+            browser::run(
+                "fleet.mjs",
+                &[
+                    ("SLUICE_URL", &url),
+                    ("SLUICE_TOKEN", &token),
+                    ("SLUICE_FLEET", fleet),
+                ],
+            )
+            .await
+        }
+    };
+    dashboard("n1=cp-a,n2=cp-b,n3=cp-a").await;
+
     // Writers on both replicas at once: one wins each round, the other gets 412.
     let before_rounds = api_a.version().await;
     for round in 0..10 {
@@ -161,6 +180,7 @@ async fn two_replicas_share_the_fleet_and_nodes_fail_over() {
         .await;
     }
     assert_eq!(ws_roundtrip(&mut tunnel, "after").await, "after");
+    dashboard("n1=cp-b,n2=cp-b,n3=cp-b").await;
     // Replica B serves writes to all three.
     next["defaults"]["timeouts"]["tunnel"] = Value::from("2h");
     let w = api_b.put_config(&next).await;

@@ -79,6 +79,7 @@ function row(n) {
   return el("tr", { dataset: { node: n.id } },
     el("td", {}, n.id),
     el("td", { class: statusClass }, n.status),
+    el("td", { class: "muted replica" }, n.replica || "–"),
     el("td", { class: "muted" }, labels),
     el("td", { class: "muted" }, n.software_version),
     el("td", {}, config),
