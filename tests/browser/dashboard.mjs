@@ -9,7 +9,7 @@
 // It prints `STEP <name>` lines the test answers on stdin with `GO` (e.g. after
 // `STEP drained`, the test closes the drained server's tunnels), and exits non-zero
 // with the reason when something a user would see is wrong.
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 import { createInterface } from "node:readline";
 import { join } from "node:path";
 
@@ -31,11 +31,7 @@ function check(condition, message) {
   if (!condition) throw new Error(message);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.SLUICE_CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 let page;
 try {
   page = await browser.newPage({ viewport: { width: 1440, height: 900 } });

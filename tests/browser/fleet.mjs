@@ -7,15 +7,11 @@
 //   SLUICE_SHOTS    where to save fleet-replica.png
 //   SLUICE_CHROMIUM the browser (default /usr/bin/chromium)
 // Prints OK, or exits non-zero with what the page showed.
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 import { join } from "node:path";
 
 const want = Object.fromEntries(process.env.SLUICE_FLEET.split(",").map((p) => p.split("=")));
-const browser = await chromium.launch({
-  executablePath: process.env.SLUICE_CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 let page;
 try {
   page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
