@@ -3,7 +3,8 @@
 //! ([`h2client`]), and a harness that runs the real `sluice-cp` and
 //! `sluice-dp` binaries on loopback ports with temporary databases ([`harness`]), and
 //! steady request traffic through nodes ([`traffic`]), and a reader of the live feed
-//! ([`live`]); control-plane replicas on one database ([`replica`]).
+//! ([`live`]); control-plane replicas on one database ([`replica`]); TLS for clients
+//! ([`tls`]).
 
 pub mod backend;
 pub mod browser;
@@ -12,4 +13,5 @@ pub mod harness;
 pub mod live;
 pub mod raw;
 pub mod replica;
+pub mod tls;
 pub mod traffic;

@@ -11,6 +11,17 @@ use crate::harness::Fixture;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Writes `request` on `s` (any stream, TLS too) and reads until the node closes it.
+pub async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(mut s: S, request: &str) -> String {
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("the node closes the connection")
+        .ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A `GET` for `path` with `extra` header lines (each ending in CRLF).
 pub fn get(path: &str, extra: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: shop.example\r\n{extra}\r\n")

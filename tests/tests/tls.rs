@@ -3,16 +3,15 @@
 //! redirect and X-Forwarded-Proto, HSTS, WebSockets over TLS (wss), and a certificate
 //! rotation that new connections see while open tunnels carry on.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sluice_tests::harness::{any_port, eventually, fixture, Fixture};
+use sluice_tests::raw::exchange;
+use sluice_tests::tls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -22,42 +21,6 @@ fn article_tls() -> Value {
     let doc: Value =
         serde_json::from_str(include_str!("../../docs/examples/article.json")).unwrap();
     doc["frontends"][0]["binds"][0]["tls"].clone()
-}
-
-fn self_signed() -> rcgen::CertifiedKey {
-    rcgen::generate_simple_self_signed(vec!["chat.example".into(), "localhost".into()]).unwrap()
-}
-
-/// A TLS connection to `addr` for `sni`, trusting only `trusted`, offering `alpn`.
-async fn tls_connect(
-    addr: SocketAddr,
-    sni: &str,
-    trusted: &rcgen::CertifiedKey,
-    alpn: &[&str],
-) -> TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(trusted.cert.der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
-    connector.connect(name, tcp).await.expect("a TLS handshake")
-}
-
-async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(mut s: S, request: &str) -> String {
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .expect("the node closes the connection")
-        .ok();
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn put_and_wait(f: &Fixture, doc: &Value) {
@@ -76,8 +39,8 @@ async fn https_and_wss_with_certificates_from_the_api() {
     })
     .await;
     let api = f.cp.api();
-    let cert = self_signed();
-    let other = self_signed();
+    let cert = tls::self_signed();
+    let other = tls::self_signed();
 
     // Uploads are checked; the key never comes back.
     let upload = |method: &'static str, path: &'static str, cert_pem: String, key_pem: String| {
@@ -159,7 +122,7 @@ async fn https_and_wss_with_certificates_from_the_api() {
 
     // HTTPS over HTTP/2: the article's `alpn h2,http/1.1` gives a client offering both
     // h2; the same rules apply (forwarded as https, HSTS on the response).
-    let tls = tls_connect(tls_bind, "chat.example", &cert, &["h2", "http/1.1"]).await;
+    let tls = tls::connect(tls_bind, "chat.example", &cert, &["h2", "http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let mut h2 = sluice_tests::h2client::H2::over(tls, "chat.example").await;
     let resp = h2.get("/over-h2", &[]).await;
@@ -178,10 +141,10 @@ async fn https_and_wss_with_certificates_from_the_api() {
     assert_eq!(who, Message::text("ws-01"));
 
     // HTTPS over HTTP/1.1: a client offering only http/1.1, or nothing, gets http/1.1.
-    let none = tls_connect(tls_bind, "chat.example", &cert, &[]).await;
+    let none = tls::connect(tls_bind, "chat.example", &cert, &[]).await;
     assert_eq!(none.get_ref().1.alpn_protocol(), None);
     drop(none);
-    let tls = tls_connect(tls_bind, "chat.example", &cert, &["http/1.1"]).await;
+    let tls = tls::connect(tls_bind, "chat.example", &cert, &["http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let resp = exchange(
         tls,
@@ -212,7 +175,7 @@ async fn https_and_wss_with_certificates_from_the_api() {
     );
 
     // wss: a WebSocket over the TLS bind, large frames included.
-    let tls = tls_connect(tls_bind, "chat.example", &cert, &["http/1.1"]).await;
+    let tls = tls::connect(tls_bind, "chat.example", &cert, &["http/1.1"]).await;
     let (mut ws, resp) = tokio_tungstenite::client_async("wss://chat.example/ws", tls)
         .await
         .expect("a WebSocket upgrade over TLS");
@@ -237,7 +200,7 @@ async fn https_and_wss_with_certificates_from_the_api() {
     );
 
     // Rotation: new connections get the new certificate; the open tunnel carries on.
-    let renewed = self_signed();
+    let renewed = tls::self_signed();
     let r = upload(
         "PUT",
         "/api/v1/certificates/site",
@@ -249,7 +212,7 @@ async fn https_and_wss_with_certificates_from_the_api() {
     assert_eq!(r.json["changed"], true);
     api.wait_applied("node-a", r.json["version"].as_u64().unwrap(), WAIT)
         .await;
-    let tls = tls_connect(tls_bind, "chat.example", &renewed, &["http/1.1"]).await;
+    let tls = tls::connect(tls_bind, "chat.example", &renewed, &["http/1.1"]).await;
     let served = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
     assert_eq!(served.as_ref(), renewed.cert.der().as_ref());
     ws.send(Message::text("still here")).await.unwrap();
