@@ -471,6 +471,9 @@ async fn request_and_response_rewrites() {
                     { "action": "redirect", "location": "/upload-here", "code": 307, "if": "{ path /upload }" },
                     { "action": "set-path", "path": "/v2/items", "if": "{ path /v1/items }" },
                     { "action": "replace-header", "name": "X-Tenant", "regex": "^acme-(.*)$", "replacement": "tenant-$1" },
+                    // HAProxy's back-references, as an imported haproxy.cfg writes them.
+                    { "action": "replace-header", "name": "X-Region", "regex": "^(eu|us)-(.*)$", "replacement": "\\2.\\1" },
+                    { "action": "replace-path", "regex": "^/legacy/(.*)$", "replacement": "/app/\\1" },
                     { "action": "add-header", "name": "X-Trace", "value": "node" },
                     // Later rules see the rewritten request.
                     { "action": "set-header", "name": "X-Saw-V2", "value": "yes", "if": "{ path_beg /v2 }" }
@@ -523,6 +526,26 @@ async fn request_and_response_rewrites() {
     assert_eq!(seen.header_values("x-tenant"), ["tenant-blue"]);
     assert_eq!(seen.header_values("x-trace"), ["client", "node"]);
     assert_eq!(seen.header_values("x-saw-v2"), ["yes"]);
+
+    // replace-path keeps the query string; a path it does not match is left alone.
+    let head = raw_head(
+        f.bind,
+        &get(
+            "/legacy/orders/7?full=1",
+            "X-Region: eu-west
+",
+        ),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let seen = f.backend("app-01").requests().pop().unwrap();
+    assert_eq!(seen.uri, "/app/orders/7?full=1");
+    assert_eq!(seen.header_values("x-region"), ["west.eu"]);
+    raw_head(f.bind, &get("/new/legacy/x", "")).await;
+    assert_eq!(
+        f.backend("app-01").requests().pop().unwrap().uri,
+        "/new/legacy/x"
+    );
 }
 
 #[tokio::test]

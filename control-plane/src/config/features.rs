@@ -11,9 +11,23 @@ use sluice_proto::v1 as pb;
 /// so it does not make a snapshot need the feature.)
 pub const HTTP2: &str = "http2";
 
+/// `http-request replace-path`: a node without it would drop the rule (an unknown action)
+/// and forward the path unchanged.
+pub const REPLACE_PATH: &str = "replace-path";
+
 /// The features `snap` uses.
 pub fn used(snap: &pb::Snapshot) -> Vec<&'static str> {
     let mut out = Vec::new();
+    let replace_path = snap
+        .frontends
+        .iter()
+        .flat_map(|f| &f.http_request)
+        .any(|r| {
+            matches!(
+                r.action,
+                Some(pb::http_request_rule::Action::ReplacePath(_))
+            )
+        });
     let h2 = snap
         .frontends
         .iter()
@@ -22,6 +36,9 @@ pub fn used(snap: &pb::Snapshot) -> Vec<&'static str> {
         .any(|t| t.alpn.iter().any(|p| p == "h2"));
     if h2 {
         out.push(HTTP2);
+    }
+    if replace_path {
+        out.push(REPLACE_PATH);
     }
     out
 }
@@ -39,7 +56,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn alpn_h2_needs_http2() {
+    fn alpn_h2_needs_http2_and_replace_path_its_feature() {
         let mut snap = pb::Snapshot {
             frontends: vec![pb::Frontend {
                 binds: vec![pb::Bind {
@@ -58,6 +75,13 @@ mod tests {
         snap.frontends[0].binds[0].tls.as_mut().unwrap().alpn = vec!["h2".into()];
         assert_eq!(used(&snap), [HTTP2]);
         assert_eq!(missing(&[HTTP2], &[]), [HTTP2]);
+        snap.frontends[0].http_request = vec![pb::HttpRequestRule {
+            cond: None,
+            action: Some(pb::http_request_rule::Action::ReplacePath(
+                pb::ReplacePath::default(),
+            )),
+        }];
+        assert_eq!(used(&snap), [HTTP2, REPLACE_PATH]);
         assert!(missing(&[HTTP2], &["http2".to_string()]).is_empty());
     }
 }

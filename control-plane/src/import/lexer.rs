@@ -97,8 +97,8 @@ fn words(raw: &str, no: usize) -> Result<Vec<Word>, SyntaxError> {
         match quote {
             Some((q, _)) if c == q => quote = None,
             Some(('"', _)) if c == '\\' => match escaped(&mut chars) {
-                Some(e) => push(&mut cur, i, e),
-                None => return Err(err(i, "a backslash ends the line")),
+                Ok(e) => push_escaped(&mut cur, i, e),
+                Err(why) => return Err(err(i, why)),
             },
             Some(_) => push(&mut cur, i, c),
             None => match c {
@@ -116,8 +116,8 @@ fn words(raw: &str, no: usize) -> Result<Vec<Word>, SyntaxError> {
                     });
                 }
                 '\\' => match escaped(&mut chars) {
-                    Some(e) => push(&mut cur, i, e),
-                    None => return Err(err(i, "a backslash ends the line")),
+                    Ok(e) => push_escaped(&mut cur, i, e),
+                    Err(why) => return Err(err(i, why)),
                 },
                 c => push(&mut cur, i, c),
             },
@@ -130,25 +130,46 @@ fn words(raw: &str, no: usize) -> Result<Vec<Word>, SyntaxError> {
     Ok(out)
 }
 
-/// The character a backslash escapes (the backslash already read).
-fn escaped(chars: &mut std::str::CharIndices<'_>) -> Option<char> {
-    let (_, c) = chars.next()?;
-    Some(match c {
-        'r' => '\r',
-        'n' => '\n',
-        't' => '\t',
+/// What a backslash stands for with the characters after it (the backslash already
+/// read), as HAProxy reads it: `\\`, `\ `, `\#`, `\'`, `\"`, `\$`, `\t`, `\n`, `\r` and
+/// `\xHH` are replaced; any other pair (a regex back-reference `\1`, `\d`) is kept as
+/// written.
+fn escaped(chars: &mut std::str::CharIndices<'_>) -> Result<Escaped, &'static str> {
+    let (_, c) = chars.next().ok_or("a backslash ends the line")?;
+    Ok(match c {
+        'r' => Escaped::One('\r'),
+        'n' => Escaped::One('\n'),
+        't' => Escaped::One('\t'),
+        ' ' | '\\' | '#' | '\'' | '"' | '$' => Escaped::One(c),
         'x' => {
             let hex: String = chars.clone().take(2).map(|(_, h)| h).collect();
             match u8::from_str_radix(&hex, 16) {
-                Ok(b) if hex.len() == 2 => {
+                Ok(b) if hex.len() == 2 && hex.chars().all(|h| h.is_ascii_hexdigit()) => {
                     chars.nth(1);
-                    char::from(b)
+                    Escaped::One(char::from(b))
                 }
-                _ => 'x',
+                _ => return Err("invalid or incomplete \\x sequence"),
             }
         }
-        c => c,
+        c => Escaped::Kept(c),
     })
+}
+
+enum Escaped {
+    /// The character the pair stands for.
+    One(char),
+    /// No escape: the backslash and this character stay.
+    Kept(char),
+}
+
+fn push_escaped(cur: &mut Option<Word>, at: usize, e: Escaped) {
+    match e {
+        Escaped::One(c) => push(cur, at, c),
+        Escaped::Kept(c) => {
+            push(cur, at, '\\');
+            push(cur, at, c);
+        }
+    }
 }
 
 fn push(cur: &mut Option<Word>, at: usize, c: char) {
@@ -190,6 +211,13 @@ mod tests {
             texts(r"v HTTP/1.1\r\nHost:\ a\x41"),
             ["v", "HTTP/1.1\r\nHost: aA"]
         );
+        // Other pairs stay as written: regex back-references reach the document intact.
+        assert_eq!(
+            texts(r"http-request replace-path ^/a/(.*)$ /b/\1\d\$"),
+            ["http-request", "replace-path", "^/a/(.*)$", r"/b/\1\d$"]
+        );
+        let e = lex("x a\\xZ1").unwrap_err();
+        assert_eq!((e.line, e.column), (1, 4));
         assert!(lex("# only a comment\n\n   \n").unwrap().is_empty());
         let l = &lex("  acl is_ws  hdr(Upgrade) -i websocket  # c").unwrap()[0];
         assert_eq!(l.rest(2), "hdr(Upgrade) -i websocket");

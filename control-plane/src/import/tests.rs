@@ -13,12 +13,33 @@ fn no_files(_: &str) -> Option<String> {
     None
 }
 
-/// The document passes the checks of `PUT /api/v1/config`.
+/// The document passes the checks of `PUT /api/v1/config`, with the certificates its
+/// TLS binds name uploaded.
 fn valid(doc: &Value) {
     let document: ConfigDocument = serde_json::from_value(doc.clone()).unwrap();
+    let names: Vec<String> = doc["frontends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|f| f["binds"].as_array().into_iter().flatten())
+        .flat_map(|b| b["tls"]["certificates"].as_array().into_iter().flatten())
+        .filter_map(|c| c.as_str().map(str::to_string))
+        .collect();
+    let certificates = names
+        .into_iter()
+        .map(|name| {
+            let k = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+            crate::config::Certificate {
+                name,
+                cert_pem: k.cert.pem(),
+                key_pem: k.key_pair.serialize_pem(),
+                created_unix_ms: 0,
+            }
+        })
+        .collect();
     let config = crate::config::Configuration {
         document,
-        certificates: Vec::new(),
+        certificates,
     };
     if let Err(e) = crate::config::snapshot(&config) {
         panic!("{e:?}: {doc:#}");
@@ -270,4 +291,213 @@ fn garbage_is_a_clear_error_or_a_report_never_a_panic() {
     ] {
         let _ = import(junk, &no_files);
     }
+}
+
+/// Each directive family, as the issue of HAProxy users' configurations lists them: the
+/// document field it lands in.
+#[test]
+fn each_directive_family_maps_onto_its_field() {
+    let cfg = r#"
+global
+    ssl-default-bind-ciphers ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384
+    ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
+defaults
+    mode http
+    option http-server-close
+    option redispatch
+    option forwardfor
+    timeout connect 4s
+    timeout client 31s
+    timeout server 32s
+    timeout tunnel 1h
+    timeout http-request 9s
+    timeout queue 7s
+    retries 4
+    maxconn 3000
+frontend fe
+    bind 127.0.0.1:443 ssl crt /c/site.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3
+    bind 127.0.0.1:80
+    maxconn 500
+    http-request deny deny_status 403 if { path_beg /admin }
+    http-request return status 200 content-type text/plain string ok if { path /ping }
+    http-request set-path /v2 if { path /old }
+    http-request replace-path ^/a/(.*)$ /b/\1$
+    http-request replace-header X-Region ^(eu|us)-(.*)$ \2.\1
+    redirect scheme https code 302 if !{ ssl_fc }
+    http-after-response add-header X-Served-By sluice
+    use_backend src_be unless { hdr(host) -i www.example }
+    default_backend rr
+backend rr
+    balance roundrobin
+    server r1 127.0.0.1:1 maxconn 10 weight 20
+backend src_be
+    balance source
+    cookie SRV insert indirect nocache httponly secure
+    option httpchk
+    http-check send meth GET uri /ws ver HTTP/1.1 hdr Host a.example hdr Upgrade websocket
+    http-check expect status 101
+    server s1 127.0.0.1:2 check cookie one
+    server s2 127.0.0.1:3 check cookie two backup
+backend hdr_be
+    balance hdr(X-Tenant)
+    server h1 127.0.0.1:4
+backend param_be
+    balance url_param session_id
+    hash-type map-based
+    server p1 127.0.0.1:5
+"#;
+    let got = import(cfg, &no_files).unwrap();
+    let d = &got.document;
+    let at = |pointer: &str| d.pointer(pointer).cloned().unwrap_or(Value::Null);
+    let table: &[(&str, Value)] = &[
+        // defaults: timeouts, options, retries, maxconn
+        (
+            "/defaults/timeouts",
+            json!({ "connect": "4s", "client": "31s", "server": "32s", "tunnel": "1h", "http_request": "9s", "queue": "7s" }),
+        ),
+        ("/defaults/http_server_close", json!(true)),
+        ("/defaults/redispatch", json!(true)),
+        ("/defaults/forwardfor", json!(true)),
+        ("/defaults/retries", json!(4)),
+        ("/defaults/maxconn", json!(3000)),
+        // bind ssl: the global defaults, the bind's own ssl-min-ver over them
+        ("/frontends/0/binds/0/tls/certificates", json!(["site"])),
+        ("/frontends/0/binds/0/tls/alpn", json!(["h2", "http/1.1"])),
+        ("/frontends/0/binds/0/tls/min_version", json!("TLSv1.3")),
+        (
+            "/frontends/0/binds/0/tls/ciphers",
+            json!(["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"]),
+        ),
+        ("/frontends/0/binds/0/tls/session_tickets", json!(false)),
+        ("/frontends/0/binds/1", json!({ "address": "127.0.0.1:80" })),
+        ("/frontends/0/maxconn", json!(500)),
+        // http-request rules, the old redirect, http-after-response
+        (
+            "/frontends/0/http_request/0",
+            json!({ "action": "deny", "status": 403, "if": "{ path_beg /admin }" }),
+        ),
+        (
+            "/frontends/0/http_request/1",
+            json!({ "action": "return", "status": 200, "content_type": "text/plain", "body": "ok", "if": "{ path /ping }" }),
+        ),
+        (
+            "/frontends/0/http_request/2",
+            json!({ "action": "set-path", "path": "/v2", "if": "{ path /old }" }),
+        ),
+        (
+            "/frontends/0/http_request/3",
+            json!({ "action": "replace-path", "regex": "^/a/(.*)$", "replacement": "/b/\\1$$" }),
+        ),
+        (
+            "/frontends/0/http_request/4",
+            json!({ "action": "replace-header", "name": "X-Region", "regex": "^(eu|us)-(.*)$", "replacement": "\\2.\\1" }),
+        ),
+        (
+            "/frontends/0/http_request/5",
+            json!({ "action": "redirect", "scheme": "https", "code": 302, "if": "!{ ssl_fc }" }),
+        ),
+        (
+            "/frontends/0/http_after_response/0",
+            json!({ "action": "add-header", "name": "X-Served-By", "value": "sluice" }),
+        ),
+        (
+            "/frontends/0/use_backend/0",
+            json!({ "backend": "src_be", "unless": "{ hdr(host) -i www.example }" }),
+        ),
+        ("/frontends/0/default_backend", json!("rr")),
+        // balance with its arguments, hash-type, cookie, the 2.2+ check, server options
+        ("/backends/0/balance", json!("roundrobin")),
+        (
+            "/backends/0/servers/0",
+            json!({ "name": "r1", "address": "127.0.0.1:1", "weight": 20, "maxconn": 10 }),
+        ),
+        ("/backends/1/balance", json!("source")),
+        (
+            "/backends/1/cookie",
+            json!({ "name": "SRV", "mode": "insert", "indirect": true, "nocache": true, "httponly": true, "secure": true }),
+        ),
+        (
+            "/backends/1/health_check",
+            json!({ "type": "http", "method": "GET", "uri": "/ws", "version": "HTTP/1.1", "headers": { "Host": "a.example", "Upgrade": "websocket" }, "expect_status": 101 }),
+        ),
+        (
+            "/backends/1/servers/1",
+            json!({ "name": "s2", "address": "127.0.0.1:3", "cookie": "two", "backup": true, "check": {} }),
+        ),
+        ("/backends/2/balance", json!("hdr(X-Tenant)")),
+        ("/backends/3/balance", json!("url_param(session_id)")),
+        ("/backends/3/hash_type", json!("map-based")),
+    ];
+    for (pointer, want) in table {
+        assert_eq!(&at(pointer), want, "{pointer}");
+    }
+    // Only the certificate to upload is reported.
+    assert_eq!(
+        got.report
+            .iter()
+            .map(|n| (n.line, n.kind))
+            .collect::<Vec<_>>(),
+        [(19, NoteKind::Action)]
+    );
+    valid(d);
+}
+
+#[test]
+fn cipher_lists_keep_what_sluice_offers_and_report_the_rest() {
+    let cfg = "
+global
+    ssl-default-bind-ciphers ECDHE-RSA-AES128-GCM-SHA256:AES128-SHA:HIGH
+    ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
+frontend fe
+    bind :443 ssl crt /c/a.pem
+    bind :8443 ssl crt /c/a.pem ciphers HIGH:!aNULL
+    default_backend b
+backend b
+    balance static-rr
+    server s 127.0.0.1:1
+backend c
+    balance first
+    server s 127.0.0.1:2
+backend d
+    balance uri whole
+    server s 127.0.0.1:3
+";
+    let got = import(cfg, &no_files).unwrap();
+    let d = &got.document;
+    let binds = &d["frontends"][0]["binds"];
+    assert_eq!(
+        binds[0]["tls"]["ciphers"],
+        json!(["ECDHE-RSA-AES128-GCM-SHA256"])
+    );
+    // Nothing it names is offered: the bind keeps the global list.
+    assert_eq!(
+        binds[1]["tls"]["ciphers"],
+        json!(["ECDHE-RSA-AES128-GCM-SHA256"])
+    );
+    assert_eq!(d["backends"][0]["balance"], "roundrobin");
+    assert!(d["backends"][1].get("balance").is_none());
+    assert_eq!(d["backends"][2]["balance"], "uri");
+    let notes: Vec<(usize, NoteKind)> = got
+        .report
+        .iter()
+        .filter(|n| n.kind != NoteKind::Action)
+        .map(|n| (n.line, n.kind))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            (3, NoteKind::Unsupported),
+            (4, NoteKind::Difference),
+            (7, NoteKind::Unsupported),
+            (10, NoteKind::Difference),
+            (13, NoteKind::Unsupported),
+            (16, NoteKind::Unsupported),
+        ]
+    );
+    assert!(
+        got.report[0].message.contains("AES128-SHA, HIGH"),
+        "{:?}",
+        got.report[0]
+    );
+    valid(d);
 }

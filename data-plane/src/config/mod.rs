@@ -103,8 +103,11 @@ pub enum RequestAction {
     },
     Deny(http::StatusCode),
     Header(HeaderOp),
+    /// Each value of the header matched by the regex, rewritten.
     ReplaceHeader(http::HeaderName, regex::Regex, String),
     SetPath(String),
+    /// The path matched by the regex, rewritten (the query string kept).
+    ReplacePath(regex::Regex, String),
     Return {
         status: http::StatusCode,
         content_type: http::HeaderValue,

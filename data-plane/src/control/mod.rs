@@ -51,7 +51,7 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Applies a snapshot and says what to answer; the snapshot comes back when it failed
 /// for a cause that may pass (it is then tried again).
 /// Snapshot features this node applies (announced in its `Hello`).
-pub const FEATURES: &[&str] = &["http2"];
+pub const FEATURES: &[&str] = &["http2", "replace-path"];
 
 fn apply(
     cfg: &ControlConfig,

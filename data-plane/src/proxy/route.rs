@@ -222,13 +222,12 @@ fn request_rules(parts: &mut Parts, client: &Client, fe: &FrontendPlan) -> Optio
                     parts.headers.append(name.clone(), v);
                 }
             }
-            RequestAction::SetPath(path) => {
-                let pq = match parts.uri.query() {
-                    Some(q) => format!("{path}?{q}"),
-                    None => path.clone(),
-                };
-                if let Ok(uri) = pq.parse::<Uri>() {
-                    parts.uri = uri;
+            RequestAction::SetPath(path) => set_path(&mut parts.uri, path),
+            RequestAction::ReplacePath(regex, replacement) => {
+                let path = regex.replace_all(parts.uri.path(), replacement.as_str());
+                if path != parts.uri.path() {
+                    let path = path.into_owned();
+                    set_path(&mut parts.uri, &path);
                 }
             }
             RequestAction::TrackSc(n) => {
@@ -280,6 +279,17 @@ pub fn response_rules(
 }
 
 /// Applies a header rewrite of a request or response rule.
+/// Replaces the path of `uri`, keeping its query string.
+fn set_path(uri: &mut Uri, path: &str) {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    if let Ok(new) = pq.parse::<Uri>() {
+        *uri = new;
+    }
+}
+
 fn rewrite(h: &mut HeaderMap, op: &HeaderOp) {
     match op {
         HeaderOp::Set(name, value) => {

@@ -22,6 +22,7 @@ use super::duration::parse_ms;
 
 mod backend;
 mod frontend;
+pub use frontend::TLS12_CIPHERS;
 mod health;
 mod rules;
 

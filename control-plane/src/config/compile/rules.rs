@@ -13,6 +13,7 @@ pub(super) fn allowed_fields(action: &str) -> &'static [&'static str] {
         "del-header" => &["name"],
         "replace-header" => &["name", "regex", "replacement"],
         "set-path" => &["path"],
+        "replace-path" => &["regex", "replacement"],
         "return" => &["status", "content_type", "body"],
         "track-sc0" | "track-sc1" | "track-sc2" => &["key"],
         _ => &[],
@@ -156,6 +157,26 @@ pub(super) fn request_action(
                 name,
                 regex,
                 replacement: r.replacement.clone().unwrap_or_default(),
+            })
+        }
+        "replace-path" => {
+            let regex = require(errs, field, "regex", &r.regex).to_string();
+            if let Err(e) = regex::Regex::new(&regex) {
+                errs.add(format!("{field}.regex"), format!("invalid regex: {e}"));
+            }
+            let replacement = require(errs, field, "replacement", &r.replacement);
+            if !replacement.starts_with('/')
+                && !replacement.starts_with('\\')
+                && !replacement.starts_with('$')
+            {
+                errs.add(
+                    format!("{field}.replacement"),
+                    "the path must start with '/' (or a back-reference)",
+                );
+            }
+            Action::ReplacePath(pb::ReplacePath {
+                regex,
+                replacement: replacement.to_string(),
             })
         }
         "set-path" => {

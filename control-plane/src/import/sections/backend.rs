@@ -8,10 +8,61 @@ use super::super::NoteKind;
 use super::Importer;
 
 impl Importer<'_> {
+    /// `balance ALGORITHM [ARGUMENTS]`: the algorithms Sluice has, `url_param NAME` as
+    /// `url_param(NAME)`; `static-rr` as `roundrobin` (noted), arguments that tune an
+    /// algorithm noted; an algorithm Sluice lacks is reported and the backend keeps its
+    /// default (roundrobin).
     pub(super) fn balance(&mut self, line: &Line) {
-        let v = line.rest(1);
+        let words: Vec<&str> = line.words[1..].iter().map(|w| w.text.as_str()).collect();
+        let Some(&algo) = words.first() else {
+            return self.unsupported(line, 1, "balance needs an algorithm");
+        };
+        let (value, used) = match algo {
+            "roundrobin" | "leastconn" | "source" | "uri" | "random" => (algo.to_string(), 1),
+            a if a.starts_with("hdr(") && a.ends_with(')') => (a.to_string(), 1),
+            "url_param" => match words.get(1) {
+                Some(name) => (format!("url_param({name})"), 2),
+                None => return self.unsupported(line, 2, "url_param needs a parameter name"),
+            },
+            "static-rr" => {
+                self.note(
+                    line,
+                    2,
+                    NoteKind::Difference,
+                    "as roundrobin: weights may change at runtime (drain, weight 0) in Sluice",
+                );
+                ("roundrobin".to_string(), 1)
+            }
+            a if a.starts_with("random(") => {
+                self.note(
+                    line,
+                    2,
+                    NoteKind::Difference,
+                    "as random: Sluice draws two servers and takes the less loaded",
+                );
+                ("random".to_string(), 1)
+            }
+            _ => {
+                return self.unsupported(
+                    line,
+                    2,
+                    "no such algorithm in Sluice (roundrobin, leastconn, source, uri, random, hdr(name), url_param(name)); the backend balances roundrobin",
+                )
+            }
+        };
+        if words.len() > used {
+            self.note(
+                line,
+                used + 2,
+                NoteKind::Unsupported,
+                format!(
+                    "{:?}: the algorithm's arguments are not taken",
+                    words[used..].join(" ")
+                ),
+            );
+        }
         if let Some(b) = self.settings(true) {
-            b.insert("balance".into(), json!(v));
+            b.insert("balance".into(), json!(value));
         }
     }
 

@@ -36,14 +36,10 @@ impl Importer<'_> {
                     tls.insert("min_version".into(), json!(v));
                     i += 1;
                 }
-                ("ciphers" | "ciphersuites", Some(list)) => {
-                    let mut all = tls
-                        .get("ciphers")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    all.extend(list.split(':').map(|c| json!(c)));
-                    tls.insert("ciphers".into(), Value::Array(all));
+                (kind @ ("ciphers" | "ciphersuites"), Some(list)) => {
+                    if let Some(known) = self.ciphers(line, 2, list, kind == "ciphersuites") {
+                        tls.insert("ciphers".into(), known);
+                    }
                     i += 1;
                 }
                 ("no-tls-tickets", _) => {
@@ -169,10 +165,18 @@ impl Importer<'_> {
                 rule["key"] = json!(arg(i));
                 i += 1;
             }
+            // HAProxy's replacement has back-references (`\1`) and no `$` syntax: a `$`
+            // is doubled to stay literal here.
             "replace-path" => {
                 rule["regex"] = json!(arg(i));
-                rule["replacement"] = json!(arg(i + 1));
+                rule["replacement"] = json!(arg(i + 1).map(|r| r.replace('$', "$$")));
                 i += 2;
+            }
+            "replace-header" => {
+                rule["name"] = json!(arg(i));
+                rule["regex"] = json!(arg(i + 1));
+                rule["replacement"] = json!(arg(i + 2).map(|r| r.replace('$', "$$")));
+                i += 3;
             }
             "set-path" => {
                 rule["path"] = json!(arg(i));

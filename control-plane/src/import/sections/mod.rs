@@ -296,10 +296,10 @@ impl<'a> Importer<'a> {
     fn global(&mut self, line: &Line, kw: &str) {
         match kw {
             "ssl-default-bind-ciphers" | "ssl-default-bind-ciphersuites" => {
-                let list: Vec<Value> = line.rest(1).split(':').map(|c| json!(c)).collect();
-                let mut all = self.tls_defaults.get("ciphers").and_then(Value::as_array).cloned().unwrap_or_default();
-                all.extend(list);
-                self.tls_defaults.insert("ciphers".into(), Value::Array(all));
+                let suites = kw.ends_with("ciphersuites");
+                if let Some(list) = self.ciphers(line, 1, &line.rest(1), suites) {
+                    self.tls_defaults.insert("ciphers".into(), list);
+                }
             }
             "ssl-default-bind-options" => {
                 let words: Vec<&str> = line.words[1..].iter().map(|w| w.text.as_str()).collect();
@@ -313,6 +313,39 @@ impl<'a> Importer<'a> {
             k if k.starts_with("tune.") => self.unsupported(line, 1, "no tunable of this kind; the node sizes its buffers itself"),
             _ => self.unsupported(line, 1, "no equivalent in Sluice"),
         }
+    }
+
+    /// An OpenSSL cipher list (`A:B:C`) as the TLS 1.2 suites Sluice offers; the others
+    /// are reported. A TLS 1.3 list (`ciphersuites`) is reported and not taken: rustls's
+    /// TLS 1.3 suites are always on. `None`: nothing to set (the default list stays).
+    fn ciphers(&mut self, line: &Line, at: usize, list: &str, suites: bool) -> Option<Value> {
+        use crate::config::compile::TLS12_CIPHERS;
+        if suites {
+            self.note(
+                line,
+                at,
+                NoteKind::Difference,
+                "TLS 1.3 suites are always on (AES-128-GCM, AES-256-GCM, CHACHA20-POLY1305): the list is not taken",
+            );
+            return None;
+        }
+        let (known, other): (Vec<&str>, Vec<&str>) = list
+            .split(':')
+            .filter(|c| !c.is_empty())
+            .partition(|c| TLS12_CIPHERS.contains(c));
+        if !other.is_empty() {
+            self.note(
+                line,
+                at,
+                NoteKind::Unsupported,
+                format!(
+                    "not offered by Sluice: {} (its TLS 1.2 suites: {})",
+                    other.join(", "),
+                    TLS12_CIPHERS.join(", ")
+                ),
+            );
+        }
+        (!known.is_empty()).then(|| json!(known))
     }
 
     /// TLS options (`ssl-min-ver`, `no-tls-tickets`, ...) into a TLS object.
