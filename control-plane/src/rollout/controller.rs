@@ -496,15 +496,23 @@ impl Controller {
                 .roll_back(reason, RolloutState::RolledBack, ACTOR)
                 .await;
         }
+        let digest = a.candidate.digest.clone();
         let readings: Vec<NodeReading> = nodes
             .iter()
             .map(|(id, n)| {
                 let now = n.totals();
-                let start = *a.start.entry(id.clone()).or_insert(now);
+                let start = a.start.entry(id.clone()).or_insert(now);
+                // A node reached counts from its first report made on the new version:
+                // what it counted before (reports lag its ack, by a stats interval and,
+                // on another replica, a heartbeat) belongs to the version it ran then.
+                let on_new = n.reports_on(&digest, version);
+                if a.reach.includes(id, &n.labels) && !on_new {
+                    *start = now;
+                }
                 let (down, checked) = n.servers_down();
                 NodeReading {
-                    on_new: n.applied_version == version,
-                    delta: now.since(start),
+                    on_new,
+                    delta: now.since(*start),
                     down,
                     checked,
                 }

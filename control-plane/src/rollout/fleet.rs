@@ -29,6 +29,15 @@ impl Member {
         self.stats.as_ref().map(Totals::of).unwrap_or_default()
     }
 
+    /// Whether its latest report was made running the snapshot with `digest` (version
+    /// `version`; a report without a digest goes by the version the node acked).
+    pub fn reports_on(&self, digest: &[u8], version: u64) -> bool {
+        match &self.stats {
+            Some(s) if !s.applied_digest.is_empty() => s.applied_digest == digest,
+            _ => self.applied_version == version,
+        }
+    }
+
     /// Checked servers it sees down, and checked servers in all.
     pub fn servers_down(&self) -> (u64, u64) {
         self.stats
@@ -133,5 +142,11 @@ mod tests {
             (quiet.totals(), quiet.servers_down()),
             (Totals::default(), (0, 0))
         );
+        // Which version a report was made on: by its digest, else by the version acked.
+        let mut on = m.clone();
+        on.stats.as_mut().unwrap().applied_digest = vec![7; 32];
+        assert!(on.reports_on(&[7; 32], 9));
+        assert!(!on.reports_on(&[8; 32], 3));
+        assert!(m.reports_on(&[8; 32], 3) && !m.reports_on(&[8; 32], 4));
     }
 }
