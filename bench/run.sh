@@ -15,7 +15,7 @@ RUNS=${RUNS:-3}
 SECS=${SECS:-5}
 # Subsets for a quick look, e.g. TARGETS=sluice WORKLOADS="idle handshake".
 TARGETS=${TARGETS:-direct haproxy sluice}
-WORKLOADS=${WORKLOADS:-handshake echo64 echo16k latency h2streams h2echo64 idle push}
+WORKLOADS=${WORKLOADS:-handshake echo64 echo16k latency chat h2streams h2echo64 tls13handshake tls12handshake tls12resume tlsecho64 idle tlsidle push}
 want() { [[ " $TARGETS " == *" $1 "* && " $WORKLOADS " == *" $2 "* ]]; }
 PROXY_CORE=0
 LOAD_CORE=1
@@ -59,6 +59,10 @@ load() { # target-name workload run args...
   echo "  $target $workload run $run done"
 }
 
+# The certificate both proxies serve on their TLS bind (ECDSA P-256, bench.local).
+"$B/sluice-bench" cert --dir "$tmp"
+TLS=(--tls-ca "$tmp/bench.crt")
+
 # Echo backends: two servers in one single-threaded process.
 taskset -c $LOAD_CORE "$B/sluice-bench-echo" 127.0.0.1:19001 127.0.0.1:19002 > /dev/null &
 BACKEND=$!
@@ -70,6 +74,8 @@ cat > "$tmp/haproxy.cfg" <<CFG
 global
     nbthread 1
     maxconn 9900
+    ssl-default-bind-ciphers ECDHE-ECDSA-AES128-GCM-SHA256
+    ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
 
 defaults
     mode http
@@ -83,6 +89,7 @@ defaults
 
 frontend fe
     bind 127.0.0.1:18080
+    bind 127.0.0.1:18443 ssl crt $tmp/bench.pem alpn http/1.1 no-tls-tickets
     acl is_websocket hdr(Upgrade) -i websocket
     acl is_ws_connection hdr_sub(Connection) -i upgrade
     use_backend bench if is_websocket is_ws_connection
@@ -93,7 +100,7 @@ backend bench
     server s1 127.0.0.1:19001
     server s2 127.0.0.1:19002
 CFG
-cp "$tmp/haproxy.cfg" "$out/haproxy.cfg"
+sed "s#$tmp/##" "$tmp/haproxy.cfg" > "$out/haproxy.cfg"
 
 start_haproxy() {
   taskset -c $PROXY_CORE haproxy -f "$tmp/haproxy.cfg" -p "$tmp/haproxy.pid" -D
@@ -116,6 +123,8 @@ start_cp() {
   CP=$!
   pids+=("$CP")
   wait_port 17080
+  curl -fsS -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    --data @"$tmp/bench-upload.json" http://127.0.0.1:17080/api/v1/certificates > /dev/null
   curl -fsS -X PUT -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
     --data @- http://127.0.0.1:17080/api/v1/config > /dev/null <<JSON
 {
@@ -123,7 +132,11 @@ start_cp() {
                 "forwardfor": true, "http_server_close": true },
   "frontends": [{
     "name": "fe",
-    "binds": [{ "address": "127.0.0.1:18081" }],
+    "binds": [
+      { "address": "127.0.0.1:18081" },
+      { "address": "127.0.0.1:18444", "tls": { "certificates": ["bench"], "alpn": ["http/1.1"],
+        "ciphers": ["ECDHE-ECDSA-AES128-GCM-SHA256"] } }
+    ],
     "acls": [
       { "name": "is_websocket", "expr": "hdr(Upgrade) -i websocket" },
       { "name": "is_ws_connection", "expr": "hdr_sub(Connection) -i upgrade" }
@@ -149,8 +162,8 @@ start_node() { # id extra-args...
 }
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-traffic_workloads() { # name target proxy-pid-or-empty
-  local name=$1 target=$2 proxy=${3:-}
+traffic_workloads() { # name target proxy-pid-or-empty tls-target-or-empty
+  local name=$1 target=$2 proxy=${3:-} tls=${4:-}
   local p=(--pid "backend=$BACKEND")
   [ -n "$proxy" ] && p+=(--pid "proxy=$proxy")
   for run in $(seq 1 "$RUNS"); do
@@ -158,6 +171,15 @@ traffic_workloads() { # name target proxy-pid-or-empty
     load "$name" echo64 "$run" echo --target "$target" --seconds "$SECS" --conns 100 --size 64 "${p[@]}"
     load "$name" echo16k "$run" echo --target "$target" --seconds "$SECS" --conns 10 --size 16384 "${p[@]}"
     load "$name" latency "$run" latency --target "$target" --seconds "$SECS" --conns 100 --rate 10000 "${p[@]}"
+    # A chat fleet's shape: 1,000 tunnels, each sending 10 messages a second.
+    load "$name" chat "$run" latency --target "$target" --seconds "$SECS" --conns 1000 --rate 10000 "${p[@]}"
+    # wss: the same certificate and suite on both proxies (the backends speak plain).
+    if [ -n "$tls" ]; then
+      load "$name" tls13handshake "$run" handshake --target "$tls" --tls 1.3 "${TLS[@]}" --seconds "$SECS" --workers 50 "${p[@]}"
+      load "$name" tls12handshake "$run" handshake --target "$tls" --tls 1.2 "${TLS[@]}" --seconds "$SECS" --workers 50 "${p[@]}"
+      load "$name" tls12resume "$run" handshake --target "$tls" --tls 1.2 --tls-resume "${TLS[@]}" --seconds "$SECS" --workers 50 "${p[@]}"
+      load "$name" tlsecho64 "$run" echo --target "$tls" --tls 1.3 "${TLS[@]}" --seconds "$SECS" --conns 100 --size 64 "${p[@]}"
+    fi
     # WebSocket over HTTP/2 (RFC 8441, h2c): proxies only, the backends speak HTTP/1.1.
     if [ -n "$proxy" ]; then
       load "$name" h2streams "$run" h2-streams --target "$target" --seconds "$SECS" --conns 10 --per-conn 5 "${p[@]}"
@@ -172,12 +194,18 @@ traffic_workloads direct 127.0.0.1:19001
 if [[ " $TARGETS " == *" haproxy "* ]]; then
 echo "haproxy"
 start_haproxy
-traffic_workloads haproxy 127.0.0.1:18080 "$HAPROXY"
+traffic_workloads haproxy 127.0.0.1:18080 "$HAPROXY" 127.0.0.1:18443
 stop_haproxy
 for run in $(seq 1 "$RUNS"); do
   want haproxy idle || break
   start_haproxy
   load haproxy idle "$run" idle --target 127.0.0.1:18080 --steps 1000,9000 --pid "proxy=$HAPROXY"
+  stop_haproxy
+done
+for run in $(seq 1 "$RUNS"); do
+  want haproxy tlsidle || break
+  start_haproxy
+  load haproxy tlsidle "$run" idle --target 127.0.0.1:18443 --tls 1.3 "${TLS[@]}" --steps 1000,9000 --pid "proxy=$HAPROXY"
   stop_haproxy
 done
 want haproxy push && start_haproxy
@@ -191,13 +219,21 @@ echo "sluice"
 start_cp
 start_node bench-1
 wait_port 18081
-traffic_workloads sluice 127.0.0.1:18081 "$NODE"
+wait_port 18444
+traffic_workloads sluice 127.0.0.1:18081 "$NODE" 127.0.0.1:18444
 stop_pid "$NODE"
 for run in $(seq 1 "$RUNS"); do
   want sluice idle || break
   start_node "idle-$run"
   wait_port 18081
   load sluice idle "$run" idle --target 127.0.0.1:18081 --steps 1000,9000 --pid "proxy=$NODE"
+  stop_pid "$NODE"
+done
+for run in $(seq 1 "$RUNS"); do
+  want sluice tlsidle || break
+  start_node "tlsidle-$run"
+  wait_port 18444
+  load sluice tlsidle "$run" idle --target 127.0.0.1:18444 --tls 1.3 "${TLS[@]}" --steps 1000,9000 --pid "proxy=$NODE"
   stop_pid "$NODE"
 done
 # Push: 20 nodes (sharing the bind through SO_REUSEPORT, so the tunnels spread over
@@ -237,6 +273,8 @@ fi
   echo "- Proxy pinned alone to core $PROXY_CORE with one thread: HAProxy \`nbthread 1\`; \`sluice-dp --worker-threads 1\` (tokio's multi-thread scheduler with one worker)."
   echo "- Load generator (\`sluice-bench\`), echo backends (\`sluice-bench-echo\`, two servers in one single-threaded process) and the control plane on core $LOAD_CORE."
   echo "- Same routing on both proxies: \`mode http\`, the article's upgrade ACLs, \`timeout tunnel 3600s\`, \`option forwardfor\`, round robin over two servers (configuration in \`bench/results/haproxy.cfg\`; Sluice's is applied through the REST API by \`bench/run.sh\`). Neither proxy writes access logs."
+  echo "- TLS (\`wss://\`): one self-signed ECDSA P-256 certificate on both proxies' TLS bind (HAProxy with $(haproxy -vv 2>/dev/null | grep -m1 'Running on OpenSSL' | sed 's/Running on //'), \`no-tls-tickets\`; Sluice with rustls); the client offers one suite — TLS 1.3 \`TLS_AES_128_GCM_SHA256\`, TLS 1.2 \`ECDHE-ECDSA-AES128-GCM-SHA256\` — and X25519. \`tls12resume\` resumes sessions (the servers' session caches), the other TLS handshakes are full ones. The backends speak plain WebSocket."
+  echo "- \`chat\`: 1,000 tunnels each sending 10 messages a second (10,000 a second in all), paced like \`latency\`."
   echo "- CPU % is per process over the measured interval (100 % = one core)."
   echo
   echo "## Results"

@@ -8,6 +8,7 @@
 mod h2;
 mod report;
 mod stats;
+mod tls;
 mod workloads;
 mod ws;
 
@@ -40,6 +41,20 @@ pub struct Common {
     /// Processes whose CPU time to report, as name=PID (repeatable).
     #[arg(long = "pid", value_parser = parse_pid)]
     pub pids: Vec<(String, u32)>,
+    /// Speak TLS to the target: this version, with one cipher suite (TLS 1.3:
+    /// TLS_AES_128_GCM_SHA256; TLS 1.2: ECDHE-ECDSA-AES128-GCM-SHA256).
+    #[arg(long, requires = "tls_ca")]
+    pub tls: Option<tls::Version>,
+    /// The certificate (PEM) the target serves, the only one trusted.
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Resume TLS sessions (one cache for the whole workload); off: a full handshake
+    /// every time.
+    #[arg(long)]
+    pub tls_resume: bool,
+    /// The TLS client, built once from the flags above.
+    #[arg(skip)]
+    pub client: Option<tls::Client>,
 }
 
 fn parse_pid(s: &str) -> Result<(String, u32), String> {
@@ -50,6 +65,28 @@ fn parse_pid(s: &str) -> Result<(String, u32), String> {
 impl Common {
     pub fn duration(&self) -> Duration {
         Duration::from_secs_f64(self.seconds)
+    }
+
+    /// Builds the TLS client the flags ask for.
+    fn prepare(&mut self) -> anyhow::Result<()> {
+        if let (Some(version), Some(ca)) = (self.tls, &self.tls_ca) {
+            self.client = Some(tls::Client::new(version, ca, self.tls_resume)?);
+        }
+        Ok(())
+    }
+
+    /// A connection to the target (TCP, or TLS with `--tls`) upgraded to a WebSocket.
+    pub async fn connect(&self) -> std::io::Result<tls::Stream> {
+        let mut s = match &self.client {
+            Some(client) => client.connect(self.target).await?,
+            None => {
+                let tcp = tokio::net::TcpStream::connect(self.target).await?;
+                tcp.set_nodelay(true)?;
+                tls::Stream::Plain(tcp)
+            }
+        };
+        ws::upgrade(&mut s, &self.path).await?;
+        Ok(s)
     }
 }
 
@@ -141,6 +178,11 @@ enum Cmd {
         #[arg(long)]
         cmd: String,
     },
+    /// Writes the benchmark's self-signed certificate (bench.crt, bench.key, bench.pem).
+    Cert {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
     /// Renders results (JSON lines) as Markdown.
     Report {
         #[arg(long)]
@@ -152,10 +194,21 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    if let Cmd::Report { input, header } = &cli.cmd {
-        print!("{}", report::render(input, header)?);
-        return Ok(());
+    let mut cli = Cli::parse();
+    match &mut cli.cmd {
+        Cmd::Report { input, header } => {
+            print!("{}", report::render(input, header)?);
+            return Ok(());
+        }
+        Cmd::Cert { dir } => return tls::write_certificate(dir),
+        Cmd::Handshake { common, .. }
+        | Cmd::Echo { common, .. }
+        | Cmd::Latency { common, .. }
+        | Cmd::H2Streams { common, .. }
+        | Cmd::H2Echo { common, .. }
+        | Cmd::Idle { common, .. }
+        | Cmd::Push { common, .. }
+        | Cmd::Reload { common, .. } => common.prepare()?,
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -200,7 +253,7 @@ fn main() -> anyhow::Result<()> {
                 reloads,
                 cmd,
             } => workloads::reload(&common, tunnels, reloads, &cmd).await,
-            Cmd::Report { .. } => unreachable!("handled above"),
+            Cmd::Report { .. } | Cmd::Cert { .. } => unreachable!("handled above"),
         }
     })?;
     println!("{out}");

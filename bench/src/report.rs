@@ -26,7 +26,7 @@ fn cpu_of(name: &'static str) -> impl Fn(&Value) -> Option<f64> {
 
 fn metrics(workload: &str) -> Vec<Metric> {
     match workload {
-        "handshake" | "h2streams" => vec![
+        "handshake" | "h2streams" | "tls13handshake" | "tls12handshake" | "tls12resume" => vec![
             ("upgrades/s", |v| ptr(v, "/upgrades_per_s")),
             ("upgrades per proxy CPU-second", |v| {
                 Some(ptr(v, "/upgrades_per_s")? / proxy_cpu_fraction(v)?)
@@ -38,7 +38,7 @@ fn metrics(workload: &str) -> Vec<Metric> {
             ("backend CPU %", |v| cpu_of("backend")(v)),
             ("load CPU %", |v| cpu_of("load")(v)),
         ],
-        "echo64" | "h2echo64" => vec![
+        "echo64" | "h2echo64" | "tlsecho64" => vec![
             ("msgs/s", |v| ptr(v, "/msgs_per_s")),
             ("msgs per proxy CPU-second", |v| {
                 Some(ptr(v, "/msgs_per_s")? / proxy_cpu_fraction(v)?)
@@ -61,7 +61,7 @@ fn metrics(workload: &str) -> Vec<Metric> {
             ("backend CPU %", |v| cpu_of("backend")(v)),
             ("load CPU %", |v| cpu_of("load")(v)),
         ],
-        "latency" => vec![
+        "latency" | "chat" => vec![
             ("RTT p50 (µs)", |v| ptr(v, "/rtt/p50_us")),
             ("RTT p99 (µs)", |v| ptr(v, "/rtt/p99_us")),
             ("RTT p99.9 (µs)", |v| ptr(v, "/rtt/p999_us")),
@@ -70,7 +70,7 @@ fn metrics(workload: &str) -> Vec<Metric> {
             ("proxy CPU %", |v| cpu_of("proxy")(v)),
             ("load CPU %", |v| cpu_of("load")(v)),
         ],
-        "idle" => vec![
+        "idle" | "tlsidle" => vec![
             ("KiB per idle tunnel (slope between steps)", |v| {
                 ptr(v, "/kib_per_tunnel")
             }),

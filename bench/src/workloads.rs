@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use crate::stats::{percentiles, rss_kib, CpuWatch};
+use crate::tls::Stream;
 use crate::{ws, Common};
 
 fn us(d: Duration) -> u32 {
@@ -19,14 +20,14 @@ fn us(d: Duration) -> u32 {
 }
 
 /// Opens `n` tunnels, at most 200 handshakes in flight at a time.
-async fn open_tunnels(c: &Common, n: usize) -> anyhow::Result<Vec<TcpStream>> {
+async fn open_tunnels(c: &Common, n: usize) -> anyhow::Result<Vec<Stream>> {
     let mut out = Vec::with_capacity(n);
     let mut set = JoinSet::new();
     let mut started = 0;
     while out.len() < n {
         while started < n && set.len() < 200 {
-            let (t, p) = (c.target, c.path.clone());
-            set.spawn(async move { ws::connect(t, &p).await });
+            let c = c.clone();
+            set.spawn(async move { c.connect().await });
             started += 1;
         }
         match set.join_next().await {
@@ -100,11 +101,11 @@ pub async fn handshake(c: &Common, workers: usize) -> anyhow::Result<Value> {
     let cpu = CpuWatch::start(&c.pids);
     let mut set = JoinSet::new();
     for _ in 0..workers {
-        let (target, path) = (c.target, c.path.clone());
+        let c = c.clone();
         set.spawn(async move {
             handshake_worker(deadline, || {
-                let path = path.clone();
-                async move { Ok(ws::connect(target, &path).await?) }
+                let c = c.clone();
+                async move { Ok(c.connect().await?) }
             })
             .await
         });
@@ -166,7 +167,10 @@ pub async fn latency(c: &Common, conns: usize, rate: u64) -> anyhow::Result<Valu
     let mut writers = Vec::new();
     let mut readers = Vec::new();
     for t in tunnels {
-        let std = t.into_std()?;
+        let std = t
+            .into_plain()
+            .context("the latency workload runs over plain TCP")?
+            .into_std()?;
         writers.push(std.try_clone()?);
         readers.push(TcpStream::from_std(std)?);
     }
@@ -268,7 +272,7 @@ pub async fn idle(c: &Common, steps: &[usize]) -> anyhow::Result<Value> {
     let settle = || tokio::time::sleep(Duration::from_millis(1500));
     settle().await;
     let base = rss_kib(proxy).context("reading the proxy's RSS")?;
-    let mut tunnels: Vec<TcpStream> = Vec::new();
+    let mut tunnels: Vec<Stream> = Vec::new();
     let mut points = vec![json!({ "tunnels": 0, "rss_kib": base })];
     for &step in steps {
         let more = open_tunnels(c, step - tunnels.len()).await?;
@@ -301,7 +305,7 @@ pub async fn idle(c: &Common, steps: &[usize]) -> anyhow::Result<Value> {
 /// Keeps `tunnels` busy with one 64 B echo per tunnel per second; counts tunnels that
 /// fail. Returns the drop counter and a stop flag.
 fn echo_load(
-    tunnels: Vec<TcpStream>,
+    tunnels: Vec<Stream>,
 ) -> (
     Arc<AtomicU64>,
     Arc<AtomicU64>,
@@ -447,7 +451,7 @@ pub async fn reload(
         }
         // Done when a new connection is served again.
         loop {
-            if ws::connect(c.target, &c.path).await.is_ok() {
+            if c.connect().await.is_ok() {
                 break;
             }
             if t0.elapsed() > Duration::from_secs(30) {

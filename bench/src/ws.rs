@@ -6,15 +6,11 @@
 //! and the echo server unmasks as usual, but the generator spends nothing on XOR.
 
 use std::io;
-use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Opens a TCP connection and completes a WebSocket upgrade to `path`.
-pub async fn connect(addr: SocketAddr, path: &str) -> io::Result<TcpStream> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
+/// Completes a WebSocket upgrade to `path` on a fresh connection (plain or TLS).
+pub async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, path: &str) -> io::Result<()> {
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: bench.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -42,7 +38,7 @@ pub async fn connect(addr: SocketAddr, path: &str) -> io::Result<TcpStream> {
         let line = String::from_utf8_lossy(&head[..len.min(40)]).to_string();
         return Err(io::Error::other(format!("not a 101: {line}")));
     }
-    Ok(s)
+    Ok(())
 }
 
 /// A masked binary frame with `payload`.
