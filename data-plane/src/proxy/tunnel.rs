@@ -310,12 +310,10 @@ pub async fn run(
     }
 }
 
-/// Buffer per direction of a stream tunnel.
-const STREAM_BUF: usize = 16 * 1024;
-
 /// The tunnel for a client that is not a plain socket (TLS): the same rules — early bytes
-/// first, half-close passed on, `idle` without a byte either way ends it — over two
-/// buffered copies, since a TLS stream cannot be driven by socket readiness alone.
+/// first, half-close passed on, `idle` without a byte either way ends it — with each
+/// direction polled through the stream (a TLS stream cannot be driven by socket
+/// readiness alone) and, like the socket tunnel, no buffer held while idle.
 pub async fn run_stream<C>(
     client: C,
     client_early: Bytes,
@@ -393,7 +391,11 @@ where
 }
 
 /// One direction of a stream tunnel: `early` first, then everything `from` sends; at its
-/// EOF, `on_eof` runs and `to` is shut down for writing.
+/// EOF, `on_eof` runs and `to` is shut down for writing. As in the socket tunnel, an
+/// idle direction owns no buffer: bytes are read into the per-thread scratch buffer
+/// when the source has some and written straight on; only what the destination cannot
+/// take yet is copied into a buffer of its own, freed once written (reading pauses
+/// meanwhile).
 async fn copy_half<R, W>(
     from: &mut R,
     to: &mut W,
@@ -406,25 +408,93 @@ where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    if !early.is_empty() {
-        to.write_all(&early).await.map_err(|_| Fail::Write)?;
-        count.fetch_add(early.len() as u64, Relaxed);
-    }
-    let mut buf = vec![0u8; STREAM_BUF];
-    loop {
-        let n = from.read(&mut buf).await.map_err(|_| Fail::Read)?;
-        if n == 0 {
-            on_eof();
-            let _ = to.shutdown().await;
-            return Ok(());
+    let mut pending: Vec<u8> = early.to_vec();
+    // `early` shares the HTTP layer's whole read buffer: let it go now, not with the
+    // tunnel.
+    drop(early);
+    let mut written = 0;
+    // A TLS writer holds records until flushed.
+    let mut unflushed = false;
+    let mut eof = false;
+    let mut on_eof = Some(on_eof);
+    std::future::poll_fn(|cx| {
+        let mut reads = 0;
+        loop {
+            while written < pending.len() {
+                match Pin::new(&mut *to).poll_write(cx, &pending[written..]) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(Err(Fail::Write))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        written += n;
+                        count.fetch_add(n as u64, Relaxed);
+                        unflushed = true;
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if !pending.is_empty() {
+                pending = Vec::new();
+                written = 0;
+                touch();
+            }
+            if unflushed {
+                match Pin::new(&mut *to).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => unflushed = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(Fail::Write)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if eof {
+                return Pin::new(&mut *to).poll_shutdown(cx).map(|_| Ok(()));
+            }
+            if reads == BURST {
+                // Busy: let the other direction and other tasks run, then continue.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            reads += 1;
+            let step = SCRATCH_BUF.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let mut rb = ReadBuf::new(&mut scratch[..]);
+                match Pin::new(&mut *from).poll_read(cx, &mut rb) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(_)) => Poll::Ready(Err(Fail::Read)),
+                    Poll::Ready(Ok(())) => {
+                        let data = rb.filled();
+                        if data.is_empty() {
+                            return Poll::Ready(Ok(false));
+                        }
+                        let took = match Pin::new(&mut *to).poll_write(cx, data) {
+                            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                                return Poll::Ready(Err(Fail::Write))
+                            }
+                            Poll::Ready(Ok(n)) => n,
+                            Poll::Pending => 0,
+                        };
+                        count.fetch_add(took as u64, Relaxed);
+                        unflushed |= took > 0;
+                        if took < data.len() {
+                            pending = data[took..].to_vec();
+                        }
+                        Poll::Ready(Ok(true))
+                    }
+                }
+            });
+            match step {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(f)) => return Poll::Ready(Err(f)),
+                Poll::Ready(Ok(true)) => touch(),
+                Poll::Ready(Ok(false)) => {
+                    eof = true;
+                    if let Some(f) = on_eof.take() {
+                        f();
+                    }
+                }
+            }
         }
-        to.write_all(&buf[..n]).await.map_err(|_| Fail::Write)?;
-        // A TLS writer holds records until flushed.
-        to.flush().await.map_err(|_| Fail::Write)?;
-        count.fetch_add(n as u64, Relaxed);
-        touch();
-    }
+    })
+    .await
 }
 
 /// Maps a failure in the client→server (`upstream`) or server→client flow to the side
@@ -660,6 +730,56 @@ mod tests {
         assert_eq!(report.end, TunnelEnd::Closed { client_first: true });
         assert_eq!((report.up, report.down), (12, 14));
         assert_eq!(meter.up.load(Relaxed), 12);
+    }
+
+    /// A client slower than its server: what the client cannot take yet waits in the
+    /// tunnel (reading the server pauses) and every byte arrives, in order.
+    #[tokio::test]
+    async fn stream_tunnel_holds_back_for_a_slow_client_and_loses_nothing() {
+        // A 4 KiB pipe to the client: most of each 64 KiB read must wait.
+        let (client, proxy_c) = tokio::io::duplex(4 * 1024);
+        let (_, _, proxy_s, mut server) = pairs().await;
+        let meter = Arc::new(Meter::default());
+        let m = meter.clone();
+        let task = tokio::spawn(async move {
+            run_stream(
+                proxy_c,
+                Bytes::new(),
+                proxy_s,
+                Bytes::new(),
+                limits(Duration::from_secs(5)),
+                &m,
+            )
+            .await
+        });
+        let sent: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let body = sent.clone();
+        let writer = tokio::spawn(async move {
+            server.write_all(&body).await.unwrap();
+            server.shutdown().await.unwrap();
+            server
+        });
+        let (mut cr, mut cw) = tokio::io::split(client);
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1000];
+        loop {
+            let n = cr.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            got == sent,
+            "{} of {} bytes, in order",
+            got.len(),
+            sent.len()
+        );
+        cw.shutdown().await.unwrap();
+        drop(writer.await.unwrap());
+        let report = task.await.unwrap();
+        assert_eq!(report.down, sent.len() as u64);
     }
 
     #[tokio::test(start_paused = true)]
