@@ -31,6 +31,11 @@ impl Lease {
     }
 }
 
+/// A connection kept between tries of the lease, so that a replica waiting to lead does
+/// not open one every second.
+#[derive(Default)]
+pub struct LeaseTries(Option<sqlx::postgres::PgConnection>);
+
 /// What the leader says every node should run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssignmentRow {
@@ -65,17 +70,25 @@ pub struct CommandRow {
 }
 
 impl Store {
-    /// Takes the lease if no other replica holds it.
-    pub async fn try_lease(&self) -> Result<Option<Lease>, StoreError> {
+    /// Takes the lease if no other replica holds it (on the connection `tries` kept,
+    /// which keeps it for the next try when another replica leads).
+    pub async fn try_lease(&self, tries: &mut LeaseTries) -> Result<Option<Lease>, StoreError> {
         if self.database == Database::Sqlite {
             return Ok(Some(Lease::Sole));
         }
-        let mut c = sqlx::postgres::PgConnection::connect(&self.url).await?;
+        let mut c = match tries.0.take() {
+            Some(c) => c,
+            None => sqlx::postgres::PgConnection::connect(&self.url).await?,
+        };
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(LEASE_KEY)
             .fetch_one(&mut c)
             .await?;
-        Ok(got.then_some(Lease::Held(c)))
+        if got {
+            return Ok(Some(Lease::Held(c)));
+        }
+        tries.0 = Some(c);
+        Ok(None)
     }
 
     /// On PostgreSQL, a connection that hears of every assignment as it is written.

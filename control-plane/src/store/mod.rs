@@ -31,7 +31,7 @@ mod suite;
 pub(crate) mod testdb;
 pub use credentials::{BootstrapRow, CredentialEntry, CredentialRow, EnrollRefusal};
 pub use events::{Event, EventFilter};
-pub use leadership::{AssignmentRow, CommandRow, Lease, RemoteNode};
+pub use leadership::{AssignmentRow, CommandRow, Lease, LeaseTries, RemoteNode};
 pub use rollouts::PolicyRow;
 pub use series::SeriesRow;
 
