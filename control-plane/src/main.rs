@@ -8,7 +8,9 @@ use anyhow::Context;
 use clap::Parser;
 use sluice_control_plane::series::Series;
 use sluice_control_plane::{
-    api, app, auth, clock, grpc, registry, rollout, snapshot::ConfigService, store::Store,
+    api, app, auth, clock, grpc, registry, rollout,
+    snapshot::ConfigService,
+    store::{Database, Store},
 };
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -162,13 +164,17 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(store.clone().follow_events(shutdown_rx.clone()));
     // Versions other replicas commit on the same database are published here too.
     tokio::spawn(config.clone().follow(shutdown_rx.clone()));
+    let shared = store.database() == Database::Postgres;
     tokio::spawn(grpc::heartbeat(
         store.clone(),
         registry.clone(),
         series.clone(),
         replica.clone(),
-        // Often enough for another replica's rollout gates to read fresh counters.
-        (args.node_stale_after / 3).min(Duration::from_secs(2)),
+        // Shared: often enough for another replica's rollout gates to read fresh counters.
+        match shared {
+            true => (args.node_stale_after / 3).min(Duration::from_secs(2)),
+            false => args.node_stale_after / 3,
+        },
         shutdown_rx.clone(),
     ));
 
@@ -182,15 +188,15 @@ async fn main() -> anyhow::Result<()> {
         stale_after_ms: args.node_stale_after.as_millis() as i64,
         replica: replica.clone(),
     };
+    // A database that can be out of reach (PostgreSQL): keep a copy of the credentials.
     let known = Arc::new(grpc::enroll::KnownCredentials::default());
-    if let Err(e) = known.refresh(&store).await {
-        tracing::warn!(error = %e, "reading node credentials");
+    if shared {
+        tokio::spawn(grpc::enroll::keep_known(
+            store.clone(),
+            known.clone(),
+            shutdown_rx.clone(),
+        ));
     }
-    tokio::spawn(grpc::enroll::keep_known(
-        store.clone(),
-        known.clone(),
-        shutdown_rx.clone(),
-    ));
     let fleet = grpc::FleetService {
         known,
         assignments: rollouts.assignments(),

@@ -9,7 +9,7 @@
 // It prints `STEP <name>` lines the test answers on stdin with `GO` (e.g. after
 // `STEP drained`, the test closes the drained server's tunnels), and exits non-zero
 // with the reason when something a user would see is wrong.
-import { launch } from "./launch.mjs";
+import { launch, newPage } from "./launch.mjs";
 import { createInterface } from "node:readline";
 import { join } from "node:path";
 
@@ -34,9 +34,8 @@ function check(condition, message) {
 const browser = await launch();
 let page;
 try {
-  page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
-  const problems = [];
-  page.on("pageerror", (e) => problems.push(e.message));
+  let problems;
+  ({ page, problems } = await newPage(browser));
   page.on("dialog", (d) => d.accept());
 
   // Signed in by the link's fragment; the token does not stay in the address bar.

@@ -7,16 +7,15 @@
 //   SLUICE_SHOTS    where to save fleet-replica.png
 //   SLUICE_CHROMIUM the browser (default /usr/bin/chromium)
 // Prints OK, or exits non-zero with what the page showed.
-import { launch } from "./launch.mjs";
+import { launch, newPage } from "./launch.mjs";
 import { join } from "node:path";
 
 const want = Object.fromEntries(process.env.SLUICE_FLEET.split(",").map((p) => p.split("=")));
 const browser = await launch();
 let page;
 try {
-  page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
-  const problems = [];
-  page.on("pageerror", (e) => problems.push(e.message));
+  let problems;
+  ({ page, problems } = await newPage(browser));
   await page.goto(`${process.env.SLUICE_URL}/#token=${process.env.SLUICE_TOKEN}`);
   const shown = () => page.evaluate(() => [...document.querySelectorAll("#nodes tbody tr")].map((tr) => ({
     node: tr.dataset.node,

@@ -76,7 +76,7 @@ impl KnownCredentials {
     }
 }
 
-/// Keeps `known` current until shutdown.
+/// Keeps `known` current until shutdown (read at once, then every ten seconds).
 pub async fn keep_known(
     store: Store,
     known: std::sync::Arc<KnownCredentials>,

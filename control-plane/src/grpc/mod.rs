@@ -72,13 +72,15 @@ pub async fn heartbeat(
     every: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let shared = store.database() == crate::store::Database::Postgres;
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => break,
         }
-        let latest = series.latest();
+        // Reports and rates are for other replicas: none on SQLite.
+        let latest = shared.then(|| series.latest()).flatten();
         let seen: Vec<NodeBeat> = registry
             .all()
             .into_iter()
@@ -90,6 +92,7 @@ pub async fn heartbeat(
                 stats: n
                     .stats
                     .as_ref()
+                    .filter(|_| shared)
                     .map(Message::encode_to_vec)
                     .unwrap_or_default(),
                 withheld_version: n.withheld.as_ref().map(|(v, _)| *v),

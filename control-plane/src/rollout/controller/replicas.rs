@@ -15,7 +15,7 @@ use crate::rollout::assign::{Assignment, Reach};
 use crate::rollout::record::{Rollout, RolloutState};
 use crate::rollout::{Action, Command, RolloutError};
 use crate::snapshot::{ChangeError, Published};
-use crate::store::{AssignmentRow, Store};
+use crate::store::{AssignmentRow, Database, Store};
 
 /// How long a follower waits for the leader to answer a command.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -107,8 +107,12 @@ impl Controller {
         }
     }
 
-    /// The leader answers the commands other replicas left for it.
+    /// The leader answers the commands other replicas left for it (there are none on
+    /// SQLite, which one replica owns).
     pub(super) async fn serve_commands(&mut self) {
+        if self.store.database() != Database::Postgres {
+            return;
+        }
         let now = unix_ms();
         let pending = match self
             .store

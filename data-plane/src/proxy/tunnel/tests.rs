@@ -183,25 +183,30 @@ async fn idle_tunnel_times_out_but_activity_resets_the_clock() {
     assert!(started.elapsed() >= Duration::from_secs(2));
 }
 
+/// A stream tunnel between an in-memory client and a server socket, with early bytes
+/// each way, idle timeout 5 s; its task and meter.
+fn spawn_stream(
+    client: tokio::io::DuplexStream,
+    server: TcpStream,
+    (up, down): (&'static [u8], &'static [u8]),
+) -> (tokio::task::JoinHandle<TunnelReport>, Arc<Meter>) {
+    let meter = Arc::new(Meter::default());
+    let m = meter.clone();
+    let task = tokio::spawn(async move {
+        let limits = limits(Duration::from_secs(5));
+        let (up, down) = (Bytes::from_static(up), Bytes::from_static(down));
+        run_stream(client, up, server, down, limits, &m).await
+    });
+    (task, meter)
+}
+
 /// The stream tunnel (TLS clients) keeps the same rules: early bytes first, both ways,
 /// half-close passed on, counted.
 #[tokio::test]
 async fn stream_tunnel_relays_and_passes_half_close() {
     let (client, proxy_c) = tokio::io::duplex(64 * 1024);
     let (_, _, proxy_s, mut server) = pairs().await;
-    let meter = Arc::new(Meter::default());
-    let m = meter.clone();
-    let task = tokio::spawn(async move {
-        run_stream(
-            proxy_c,
-            Bytes::from_static(b"up-early"),
-            proxy_s,
-            Bytes::from_static(b"down-early"),
-            limits(Duration::from_secs(5)),
-            &m,
-        )
-        .await
-    });
+    let (task, meter) = spawn_stream(proxy_c, proxy_s, (b"up-early", b"down-early"));
     let (mut cr, mut cw) = tokio::io::split(client);
     let mut buf = [0u8; 10];
     cr.read_exact(&mut buf).await.unwrap();
@@ -232,19 +237,7 @@ async fn stream_tunnel_holds_back_for_a_slow_client_and_loses_nothing() {
     // A 4 KiB pipe to the client: most of each 64 KiB read must wait.
     let (client, proxy_c) = tokio::io::duplex(4 * 1024);
     let (_, _, proxy_s, mut server) = pairs().await;
-    let meter = Arc::new(Meter::default());
-    let m = meter.clone();
-    let task = tokio::spawn(async move {
-        run_stream(
-            proxy_c,
-            Bytes::new(),
-            proxy_s,
-            Bytes::new(),
-            limits(Duration::from_secs(5)),
-            &m,
-        )
-        .await
-    });
+    let (task, _meter) = spawn_stream(proxy_c, proxy_s, (b"", b""));
     let sent: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     let body = sent.clone();
     let writer = tokio::spawn(async move {
