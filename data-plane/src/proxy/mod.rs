@@ -1,6 +1,7 @@
 //! The proxy: listeners and accept loops, and the request path by phase — the client
 //! connection ([`conn`], [`io`]), routing ([`route`]), the upstream connection and
-//! exchange ([`upstream`]), the per-request driver ([`request`]), and the tunnel session
+//! exchange ([`upstream`]; an upgrade's without an HTTP client, [`upgrade`]), the
+//! per-request driver ([`request`]), and the tunnel session
 //! ([`session`], bytes copied by [`tunnel`]); plus the access log ([`log`]), local
 //! responses ([`error`]) and graceful stop ([`drain`]).
 //!
@@ -19,6 +20,7 @@ pub mod request;
 pub mod route;
 pub mod session;
 pub mod tunnel;
+pub mod upgrade;
 pub mod upstream;
 
 use std::collections::HashMap;

@@ -31,7 +31,8 @@ use super::h2::{self, Bridged};
 use super::log;
 use super::route::{self, Client, Route, Routed};
 use super::session::{ConnTunnels, ServerSide, Session};
-use super::upstream::{self, Exchange, Upstream};
+use super::upgrade;
+use super::upstream::{self, Exchange, Replay, Upstream};
 use super::Body;
 use crate::balance::cookie::Persistence;
 use crate::balance::{ChoiceError, Dispatch, PickInput};
@@ -351,14 +352,18 @@ async fn forward(
         let Upstream::Fresh(stream) = chosen.conn else {
             unreachable!("only pooled exchanges take pooled connections");
         };
-        let exchanged = upstream::exchange(
-            request,
-            stream,
-            backend.server_timeout,
-            &server_name,
-            upgrade,
-        )
-        .await;
+        let exchanged = if upgrade {
+            upgrade::exchange(request, stream, backend.server_timeout, &server_name).await
+        } else {
+            upstream::exchange(
+                request,
+                Replay::fresh(stream),
+                backend.server_timeout,
+                &server_name,
+                false,
+            )
+            .await
+        };
         trace.response_ms = sent_at.elapsed().as_millis() as i64;
         match exchanged {
             Err(e) => return (trace, Err(e)),
@@ -368,7 +373,7 @@ async fn forward(
                 // the accept.
                 if bridged
                     .as_ref()
-                    .is_some_and(|b| !h2::accepts(b, head.headers()))
+                    .is_some_and(|b| !h2::accepts(b, &head.headers))
                 {
                     return (
                         trace,
@@ -466,19 +471,19 @@ fn check_head(parts: &Parts) -> Result<(), ProxyError> {
 /// The upgrade phase: the server's `101` becomes the client's, its headers finished by
 /// `headers` (persistence cookie, response rules), and the upgrade is counted.
 fn switch(
-    mut head: Response<Incoming>,
+    mut head: http::response::Parts,
     fe: &FrontendPlan,
     server: &ServerPlan,
     headers: impl FnOnce(&mut http::HeaderMap),
 ) -> Response<Body> {
-    let status = head.status();
+    let status = head.status;
     let mut out = Response::new(
         Full::new(Bytes::new())
             .map_err(|never| match never {})
             .boxed(),
     );
     *out.status_mut() = status;
-    *out.headers_mut() = std::mem::take(head.headers_mut());
+    *out.headers_mut() = std::mem::take(&mut head.headers);
     headers(out.headers_mut());
     fe.counters.total_upgrades.fetch_add(1, Relaxed);
     server.counters.total_upgrades.fetch_add(1, Relaxed);

@@ -9,9 +9,10 @@
 //!   answered `101`, hands the server socket over for the tunnel ([`Exchange::Switched`]).
 //!   The response head must come within `timeout server`.
 
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::error::{ProxyError, ServerRef};
@@ -177,15 +179,16 @@ pub enum Exchange {
     Response(Response<Incoming>),
     /// A `101` to an upgrade: its head, and the server socket with any bytes the server
     /// sent past the head.
-    Switched(Response<Incoming>, (TcpStream, Bytes)),
+    Switched(http::response::Parts, (TcpStream, Bytes)),
 }
 
-/// Sends one request on a new server connection and waits for the response head within
-/// `timeout server`. `upgrade`: the client asked to upgrade, so a `101` hands the socket
-/// over instead of relaying a body.
+/// Sends one request on a new server connection through hyper's client and waits for the
+/// response head within `timeout server`. `upgrade`: the client asked to upgrade, so a
+/// `101` hands the socket over instead of relaying a body (upgrades come here from
+/// [`super::upgrade`] only when its direct path does not apply).
 pub async fn exchange(
     request: Request<Incoming>,
-    stream: TcpStream,
+    stream: Replay,
     timeout: Duration,
     server_name: &ServerRef,
     upgrade: bool,
@@ -247,11 +250,17 @@ pub async fn exchange(
             Err(e) => return Err(bad(e.to_string())),
         };
         drop(sender);
-        return match upgraded.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
-            Ok(Ok(parts)) => Ok(Exchange::Switched(
-                resp,
-                (parts.io.into_inner(), parts.read_buf),
-            )),
+        return match upgraded.map(|u| u.downcast::<TokioIo<Replay>>()) {
+            Ok(Ok(parts)) => {
+                // What hyper read past the head comes first, then what it left unread.
+                let (stream, unread) = parts.io.into_inner().into_parts();
+                let early = if unread.is_empty() {
+                    parts.read_buf
+                } else {
+                    [parts.read_buf, unread].concat().into()
+                };
+                Ok(Exchange::Switched(resp.into_parts().0, (stream, early)))
+            }
             _ => Err(bad(
                 "the upgraded server connection is not a TCP stream".into()
             )),
@@ -262,6 +271,108 @@ pub async fn exchange(
         tokio::spawn(connection);
     }
     Ok(Exchange::Response(resp))
+}
+
+/// A server socket for hyper's client, with bytes already read from it in front; when
+/// `sent`, the request was already written and hyper's writes of it are dropped.
+pub struct Replay {
+    stream: TcpStream,
+    read: Bytes,
+    sent: bool,
+    /// Reads wait until hyper has written its (dropped) request: hyper's client takes
+    /// bytes that come before its request is out as an unexpected message.
+    held: Option<Option<Waker>>,
+}
+
+impl Replay {
+    /// A socket nothing was written to or read from yet.
+    pub fn fresh(stream: TcpStream) -> Self {
+        Replay {
+            stream,
+            read: Bytes::new(),
+            sent: false,
+            held: None,
+        }
+    }
+
+    /// A socket the request was written to and `read` read from.
+    pub fn after(stream: TcpStream, read: Bytes) -> Self {
+        Replay {
+            stream,
+            read,
+            sent: true,
+            held: Some(None),
+        }
+    }
+
+    /// Lets reads through once hyper has written its request.
+    fn release(&mut self) {
+        if let Some(Some(reader)) = self.held.take() {
+            reader.wake();
+        }
+    }
+
+    /// The socket, and what was read from it that hyper did not take.
+    pub fn into_parts(self) -> (TcpStream, Bytes) {
+        (self.stream, self.read)
+    }
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Some(waiting) = self.held.as_mut() {
+            *waiting = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        if self.read.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.sent {
+            self.release();
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.sent {
+            self.release();
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) that must not be forwarded on plain requests.
