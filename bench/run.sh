@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 SECS=${SECS:-5}
 # Subsets for a quick look, e.g. TARGETS=sluice WORKLOADS="idle handshake".
-TARGETS=${TARGETS:-direct haproxy sluice}
+# sluice-shared: the node again with `--runtime shared` (traffic workloads only).
+TARGETS=${TARGETS:-direct haproxy sluice sluice-shared}
 WORKLOADS=${WORKLOADS:-handshake echo64 echo16k latency chat h2streams h2echo64 tls13handshake tls12handshake tls12resume tlsecho64 idle tlsidle push}
 want() { [[ " $TARGETS " == *" $1 "* && " $WORKLOADS " == *" $2 "* ]]; }
 PROXY_CORE=0
@@ -253,6 +254,16 @@ done
 for p in "${push_nodes[@]}"; do stop_pid "$p"; done
 fi
 
+if [[ " $TARGETS " == *" sluice-shared "* ]]; then
+echo "sluice-shared"
+[ -n "${CP:-}" ] || start_cp
+start_node shared-1 --runtime shared
+wait_port 18081
+wait_port 18444
+traffic_workloads sluice-shared 127.0.0.1:18081 "$NODE" 127.0.0.1:18444
+stop_pid "$NODE"
+fi
+
 # ---- Report -------------------------------------------------------------------------
 {
   echo "# Benchmarks"
@@ -270,7 +281,7 @@ fi
   echo
   echo "## Setup"
   echo
-  echo "- Proxy pinned alone to core $PROXY_CORE with one thread: HAProxy \`nbthread 1\`; \`sluice-dp --worker-threads 1\` (tokio's multi-thread scheduler with one worker)."
+  echo "- Proxy pinned alone to core $PROXY_CORE with one thread: HAProxy \`nbthread 1\`; \`sluice-dp --worker-threads 1\` (the default \`--runtime per-core\`: one single-threaded runtime on the worker thread with its own listening socket; the control stream on the main thread); \`sluice shared\`: the same node with \`--runtime shared\` (tokio's multi-thread scheduler with one worker)."
   echo "- Load generator (\`sluice-bench\`), echo backends (\`sluice-bench-echo\`, two servers in one single-threaded process) and the control plane on core $LOAD_CORE."
   echo "- Same routing on both proxies: \`mode http\`, the article's upgrade ACLs, \`timeout tunnel 3600s\`, \`option forwardfor\`, round robin over two servers (configuration in \`bench/results/haproxy.cfg\`; Sluice's is applied through the REST API by \`bench/run.sh\`). Neither proxy writes access logs."
   echo "- TLS (\`wss://\`): one self-signed ECDSA P-256 certificate on both proxies' TLS bind (HAProxy with $(haproxy -vv 2>/dev/null | grep -m1 'Running on OpenSSL' | sed 's/.*: //; s/ [0-9]* [A-Z][a-z]* [0-9]*$//'), \`no-tls-tickets\`; Sluice with rustls); the client offers one suite — TLS 1.3 \`TLS_AES_128_GCM_SHA256\`, TLS 1.2 \`ECDHE-ECDSA-AES128-GCM-SHA256\` — and X25519. \`tls12resume\` resumes sessions (the servers' session caches), the other TLS handshakes are full ones. The backends speak plain WebSocket."

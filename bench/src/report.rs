@@ -137,6 +137,7 @@ fn summary(values: &mut [f64]) -> Option<(f64, String)> {
 }
 
 pub fn render(input: &Path, header: &Path) -> anyhow::Result<String> {
+    const SHARED: &str = "sluice-shared";
     let text = std::fs::read_to_string(input)?;
     let mut runs: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -152,18 +153,33 @@ pub fn render(input: &Path, header: &Path) -> anyhow::Result<String> {
             .push(v["result"].clone());
     }
     let mut out = std::fs::read_to_string(header)?;
-    let targets = ["direct", "haproxy", "sluice"];
+    // The node on the shared runtime (`--runtime shared`) gets columns of its own when
+    // it was measured.
+    let shared = runs.keys().any(|(_, t)| t == SHARED);
+    let targets: &[&str] = if shared {
+        &["direct", "haproxy", "sluice", SHARED]
+    } else {
+        &["direct", "haproxy", "sluice"]
+    };
     for workload in &order {
         let _ = writeln!(out, "\n### {workload}\n");
-        let _ = writeln!(
-            out,
-            "| figure | direct | haproxy | sluice | sluice / haproxy |"
-        );
-        let _ = writeln!(out, "|---|---|---|---|---|");
+        if shared {
+            let _ = writeln!(
+                out,
+                "| figure | direct | haproxy | sluice | sluice shared | sluice / haproxy | shared / haproxy |"
+            );
+            let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        } else {
+            let _ = writeln!(
+                out,
+                "| figure | direct | haproxy | sluice | sluice / haproxy |"
+            );
+            let _ = writeln!(out, "|---|---|---|---|---|");
+        }
         for (label, f) in metrics(workload) {
             let mut cells = Vec::new();
             let mut medians = BTreeMap::new();
-            for t in targets {
+            for &t in targets {
                 let mut vals: Vec<f64> = runs
                     .get(&(workload.clone(), t.to_string()))
                     .map(|rs| rs.iter().filter_map(f).collect())
@@ -176,15 +192,15 @@ pub fn render(input: &Path, header: &Path) -> anyhow::Result<String> {
                     None => cells.push("–".into()),
                 }
             }
-            let ratio = match (medians.get("sluice"), medians.get("haproxy")) {
+            let ratio = |t: &str| match (medians.get(t), medians.get("haproxy")) {
                 (Some(s), Some(h)) if *h != 0.0 => format!("{:.2}×", s / h),
                 _ => "–".into(),
             };
-            let _ = writeln!(
-                out,
-                "| {label} | {} | {} | {} | {ratio} |",
-                cells[0], cells[1], cells[2]
-            );
+            let mut row = format!("| {label} | {} |", cells.join(" | "));
+            for t in &targets[2..] {
+                let _ = write!(row, " {} |", ratio(t));
+            }
+            let _ = writeln!(out, "{row}");
         }
     }
     Ok(out)

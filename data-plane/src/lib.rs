@@ -30,7 +30,7 @@ use arc_swap::ArcSwap;
 use sluice_proto::v1 as pb;
 
 use config::{Plan, PlanError};
-use proxy::{BindError, Listeners};
+use proxy::{BindError, Listeners, Workers};
 
 /// Why a snapshot was not applied (the node nacks with it and keeps its plan).
 #[derive(Debug, thiserror::Error)]
@@ -75,10 +75,15 @@ impl Default for Node {
 impl Node {
     /// A node with no plan yet; `reuse_port` sets SO_REUSEPORT on its listeners.
     pub fn new(reuse_port: bool) -> Self {
+        Self::with_workers(reuse_port, Workers::Shared)
+    }
+
+    /// A node whose connections run on `workers`.
+    pub fn with_workers(reuse_port: bool, workers: Workers) -> Self {
         Self {
             plan: Arc::new(ArcSwap::from_pointee(Plan::empty())),
             counters: counters::Registry::default(),
-            listeners: Listeners::new(reuse_port),
+            listeners: Listeners::new(reuse_port, workers),
             checks: health::Checks::default(),
             apply_lock: Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),

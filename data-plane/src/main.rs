@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use sluice_data_plane::cache::SnapshotCache;
+use sluice_data_plane::proxy::Workers;
 use sluice_data_plane::{control, Node};
 
 /// mimalloc: cheaper small allocations on the request path than the system allocator
@@ -64,10 +65,18 @@ struct Args {
     /// host, or a new node binary started beside the old one.
     #[arg(long, env = "SLUICE_REUSE_PORT")]
     reuse_port: bool,
-    /// Runtime worker threads (default: one per core). Even with 1, the multi-thread
-    /// scheduler is used: it measured a lower latency tail than the current-thread one.
+    /// Worker threads serving connections (default: one per core).
     #[arg(long, env = "SLUICE_WORKER_THREADS")]
     worker_threads: Option<usize>,
+    /// How connections are spread over the worker threads: `per-core` — a
+    /// single-threaded runtime per thread with its own listening socket on every bind
+    /// (SO_REUSEPORT), so a connection and its tunnel never change threads, with the
+    /// control stream, health checks and admin listener on the main thread; `shared` —
+    /// tokio's multi-thread scheduler, threads stealing work from each other, one
+    /// listening socket per bind. `per-core` measured lower latency and more messages
+    /// per CPU-second (BENCHMARKS.md); `shared` evens out uneven connections better.
+    #[arg(long, env = "SLUICE_RUNTIME", default_value = "per-core", value_parser = ["per-core", "shared"])]
+    runtime: String,
     /// On SIGTERM/SIGINT: stop accepting, let open connections and tunnels finish for at
     /// most this long, then close the tunnels still open and exit. A second signal exits
     /// at once.
@@ -169,18 +178,25 @@ fn main() -> anyhow::Result<()> {
     if cfg.endpoints.iter().any(|e| e.starts_with("https://")) && cfg.ca_pem.is_none() {
         bail!("an https:// control plane needs --control-plane-ca");
     }
-    let runtime = match args.worker_threads {
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
+    let threads = args.worker_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let (runtime, workers) = if args.runtime == "per-core" {
+        let workers = Workers::per_core(threads).context("starting the worker threads")?;
+        let main = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build(),
-        None => tokio::runtime::Builder::new_multi_thread()
+            .build();
+        (main, workers)
+    } else {
+        let shared = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
             .enable_all()
-            .build(),
-    }
-    .context("starting the runtime")?;
+            .build();
+        (shared, Workers::Shared)
+    };
+    let runtime = runtime.context("starting the runtime")?;
     runtime.block_on(async move {
-        let node = Arc::new(Node::new(args.reuse_port));
+        let node = Arc::new(Node::with_workers(args.reuse_port, workers));
         let admin = tokio::net::TcpListener::bind(args.admin_listen)
             .await
             .with_context(|| format!("binding the admin listener on {}", args.admin_listen))?;

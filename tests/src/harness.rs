@@ -87,6 +87,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Spawns `program` with stdout piped (for the ready line) and stderr to a log file,
     /// and waits for a stdout line starting with `ready_prefix`.
     fn spawn(

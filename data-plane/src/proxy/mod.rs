@@ -3,7 +3,8 @@
 //! exchange ([`upstream`]; an upgrade's without an HTTP client, [`upgrade`]), the
 //! per-request driver ([`request`]), and the tunnel session
 //! ([`session`], bytes copied by [`tunnel`]); plus the access log ([`log`]), local
-//! responses ([`error`]) and graceful stop ([`drain`]).
+//! responses ([`error`]) and graceful stop ([`drain`]). Which runtimes accept and serve
+//! connections, and the listening sockets each gets, is [`workers`]'s.
 //!
 //! [`Listeners::reconcile`] opens the binds a new plan adds *before* the plan is swapped
 //! in (so a bind failure rejects the whole snapshot) and closes the binds it removes after
@@ -22,6 +23,7 @@ pub mod session;
 pub mod tunnel;
 pub mod upgrade;
 pub mod upstream;
+pub mod workers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,11 +33,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::config::Plan;
+use crate::config::{FrontendPlan, Plan};
 use crate::counters::{FrontendCounters, Held};
+pub use workers::Workers;
 
 /// Response body type of the proxy.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -49,14 +52,17 @@ pub struct BindError {
     pub error: std::io::Error,
 }
 
-/// Listen backlog for frontend binds.
-const BACKLOG: u32 = 4096;
-
-/// An open listener: its accept loop's stop signal and the address it got.
+/// An open listener: its accept loops' stop signals and the address it got.
 struct Active {
-    _stop: oneshot::Sender<()>,
+    _stop: Vec<oneshot::Sender<()>>,
     /// The configured address with the port the kernel chose when it was 0.
     bound: SocketAddr,
+}
+
+/// The listening sockets of a bind a new plan adds, opened but not accepting yet.
+pub struct Opened {
+    addr: SocketAddr,
+    sockets: Vec<std::net::TcpListener>,
 }
 
 #[derive(Default)]
@@ -67,37 +73,23 @@ pub struct Listeners {
     /// kernel spreads connections among them) and a new node binary can start beside
     /// the old one.
     pub reuse_port: bool,
-}
-
-fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    // Accepted sockets inherit TCP_NODELAY from the listener: one syscall per
-    // connection saved.
-    socket.set_nodelay(true)?;
-    if reuse_port {
-        socket.set_reuseport(true)?;
-    }
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
+    /// The runtimes accept loops run on.
+    workers: Workers,
 }
 
 impl Listeners {
-    pub fn new(reuse_port: bool) -> Self {
+    pub fn new(reuse_port: bool, workers: Workers) -> Self {
         Self {
             active: Mutex::default(),
             reuse_port,
+            workers,
         }
     }
 
     /// Opens what `next` adds; on any failure closes what it opened and says why.
     /// Returns a commit function that starts the new accept loops and stops removed ones;
     /// call it right after the plan swap.
-    pub fn prepare(&self, next: &Plan) -> Result<Vec<(SocketAddr, TcpListener)>, BindError> {
+    pub fn prepare(&self, next: &Plan) -> Result<Vec<Opened>, BindError> {
         let active = self.active.lock().expect("listeners lock");
         let mut opened = Vec::new();
         let mut addrs: Vec<_> = next.binds.keys().copied().collect();
@@ -106,8 +98,8 @@ impl Listeners {
             if active.contains_key(&addr) {
                 continue;
             }
-            match bind(addr, self.reuse_port) {
-                Ok(l) => opened.push((addr, l)),
+            match self.workers.bind(addr, self.reuse_port) {
+                Ok(sockets) => opened.push(Opened { addr, sockets }),
                 Err(error) => {
                     return Err(BindError {
                         frontend: next.binds[&addr].frontend.name.to_string(),
@@ -131,12 +123,7 @@ impl Listeners {
     }
 
     /// Starts accept loops for `opened` and stops the loops of binds `plan` no longer has.
-    pub fn commit(
-        &self,
-        plan: &Plan,
-        opened: Vec<(SocketAddr, TcpListener)>,
-        current: Arc<ArcSwap<Plan>>,
-    ) {
+    pub fn commit(&self, plan: &Plan, opened: Vec<Opened>, current: Arc<ArcSwap<Plan>>) {
         let mut active = self.active.lock().expect("listeners lock");
         active.retain(|addr, _| {
             let keep = plan.binds.contains_key(addr);
@@ -145,15 +132,29 @@ impl Listeners {
             }
             keep
         });
-        for (addr, listener) in opened {
-            let (stop_tx, stop_rx) = oneshot::channel();
-            let bound = listener.local_addr().unwrap_or(addr);
-            tracing::info!(%addr, %bound, "listening");
-            tokio::spawn(accept_loop(listener, addr, current.clone(), stop_rx));
+        for Opened { addr, sockets } in opened {
+            let bound = sockets
+                .first()
+                .and_then(|s| s.local_addr().ok())
+                .unwrap_or(addr);
+            tracing::info!(%addr, %bound, sockets = sockets.len(), "listening");
+            let mut stops = Vec::with_capacity(sockets.len());
+            for (i, socket) in sockets.into_iter().enumerate() {
+                let (stop_tx, stop_rx) = oneshot::channel();
+                stops.push(stop_tx);
+                let current = current.clone();
+                // Registered with the runtime it will accept on.
+                self.workers.spawn(i, async move {
+                    match TcpListener::from_std(socket) {
+                        Ok(listener) => accept_loop(listener, addr, current, stop_rx).await,
+                        Err(error) => tracing::error!(%addr, %error, "cannot listen"),
+                    }
+                });
+            }
             active.insert(
                 addr,
                 Active {
-                    _stop: stop_tx,
+                    _stop: stops,
                     bound,
                 },
             );
@@ -187,8 +188,7 @@ async fn accept_loop(
         if let Some(counters) = full {
             tokio::select! {
                 _ = &mut stop => break,
-                // The timeout covers a release that happened before we started waiting.
-                _ = tokio::time::timeout(Duration::from_millis(100), counters.released.notified()) => {}
+                () = wait_release(&counters) => {}
             }
             continue;
         }
@@ -204,9 +204,10 @@ async fn accept_loop(
                     };
                     let current = route::CurrentPlan { plan: plan.clone(), addr };
                     // Counted from the accept, so the maxconn check above sees it at once.
-                    let held = Held::new(bind.frontend.counters.clone(), |c: &FrontendCounters| {
-                        &c.current_connections
-                    });
+                    let held = tokio::select! {
+                        _ = &mut stop => break,
+                        held = admit(&bind.frontend) => held,
+                    };
                     tokio::spawn(conn::serve_connection(stream, src, (bind, current), held));
                 }
                 Err(e) => {
@@ -217,4 +218,29 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Counts an accepted connection in its frontend. Under `maxconn`, when other accept
+/// loops on the same frontend (one per worker, or per bind) filled it meanwhile, the
+/// connection waits, accepted but not served and not counted, until one closes.
+async fn admit(fe: &FrontendPlan) -> Held<FrontendCounters> {
+    loop {
+        let held = Held::new(fe.counters.clone(), |c: &FrontendCounters| {
+            &c.current_connections
+        });
+        match fe.maxconn {
+            Some(max) if fe.counters.open_connections() > u64::from(max) => {
+                // (A loop that saw this count meanwhile looks again within 100 ms.)
+                drop(held);
+                wait_release(&fe.counters).await;
+            }
+            _ => return held,
+        }
+    }
+}
+
+/// Until a connection of the frontend closes (or 100 ms: a release may have happened
+/// before the wait began).
+async fn wait_release(counters: &FrontendCounters) {
+    let _ = tokio::time::timeout(Duration::from_millis(100), counters.released.notified()).await;
 }

@@ -1,0 +1,103 @@
+//! Where the node's connections run, and the listening sockets that feed them.
+//!
+//! - [`Workers::Shared`] (the default): the runtime the node was started in — tokio's
+//!   multi-thread scheduler, whose threads share one run queue and steal work from each
+//!   other — with one listening socket per bind.
+//! - [`Workers::PerCore`] (`--runtime per-core`): one single-threaded runtime per worker
+//!   thread, each with a listening socket of its own on every bind (`SO_REUSEPORT`: the
+//!   kernel spreads new connections over them). A connection, its server connection and
+//!   its tunnel then live and die on the thread that accepted it: no task moves between
+//!   threads and no thread wakes another for it. The control stream, health checks and
+//!   the admin listener run on the node's main thread.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::runtime::Handle;
+
+/// Listen backlog for frontend binds.
+const BACKLOG: i32 = 4096;
+
+/// The runtimes that accept and serve connections.
+#[derive(Clone, Default)]
+pub enum Workers {
+    /// The runtime current when a listener is started.
+    #[default]
+    Shared,
+    /// One single-threaded runtime per thread, each accepting on its own sockets.
+    PerCore(Arc<[Handle]>),
+}
+
+impl Workers {
+    /// Starts `threads` threads, each running a single-threaded runtime until the
+    /// process exits.
+    pub fn per_core(threads: usize) -> io::Result<Self> {
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(runtime.handle().clone());
+            std::thread::Builder::new()
+                .name(format!("sluice-worker-{i}"))
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+        }
+        Ok(Workers::PerCore(handles.into()))
+    }
+
+    /// How many listening sockets each bind gets.
+    pub fn sockets_per_bind(&self) -> usize {
+        match self {
+            Workers::Shared => 1,
+            Workers::PerCore(handles) => handles.len(),
+        }
+    }
+
+    /// Runs `task` on worker `i`'s runtime (the current one when shared).
+    pub fn spawn<F>(&self, i: usize, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match self {
+            Workers::Shared => drop(tokio::spawn(task)),
+            Workers::PerCore(handles) => drop(handles[i % handles.len()].spawn(task)),
+        }
+    }
+
+    /// Opens `addr`'s listening sockets, one per worker: when the port is 0, the others
+    /// take the port the kernel gave the first. Several sockets share the port with
+    /// `SO_REUSEPORT`, which `reuse_port` also sets for one (to share it with other
+    /// processes).
+    pub fn bind(
+        &self,
+        addr: SocketAddr,
+        reuse_port: bool,
+    ) -> io::Result<Vec<std::net::TcpListener>> {
+        let n = self.sockets_per_bind();
+        let reuse_port = reuse_port || n > 1;
+        let first = bind_one(addr, reuse_port)?;
+        let bound = first.local_addr()?;
+        let mut out = vec![first];
+        for _ in 1..n {
+            out.push(bind_one(bound, reuse_port)?);
+        }
+        Ok(out)
+    }
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener: one system call per
+    // connection saved.
+    socket.set_tcp_nodelay(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}

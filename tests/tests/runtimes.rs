@@ -1,0 +1,136 @@
+//! The node's two ways of running connections, through the real binary: `--runtime
+//! per-core` (the default: a single-threaded runtime per worker thread, each with a
+//! listening socket of its own on every bind) and `--runtime shared` (tokio's
+//! multi-thread scheduler, one socket per bind). With either, WebSockets on many
+//! connections at once are served on a port the kernel chose, `maxconn` holds however
+//! many accept loops there are, and a bind the configuration drops is closed on every
+//! worker while the tunnels it accepted go on.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use sluice_tests::harness::{any_port, closed_addr, eventually, simple_config, Fixture};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(10);
+const WORKERS: usize = 3;
+/// The frontend's `maxconn`, and the tunnels opened to fill it.
+const MAXCONN: usize = 30;
+
+/// The names of the node's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+/// Runs the whole case on a node started with `runtime`; `worker` names its worker
+/// threads, `count` how many of them must exist.
+async fn serves_on_every_worker(runtime: &str, worker: &str, count: usize) {
+    let workers = WORKERS.to_string();
+    let f = Fixture::start_with(
+        &["echo-1"],
+        &[],
+        &["--runtime", runtime, "--worker-threads", &workers],
+    )
+    .await;
+    // (A thread takes its name once it runs.)
+    let pid = f.dp.proc.pid();
+    eventually(WAIT, "the node's worker threads", || async {
+        let names = thread_names(pid);
+        (names.iter().filter(|n| n.starts_with(worker)).count() >= count).then_some(())
+    })
+    .await;
+    let server = f.backend("echo-1").addr;
+    let configured = any_port("127.0.0.1");
+    let mut doc = simple_config(configured, &[("echo", &[server])], "echo");
+    doc["defaults"]["maxconn"] = MAXCONN.into();
+    f.apply(&doc).await;
+    let bind = f.bound(configured).await;
+    let url = format!("ws://{bind}/ws");
+
+    // Tunnels up to maxconn: the kernel spreads them over the workers' sockets, each is
+    // served where it was accepted.
+    let mut tunnels = Vec::new();
+    for _ in 0..MAXCONN {
+        let (ws, resp) = tokio_tungstenite::connect_async(&url)
+            .await
+            .expect("upgrade through the node");
+        assert_eq!(resp.status(), 101);
+        tunnels.push(ws);
+    }
+    for (i, ws) in tunnels.iter_mut().enumerate() {
+        ws.send(Message::text(format!("m{i}"))).await.unwrap();
+    }
+    for (i, ws) in tunnels.iter_mut().enumerate() {
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("m{i}"))
+        );
+    }
+
+    // Full: a new connection is not served, whichever worker's socket it lands on…
+    let mut waiting = TcpStream::connect(bind).await.unwrap();
+    waiting
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    let early = tokio::time::timeout(Duration::from_millis(700), waiting.read(&mut head)).await;
+    assert!(early.is_err(), "served beyond maxconn: {early:?}");
+    // …until a tunnel closes.
+    drop(tunnels.pop());
+    tokio::time::timeout(WAIT, waiting.read_exact(&mut head))
+        .await
+        .expect("served once a tunnel closed")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+
+    // A configuration on another bind: the old one closes on every worker (no
+    // connection gets through on any of its sockets), the tunnels stay open.
+    // (A fixed port: `127.0.0.1:0` again would be the same bind.)
+    let moved = closed_addr();
+    f.apply(&simple_config(moved, &[("echo", &[server])], "echo"))
+        .await;
+    let new = f.bound(moved).await;
+    eventually(WAIT, "the old bind closed on every worker", || async {
+        for _ in 0..(8 * WORKERS) {
+            if TcpStream::connect(bind).await.is_ok() {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    for (i, ws) in tunnels.iter_mut().enumerate() {
+        ws.send(Message::text(format!("again {i}"))).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("again {i}"))
+        );
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{new}/ws"))
+        .await
+        .expect("the new bind serves");
+    ws.send(Message::text("new")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("new"));
+}
+
+#[tokio::test]
+async fn a_runtime_per_core_accepts_on_each_workers_socket() {
+    serves_on_every_worker("per-core", "sluice-worker-", WORKERS).await;
+}
+
+#[tokio::test]
+async fn the_shared_runtime_serves_the_same() {
+    serves_on_every_worker("shared", "tokio-rt-worker", WORKERS).await;
+}
