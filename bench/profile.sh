@@ -8,6 +8,8 @@
 # PERF_DATA=file keeps the perf recording for a closer look (perf report -i file);
 # CALLGRAPH=dwarf records callers through code built without frame pointers;
 # FLAME=file.svg also draws a flame graph (needs `cargo install inferno`).
+# WAKES=1 also counts, over 2 s in the middle of the load, how often the proxy's threads
+# woke the echo backend and the load generator (sched_waking, per upgrade or message).
 # Same pinning and configuration as bench/run.sh. Needs perf (Debian's linux-perf), or heaptrack for idle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +33,9 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$T"' EXIT
 taskset -c 1 "$B/sluice-bench-echo" 127.0.0.1:19001 127.0.0.1:19002 > /dev/null & pids+=($!)
 PORT=18081
 if [ "${TARGET:-sluice}" = haproxy ]; then
-  taskset -c 0 haproxy -f bench/results/haproxy.cfg -p "$T/haproxy.pid" -D
+  # The profiled workloads are plain: the TLS bind (its certificate is made by run.sh) is left out.
+  grep -v 'ssl crt' bench/results/haproxy.cfg > "$T/haproxy.cfg"
+  taskset -c 0 haproxy -f "$T/haproxy.cfg" -p "$T/haproxy.pid" -D
   sleep 0.5
   NODE=$(cat "$T/haproxy.pid")
   pids+=("$NODE")
@@ -83,6 +87,10 @@ perf record -F 2000 --call-graph "${CALLGRAPH:-fp}" -p "$NODE" -o "${PERF_DATA:-
 PERF=$!
 perf stat -e raw_syscalls:sys_enter -x, -o "$T/syscalls" -p "$NODE" -- sleep 6 > /dev/null 2>&1 &
 STAT=$!
+if [ -n "${WAKES:-}" ]; then
+  (sleep 1.5; perf record -e sched:sched_waking -a -o "$T/wakes.data" -- sleep 2 > /dev/null 2>&1) &
+  WAKE=$!
+fi
 case $WL in
   handshake) taskset -c 1 "$B/sluice-bench" handshake --target 127.0.0.1:$PORT --seconds 5 --pid "proxy=$NODE" | tee "$T/result" ;;
   h2echo) taskset -c 1 "$B/sluice-bench" h2-echo --target 127.0.0.1:$PORT --seconds 5 --conns 10 --per-conn 10 --size 64 --pid "proxy=$NODE" | tee "$T/result" ;;
@@ -99,6 +107,31 @@ r = json.load(open(sys.argv[2]))
 ops = r.get("upgrades") or r.get("msgs") or r["msgs_per_s"] * r["cpu"]["wall_s"]
 print(f"system calls per {'upgrade' if 'upgrades' in r else 'message'}: {calls / ops:.1f}")
 PY
+if [ -n "${WAKES:-}" ]; then
+  wait "$WAKE" || true
+  perf script -i "$T/wakes.data" -F comm,trace 2>/dev/null > "$T/wakes.txt"
+  python3 - "$T/wakes.txt" "$T/result" <<'PY'
+import json, re, sys
+r = json.load(open(sys.argv[2]))
+ops = r.get("upgrades") or r.get("msgs") or r["msgs_per_s"] * r["cpu"]["wall_s"]
+per_s = ops / r["cpu"]["wall_s"]
+proxy = re.compile(r"^\s*(sluice-worker|tokio-rt-worker|sluice-dp|haproxy)")
+counts = {"backend": 0, "load generator": 0}
+for line in open(sys.argv[1]):
+    if not proxy.match(line):
+        continue
+    target = re.search(r"comm=(\S+)", line)
+    if not target:
+        continue
+    if target.group(1).startswith("sluice-bench-ec"):
+        counts["backend"] += 1
+    elif target.group(1).startswith("sluice-bench"):
+        counts["load generator"] += 1
+unit = "upgrade" if "upgrades" in r else "message"
+for who, n in counts.items():
+    print(f"wake-ups of the {who} by the proxy per {unit}: {n / (per_s * 2):.3f}")
+PY
+fi
 if [ -n "${FLAME:-}" ]; then
   perf script -i "${PERF_DATA:-$T/perf.data}" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph --minwidth 0.5 > "$FLAME"
   echo "flame graph: $FLAME"

@@ -55,7 +55,14 @@ pub async fn exchange(
     };
     let head = encode_head(&request);
     let timed_out = || ProxyError::ServerTimeout(server_name.clone());
-    match tokio::time::timeout_at(deadline, stream.write_all(&head)).await {
+    // Written straight away: the connection is usually established and the server still
+    // awake from its handshake (see `upstream::connect_server`).
+    let sent = match socket2::SockRef::from(&stream).send(&head) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(bad("writing the request", e)),
+    };
+    match tokio::time::timeout_at(deadline, stream.write_all(&head[sent..])).await {
         Err(_) => return Err(timed_out()),
         Ok(Err(e)) => return Err(bad("writing the request", e)),
         Ok(Ok(())) => {}

@@ -10,6 +10,7 @@
 //!   The response head must come within `timeout server`.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -21,6 +22,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -53,17 +55,49 @@ pub async fn connect_server(
 ) -> Result<TcpStream, ConnectError> {
     let connecting = async {
         match server.socket_addr {
-            Some(addr) => TcpStream::connect(addr).await,
-            None => TcpStream::connect(server.address.as_str()).await,
+            Some(addr) => connect_addr(addr).await,
+            None => {
+                let stream = TcpStream::connect(server.address.as_str()).await?;
+                let _ = stream.set_nodelay(true);
+                Ok(stream)
+            }
         }
     };
     match tokio::time::timeout(timeout, connecting).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
+        Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(ConnectError::Timeout),
+    }
+}
+
+/// Connects to `addr`, returning as soon as the connection is established. A
+/// non-blocking `connect(2)` to a server on the same host has usually completed the TCP
+/// handshake by the time it returns: then the connection is used at once, and the
+/// request reaches the server while it is still awake from the handshake, instead of
+/// after a pass through the event loop, by which time it has often gone back to sleep
+/// (one more wake-up of the server per upgrade, measured in BENCHMARKS.md). Otherwise
+/// this waits for the socket to become writable, as usual.
+async fn connect_addr(addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(socket.into())?;
+    // Only an established connection has a peer.
+    if stream.peer_addr().is_ok() {
+        return Ok(stream);
+    }
+    stream.writable().await?;
+    match stream.take_error()? {
+        Some(e) => Err(e),
+        None => Ok(stream),
     }
 }
 
@@ -461,5 +495,38 @@ impl hyper::body::Body for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_is_usable_as_soon_as_it_is_established() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut stream = connect_addr(addr).await.unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), addr);
+        assert!(stream.nodelay().unwrap());
+        let (mut accepted, _) = listener.accept().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, b"hi")
+            .await
+            .unwrap();
+        let mut got = [0u8; 2];
+        tokio::io::AsyncReadExt::read_exact(&mut accepted, &mut got)
+            .await
+            .unwrap();
+        assert_eq!(&got, b"hi");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let error = connect_addr(addr).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
     }
 }
