@@ -74,7 +74,8 @@ struct Args {
     /// control stream, health checks and admin listener on the main thread; `shared` —
     /// tokio's multi-thread scheduler, threads stealing work from each other, one
     /// listening socket per bind. `per-core` measured lower latency and more messages
-    /// per CPU-second (BENCHMARKS.md); `shared` evens out uneven connections better.
+    /// per CPU-second (BENCHMARKS.md); with `shared`, an idle thread takes work queued on
+    /// a busy one.
     #[arg(long, env = "SLUICE_RUNTIME", default_value = "per-core", value_parser = ["per-core", "shared"])]
     runtime: String,
     /// On SIGTERM/SIGINT: stop accepting, let open connections and tunnels finish for at

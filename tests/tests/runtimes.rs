@@ -134,3 +134,32 @@ async fn a_runtime_per_core_accepts_on_each_workers_socket() {
 async fn the_shared_runtime_serves_the_same() {
     serves_on_every_worker("shared", "tokio-rt-worker", WORKERS).await;
 }
+
+#[tokio::test]
+async fn a_port_shared_out_by_another_process_is_refused_without_reuse_port() {
+    let f = Fixture::start_with(&["echo-1"], &[], &["--worker-threads", "2"]).await;
+    // Listening with SO_REUSEPORT, as another node would: the workers' own sockets
+    // (SO_REUSEPORT among themselves) must not join it.
+    let squatter = tokio::net::TcpSocket::new_v4().unwrap();
+    squatter.set_reuseaddr(true).unwrap();
+    squatter.set_reuseport(true).unwrap();
+    squatter.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let squatter = squatter.listen(16).unwrap();
+    let taken = squatter.local_addr().unwrap();
+    let server = f.backend("echo-1").addr;
+    let api = f.cp.api();
+    let bad = api
+        .put_config(&simple_config(taken, &[("echo", &[server])], "echo"))
+        .await;
+    let nack = eventually(WAIT, "the node's nack", || async {
+        let node = api.node("node-a").await?;
+        let nack = node.get("last_nack")?.clone();
+        (nack["version"] == bad).then_some(nack)
+    })
+    .await;
+    let reason = nack["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("cannot bind") && reason.contains(&taken.to_string()),
+        "{nack}"
+    );
+}

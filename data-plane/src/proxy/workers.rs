@@ -1,14 +1,18 @@
 //! Where the node's connections run, and the listening sockets that feed them.
 //!
-//! - [`Workers::Shared`] (the default): the runtime the node was started in — tokio's
-//!   multi-thread scheduler, whose threads share one run queue and steal work from each
-//!   other — with one listening socket per bind.
-//! - [`Workers::PerCore`] (`--runtime per-core`): one single-threaded runtime per worker
+//! - [`Workers::Shared`] (`--runtime shared`): the runtime the node was started in —
+//!   tokio's multi-thread scheduler, whose threads share one run queue and steal work
+//!   from each other — with one listening socket per bind.
+//! - [`Workers::PerCore`] (`--runtime per-core`, the node's default): one single-threaded runtime per worker
 //!   thread, each with a listening socket of its own on every bind (`SO_REUSEPORT`: the
 //!   kernel spreads new connections over them). A connection, its server connection and
 //!   its tunnel then live and die on the thread that accepted it: no task moves between
 //!   threads and no thread wakes another for it. The control stream, health checks and
 //!   the admin listener run on the node's main thread.
+//!
+//! The workers' sockets share each port through `SO_REUSEPORT`, which would also let
+//! another process of the same user bind it; unless `--reuse-port` asks for that, a port
+//! someone else already listens on is refused as it is with a single socket.
 
 use std::io;
 use std::net::SocketAddr;
@@ -76,6 +80,10 @@ impl Workers {
         reuse_port: bool,
     ) -> io::Result<Vec<std::net::TcpListener>> {
         let n = self.sockets_per_bind();
+        if n > 1 && !reuse_port && addr.port() != 0 {
+            // Bound without SO_REUSEPORT, this fails if anyone else listens there.
+            probe(addr)?;
+        }
         let reuse_port = reuse_port || n > 1;
         let first = bind_one(addr, reuse_port)?;
         let bound = first.local_addr()?;
@@ -85,6 +93,13 @@ impl Workers {
         }
         Ok(out)
     }
+}
+
+/// Binds `addr` without `SO_REUSEPORT`, and lets it go.
+fn probe(addr: SocketAddr) -> io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
 }
 
 fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
