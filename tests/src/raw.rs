@@ -12,14 +12,29 @@ use crate::harness::Fixture;
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Writes `request` on `s` (any stream, TLS too) and reads until the node closes it.
+/// A read that fails after some bytes (a TLS peer closing without `close_notify`) still
+/// returns what came before it.
 pub async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(mut s: S, request: &str) -> String {
     s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .expect("the node closes the connection")
-        .ok();
+    let (out, _) = read_to_close(&mut s).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What `s` sends until it closes (within [`WAIT`]), and how the reading ended.
+async fn read_to_close<S: AsyncReadExt + Unpin>(s: &mut S) -> (Vec<u8>, std::io::Result<usize>) {
+    let mut out = Vec::new();
+    let end = tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("the node closes the connection");
+    (out, end)
+}
+
+/// A WebSocket handshake for `path` with `extra` header lines (each ending in CRLF).
+pub fn upgrade(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
 }
 
 /// A `GET` for `path` with `extra` header lines (each ending in CRLF).
@@ -94,10 +109,7 @@ pub async fn read_response(tcp: &mut TcpStream) -> String {
 
 /// Everything the node sends until it closes the connection.
 pub async fn read_until_closed(tcp: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf))
-        .await
-        .expect("the node closes the connection")
-        .unwrap();
+    let (buf, end) = read_to_close(tcp).await;
+    end.unwrap();
     String::from_utf8_lossy(&buf).to_string()
 }

@@ -12,6 +12,7 @@ use sluice_tests::harness::{
     any_port, eventually, fixture, http_get, ws_connect, ws_connect_from, ws_roundtrip, ws_whoami,
     Fixture,
 };
+use sluice_tests::raw;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -365,25 +366,9 @@ async fn websocket_health_check_marks_a_server_without_101_down_then_up() {
 
 /// A WebSocket handshake with `extra` headers; the response head.
 async fn upgrade_head(bind: SocketAddr, extra: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(bind).await.unwrap();
-    let req = format!(
-        "GET /chat HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    );
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, async {
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            let mut chunk = [0u8; 2048];
-            let n = tcp.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "closed before a response");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    })
-    .await
-    .expect("a response head");
-    String::from_utf8_lossy(&buf).to_ascii_lowercase()
+    raw::raw_head(bind, &raw::upgrade("/chat", extra))
+        .await
+        .to_ascii_lowercase()
 }
 
 fn served_by(head: &str) -> String {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sluice_tests::harness::{any_port, closed_addr, eventually, simple_config, Fixture};
+use sluice_tests::raw;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -78,10 +79,7 @@ async fn serves_on_every_worker(runtime: &str, worker: &str, count: usize) {
     // Full: a new connection is not served, whichever worker's socket it lands on…
     let mut waiting = TcpStream::connect(bind).await.unwrap();
     waiting
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
+        .write_all(raw::upgrade("/ws", "").as_bytes())
         .await
         .unwrap();
     let mut head = [0u8; 12];

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use sluice_tests::harness::{any_port, simple_config, Fixture};
+use sluice_tests::raw;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -73,12 +74,9 @@ async fn serve(listener: TcpListener) {
 
 async fn upgrade(bind: SocketAddr, path: &str) -> TcpStream {
     let mut tcp = TcpStream::connect(bind).await.unwrap();
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
+    tcp.write_all(raw::upgrade(path, "").as_bytes())
+        .await
+        .unwrap();
     tcp
 }
 

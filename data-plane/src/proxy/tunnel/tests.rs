@@ -50,9 +50,36 @@ async fn pairs() -> (TcpStream, TcpStream, TcpStream, TcpStream) {
     (a, b, c, d)
 }
 
+/// What both kinds of tunnel must carry, seen from its two ends: the early bytes first
+/// (`up` reaches the server, `down` the client), a client message, the client's
+/// half-close passed on as EOF while the server can still answer, then the server's
+/// answer and its close.
+async fn half_close_exchange<C>(client: C, server: &mut TcpStream, (up, down): (&[u8], &[u8]))
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let mut buf = vec![0u8; down.len()];
+    cr.read_exact(&mut buf).await.unwrap();
+    assert_eq!(buf, down);
+    let mut buf = vec![0u8; up.len()];
+    server.read_exact(&mut buf).await.unwrap();
+    assert_eq!(buf, up);
+    cw.write_all(b"ping").await.unwrap();
+    cw.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"ping", "client EOF reaches the server as EOF");
+    server.write_all(b"pong").await.unwrap();
+    server.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    cr.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"pong");
+}
+
 #[tokio::test]
 async fn early_bytes_first_then_both_ways_and_half_close() {
-    let (mut client, proxy_c, proxy_s, mut server) = pairs().await;
+    let (client, proxy_c, proxy_s, mut server) = pairs().await;
     let task = tokio::spawn(metered(
         proxy_c,
         Bytes::from_static(b"early-up"),
@@ -60,29 +87,10 @@ async fn early_bytes_first_then_both_ways_and_half_close() {
         Bytes::from_static(b"early-down"),
         Duration::from_secs(5),
     ));
-    let mut buf = [0u8; 10];
-    client.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"early-down");
-    let mut buf = [0u8; 8];
-    server.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"early-up");
-    client.write_all(b"hello").await.unwrap();
-    let mut buf = [0u8; 5];
-    server.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"hello");
-    // Client half-closes; the server still gets to answer.
-    client.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    server.read_to_end(&mut rest).await.unwrap();
-    assert!(rest.is_empty());
-    server.write_all(b"bye").await.unwrap();
-    server.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    client.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"bye");
+    half_close_exchange(client, &mut server, (b"early-up", b"early-down")).await;
     let report = task.await.unwrap();
     assert_eq!(report.end, TunnelEnd::Closed { client_first: true });
-    assert_eq!((report.up, report.down), (13, 13));
+    assert_eq!((report.up, report.down), (12, 14));
 }
 
 /// A server that half-closes and goes quiet does not hold its client's tunnel for the
@@ -207,23 +215,7 @@ async fn stream_tunnel_relays_and_passes_half_close() {
     let (client, proxy_c) = tokio::io::duplex(64 * 1024);
     let (_, _, proxy_s, mut server) = pairs().await;
     let (task, meter) = spawn_stream(proxy_c, proxy_s, (b"up-early", b"down-early"));
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let mut buf = [0u8; 10];
-    cr.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"down-early");
-    let mut buf = [0u8; 8];
-    server.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"up-early");
-    cw.write_all(b"ping").await.unwrap();
-    cw.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    server.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"ping", "client EOF reaches the server as EOF");
-    server.write_all(b"pong").await.unwrap();
-    server.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    cr.read_to_end(&mut back).await.unwrap();
-    assert_eq!(back, b"pong");
+    half_close_exchange(client, &mut server, (b"up-early", b"down-early")).await;
     let report = task.await.unwrap();
     assert_eq!(report.end, TunnelEnd::Closed { client_first: true });
     assert_eq!((report.up, report.down), (12, 14));
