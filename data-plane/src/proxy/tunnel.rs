@@ -113,7 +113,8 @@ impl Flow {
     }
 
     /// Writes what is pending; passes on EOF once drained. Returns whether bytes moved.
-    fn flush(&mut self, to: &TcpStream) -> Result<bool, Fail> {
+    /// `last`: the other direction is done, so passing on EOF ends the tunnel.
+    fn flush(&mut self, to: &TcpStream, last: bool) -> Result<bool, Fail> {
         let mut moved = false;
         while self.has_pending() {
             match to.try_write(&self.pending[self.written..]) {
@@ -129,13 +130,20 @@ impl Flow {
         // Drained: give the memory back.
         self.pending = Vec::new();
         self.written = 0;
-        self.pass_eof(to);
+        self.pass_eof(to, last);
         Ok(moved)
     }
 
-    fn pass_eof(&mut self, to: &TcpStream) {
+    /// Shuts `to`'s write side once the source's EOF is reached and everything before it
+    /// written. When this ends the tunnel (`last`: `to` already sent its own EOF and it
+    /// was passed on), the socket is about to be closed, and the close sends the FIN: its
+    /// receive queue is empty (its EOF was read), so no reset is sent instead, and the
+    /// `shutdown` call is saved.
+    fn pass_eof(&mut self, to: &TcpStream, last: bool) {
         if self.eof && !self.shut && !self.has_pending() {
-            let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
+            if !last {
+                let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
+            }
             self.shut = true;
         }
     }
@@ -149,7 +157,7 @@ impl Flow {
         &mut self,
         cx: &mut Context<'_>,
         from: &mut TcpStream,
-        to: &TcpStream,
+        (to, last): (&TcpStream, bool),
     ) -> Poll<Result<bool, Fail>> {
         SCRATCH_BUF.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
@@ -166,7 +174,7 @@ impl Flow {
                 let n = data.len();
                 if n == 0 {
                     self.eof = true;
-                    self.pass_eof(to);
+                    self.pass_eof(to, last);
                     return Poll::Ready(Ok(true));
                 }
                 moved = true;
@@ -228,6 +236,7 @@ pub async fn run(
                 let mut moved = false;
                 // Client → server, then server → client.
                 for upstream in [true, false] {
+                    let last = if upstream { down.done() } else { up.done() };
                     let (flow, from, to) = if upstream {
                         (&mut up, &mut client, &server)
                     } else {
@@ -237,7 +246,7 @@ pub async fn run(
                         match to.poll_write_ready(cx) {
                             Poll::Ready(Ok(())) => {
                                 ready = true;
-                                match flow.flush(to) {
+                                match flow.flush(to, last) {
                                     Ok(m) => moved |= m,
                                     Err(f) => break 'poll Poll::Ready(side(f, upstream)),
                                 }
@@ -249,7 +258,7 @@ pub async fn run(
                         }
                     }
                     if flow.can_read() {
-                        match flow.pump(cx, from, to) {
+                        match flow.pump(cx, from, (to, last)) {
                             Poll::Ready(Ok(m)) => {
                                 ready = true;
                                 moved |= m;
