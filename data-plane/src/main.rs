@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use sluice_data_plane::cache::SnapshotCache;
-use sluice_data_plane::proxy::Workers;
+use sluice_data_plane::proxy::{workers, Workers};
 use sluice_data_plane::{control, Node};
 
 /// mimalloc: cheaper small allocations on the request path than the system allocator
@@ -71,7 +71,8 @@ struct Args {
     /// How connections are spread over the worker threads: `per-core` — a
     /// single-threaded runtime per thread with its own listening socket on every bind
     /// (SO_REUSEPORT), so a connection and its tunnel never change threads, with the
-    /// control stream, health checks and admin listener on the main thread; `shared` —
+    /// control stream, health checks and admin listener on the main thread (with one
+    /// worker, on that thread, the node then a single thread); `shared` —
     /// tokio's multi-thread scheduler, threads stealing work from each other, one
     /// listening socket per bind. `per-core` measured lower latency and more messages
     /// per CPU-second (BENCHMARKS.md); with `shared`, an idle thread takes work queued on
@@ -183,11 +184,13 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let (runtime, workers) = if args.runtime == "per-core" {
-        let workers = Workers::per_core(threads).context("starting the worker threads")?;
         let main = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build();
-        (main, workers)
+            .build()
+            .context("starting the runtime")?;
+        let workers =
+            Workers::per_core(threads, main.handle()).context("starting the worker threads")?;
+        (Ok(main), workers)
     } else {
         let shared = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -197,6 +200,9 @@ fn main() -> anyhow::Result<()> {
     };
     let runtime = runtime.context("starting the runtime")?;
     runtime.block_on(async move {
+        // The worker runtimes anchor their own timers; this is the main one's (which
+        // serves connections with one worker per core, or as the shared runtime).
+        tokio::spawn(workers::anchor_timers());
         let node = Arc::new(Node::with_workers(args.reuse_port, workers));
         let admin = tokio::net::TcpListener::bind(args.admin_listen)
             .await

@@ -4,7 +4,8 @@
 //! multi-thread scheduler, one socket per bind). With either, WebSockets on many
 //! connections at once are served on a port the kernel chose, `maxconn` holds however
 //! many accept loops there are, and a bind the configuration drops is closed on every
-//! worker while the tunnels it accepted go on.
+//! worker while the tunnels it accepted go on. With one worker, `per-core` serves on the
+//! node's own thread and starts no worker thread.
 
 use std::time::Duration;
 
@@ -31,21 +32,30 @@ fn thread_names(pid: u32) -> Vec<String> {
         .collect()
 }
 
-/// Runs the whole case on a node started with `runtime`; `worker` names its worker
-/// threads, `count` how many of them must exist.
-async fn serves_on_every_worker(runtime: &str, worker: &str, count: usize) {
-    let workers = WORKERS.to_string();
+/// Runs the whole case on a node started with `runtime` and `workers` worker threads;
+/// `worker` names its worker threads, `count` how many of them must exist.
+async fn serves_on_every_worker(runtime: &str, workers: usize, (worker, count): (&str, usize)) {
     let f = Fixture::start_with(
         &["echo-1"],
         &[],
-        &["--runtime", runtime, "--worker-threads", &workers],
+        &[
+            "--runtime",
+            runtime,
+            "--worker-threads",
+            &workers.to_string(),
+        ],
     )
     .await;
     // (A thread takes its name once it runs.)
     let pid = f.dp.proc.pid();
+    let named = || {
+        thread_names(pid)
+            .iter()
+            .filter(|n| n.starts_with(worker))
+            .count()
+    };
     eventually(WAIT, "the node's worker threads", || async {
-        let names = thread_names(pid);
-        (names.iter().filter(|n| n.starts_with(worker)).count() >= count).then_some(())
+        (named() >= count).then_some(())
     })
     .await;
     let server = f.backend("echo-1").addr;
@@ -121,16 +131,22 @@ async fn serves_on_every_worker(runtime: &str, worker: &str, count: usize) {
         .expect("the new bind serves");
     ws.send(Message::text("new")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("new"));
+    assert_eq!(named(), count, "worker threads: {:?}", thread_names(pid));
 }
 
 #[tokio::test]
 async fn a_runtime_per_core_accepts_on_each_workers_socket() {
-    serves_on_every_worker("per-core", "sluice-worker-", WORKERS).await;
+    serves_on_every_worker("per-core", WORKERS, ("sluice-worker-", WORKERS)).await;
+}
+
+#[tokio::test]
+async fn one_worker_per_core_is_the_nodes_own_thread() {
+    serves_on_every_worker("per-core", 1, ("sluice-worker-", 0)).await;
 }
 
 #[tokio::test]
 async fn the_shared_runtime_serves_the_same() {
-    serves_on_every_worker("shared", "tokio-rt-worker", WORKERS).await;
+    serves_on_every_worker("shared", WORKERS, ("tokio-rt-worker", WORKERS)).await;
 }
 
 #[tokio::test]

@@ -8,7 +8,10 @@
 //!   kernel spreads new connections over them). A connection, its server connection and
 //!   its tunnel then live and die on the thread that accepted it: no task moves between
 //!   threads and no thread wakes another for it. The control stream, health checks and
-//!   the admin listener run on the node's main thread.
+//!   the admin listener run on the node's main thread; with one worker, that thread is
+//!   also the worker, and the node a single thread.
+//!
+//! Each runtime that serves connections also runs [`anchor_timers`].
 //!
 //! The workers' sockets share each port through `SO_REUSEPORT`, which would also let
 //! another process of the same user bind it; unless `--reuse-port` asks for that, a port
@@ -36,14 +39,21 @@ pub enum Workers {
 
 impl Workers {
     /// Starts `threads` threads, each running a single-threaded runtime until the
-    /// process exits.
-    pub fn per_core(threads: usize) -> io::Result<Self> {
+    /// process exits. With one, connections are served on `main` (the node's own
+    /// single-threaded runtime) and the node is one thread, as HAProxy is with
+    /// `nbthread 1`: the kernel then skips the reference counting of the file table that
+    /// every system call on a socket pays in a multi-threaded process.
+    pub fn per_core(threads: usize, main: &Handle) -> io::Result<Self> {
+        if threads <= 1 {
+            return Ok(Workers::PerCore(Arc::new([main.clone()])));
+        }
         let mut handles = Vec::with_capacity(threads);
-        for i in 0..threads.max(1) {
+        for i in 0..threads {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             handles.push(runtime.handle().clone());
+            runtime.spawn(anchor_timers());
             std::thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
                 .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
@@ -92,6 +102,26 @@ impl Workers {
             out.push(bind_one(bound, reuse_port)?);
         }
         Ok(out)
+    }
+}
+
+/// Keeps a timer due within the next second on the current runtime, for as long as it
+/// runs, so that registering the timers of connections costs no system call.
+///
+/// tokio's timer driver remembers when it promised to wake up next (`next_wake`, set
+/// from the earliest timer when it parks) and, whenever a timer is registered that is
+/// due before that, unparks the driver by writing to its eventfd, even from the thread
+/// that runs it. With no timer due soon (only connections' timeouts, all seconds away,
+/// most cancelled within milliseconds) nearly every registration was earlier than the
+/// promise: the node wrote to the eventfd 2.4 times per upgrade (a connection's
+/// `timeout http-request`, a tunnel's fin timeout) and its next `epoll_wait` returned at
+/// once for it. With a timer always due within a second, a timeout of a second or more
+/// is never earlier, and those writes are gone; the cost is one wake-up per second.
+pub async fn anchor_timers() {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
     }
 }
 
