@@ -15,6 +15,8 @@ RUNS=${RUNS:-3}
 SECS=${SECS:-5}
 # Subsets for a quick look, e.g. TARGETS=sluice WORKLOADS="idle handshake".
 # sluice-shared: the node again with `--runtime shared` (traffic workloads only).
+# relay (not in the default set): a bare TCP relay on tokio (sluice-bench-relay), the
+# plain traffic workloads only — the ceiling for a proxy on that event loop.
 TARGETS=${TARGETS:-direct haproxy sluice sluice-shared}
 WORKLOADS=${WORKLOADS:-handshake echo64 echo16k latency chat h2streams h2echo64 tls13handshake tls12handshake tls12resume tlsecho64 idle tlsidle push}
 want() { [[ " $TARGETS " == *" $1 "* && " $WORKLOADS " == *" $2 "* ]]; }
@@ -163,11 +165,11 @@ start_node() { # id extra-args...
 }
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-traffic_workloads() { # name target proxy-pid-or-empty tls-target-or-empty
-  local name=$1 target=$2 proxy=${3:-} tls=${4:-}
+traffic_workloads() { # run name target proxy-pid-or-empty tls-target-or-empty
+  local run=$1 name=$2 target=$3 proxy=${4:-} tls=${5:-}
   local p=(--pid "backend=$BACKEND")
   [ -n "$proxy" ] && p+=(--pid "proxy=$proxy")
-  for run in $(seq 1 "$RUNS"); do
+  {
     load "$name" handshake "$run" handshake --target "$target" --seconds "$SECS" --workers 50 "${p[@]}"
     load "$name" echo64 "$run" echo --target "$target" --seconds "$SECS" --conns 100 --size 64 "${p[@]}"
     load "$name" echo16k "$run" echo --target "$target" --seconds "$SECS" --conns 10 --size 16384 "${p[@]}"
@@ -182,21 +184,46 @@ traffic_workloads() { # name target proxy-pid-or-empty tls-target-or-empty
       load "$name" tlsecho64 "$run" echo --target "$tls" --tls 1.3 "${TLS[@]}" --seconds "$SECS" --conns 100 --size 64 "${p[@]}"
     fi
     # WebSocket over HTTP/2 (RFC 8441, h2c): proxies only, the backends speak HTTP/1.1.
-    if [ -n "$proxy" ]; then
+    if [ -n "$proxy" ] && [ "$name" != relay ]; then
       load "$name" h2streams "$run" h2-streams --target "$target" --seconds "$SECS" --conns 10 --per-conn 5 "${p[@]}"
       load "$name" h2echo64 "$run" h2-echo --target "$target" --seconds "$SECS" --conns 10 --per-conn 10 --size 64 "${p[@]}"
     fi
-  done
+  }
 }
 
-echo "direct"
-traffic_workloads direct 127.0.0.1:19001
+has() { [[ " $TARGETS " == *" $1 "* ]]; }
 
-if [[ " $TARGETS " == *" haproxy "* ]]; then
+# The traffic workloads: each run takes every target in turn, so that a machine whose
+# speed drifts over the minutes of a run (a shared VM's does) weighs on all of them
+# alike rather than on whichever target it happened to be measuring.
+{ has sluice || has sluice-shared; } && start_cp
+for run in $(seq 1 "$RUNS"); do
+  echo "run $run"
+  has direct && traffic_workloads "$run" direct 127.0.0.1:19001
+  if has haproxy; then
+    start_haproxy
+    traffic_workloads "$run" haproxy 127.0.0.1:18080 "$HAPROXY" 127.0.0.1:18443
+    stop_haproxy
+  fi
+  if has relay; then
+    taskset -c $PROXY_CORE "$B/sluice-bench-relay" 127.0.0.1:18090 127.0.0.1:19001 127.0.0.1:19002 &
+    RELAY=$!
+    wait_port 18090
+    traffic_workloads "$run" relay 127.0.0.1:18090 "$RELAY"
+    stop_pid "$RELAY"
+  fi
+  for t in sluice sluice-shared; do
+    has $t || continue
+    if [ $t = sluice ]; then start_node "bench-$run"; else start_node "shared-$run" --runtime shared; fi
+    wait_port 18081
+    wait_port 18444
+    traffic_workloads "$run" $t 127.0.0.1:18081 "$NODE" 127.0.0.1:18444
+    stop_pid "$NODE"
+  done
+done
+
+if has haproxy; then
 echo "haproxy"
-start_haproxy
-traffic_workloads haproxy 127.0.0.1:18080 "$HAPROXY" 127.0.0.1:18443
-stop_haproxy
 for run in $(seq 1 "$RUNS"); do
   want haproxy idle || break
   start_haproxy
@@ -215,14 +242,8 @@ load haproxy push 1 reload --target 127.0.0.1:18080 --tunnels 1000 --reloads 10 
 stop_haproxy
 fi
 
-if [[ " $TARGETS " == *" sluice "* ]]; then
+if has sluice; then
 echo "sluice"
-start_cp
-start_node bench-1
-wait_port 18081
-wait_port 18444
-traffic_workloads sluice 127.0.0.1:18081 "$NODE" 127.0.0.1:18444
-stop_pid "$NODE"
 for run in $(seq 1 "$RUNS"); do
   want sluice idle || break
   start_node "idle-$run"
@@ -254,16 +275,6 @@ done
 for p in "${push_nodes[@]}"; do stop_pid "$p"; done
 fi
 
-if [[ " $TARGETS " == *" sluice-shared "* ]]; then
-echo "sluice-shared"
-[ -n "${CP:-}" ] || start_cp
-start_node shared-1 --runtime shared
-wait_port 18081
-wait_port 18444
-traffic_workloads sluice-shared 127.0.0.1:18081 "$NODE" 127.0.0.1:18444
-stop_pid "$NODE"
-fi
-
 # ---- Report -------------------------------------------------------------------------
 {
   echo "# Benchmarks"
@@ -281,11 +292,13 @@ fi
   echo
   echo "## Setup"
   echo
-  echo "- Proxy pinned alone to core $PROXY_CORE with one thread: HAProxy \`nbthread 1\`; \`sluice-dp --worker-threads 1\` (the default \`--runtime per-core\`: one single-threaded runtime on the worker thread with its own listening socket; the control stream on the main thread); \`sluice shared\`: the same node with \`--runtime shared\` (tokio's multi-thread scheduler with one worker)."
+  echo "- Proxy pinned alone to core $PROXY_CORE with one thread: HAProxy \`nbthread 1\`; \`sluice-dp --worker-threads 1\` (the default \`--runtime per-core\`: with one worker, a single thread and runtime serving connections and the control stream); \`sluice shared\`: the same node with \`--runtime shared\` (tokio's multi-thread scheduler with one worker)."
   echo "- Load generator (\`sluice-bench\`), echo backends (\`sluice-bench-echo\`, two servers in one single-threaded process) and the control plane on core $LOAD_CORE."
   echo "- Same routing on both proxies: \`mode http\`, the article's upgrade ACLs, \`timeout tunnel 3600s\`, \`option forwardfor\`, round robin over two servers (configuration in \`bench/results/haproxy.cfg\`; Sluice's is applied through the REST API by \`bench/run.sh\`). Neither proxy writes access logs."
   echo "- TLS (\`wss://\`): one self-signed ECDSA P-256 certificate on both proxies' TLS bind (HAProxy with $(haproxy -vv 2>/dev/null | grep -m1 'Running on OpenSSL' | sed 's/.*: //; s/ [0-9]* [A-Z][a-z]* [0-9]*$//'), \`no-tls-tickets\`; Sluice with rustls); the client offers one suite — TLS 1.3 \`TLS_AES_128_GCM_SHA256\`, TLS 1.2 \`ECDHE-ECDSA-AES128-GCM-SHA256\` — and X25519. \`tls12resume\` resumes sessions (the servers' session caches), the other TLS handshakes are full ones. The backends speak plain WebSocket."
   echo "- \`chat\`: 1,000 tunnels each sending 10 messages a second (10,000 a second in all), paced like \`latency\`."
+  echo "- Each run takes every target in turn (direct, HAProxy, the TCP relay when measured, Sluice, Sluice shared), each with a fresh proxy process; idle, tlsidle and push come after."
+  has relay && echo "- \`tcp relay\`: \`sluice-bench-relay\`, bytes copied both ways between each connection and a backend (round robin), no HTTP, on one single-threaded tokio runtime pinned like the proxies: the ceiling for a proxy on tokio's event loop."
   echo "- CPU % is per process over the measured interval (100 % = one core)."
   echo
   echo "## Results"

@@ -137,7 +137,6 @@ fn summary(values: &mut [f64]) -> Option<(f64, String)> {
 }
 
 pub fn render(input: &Path, header: &Path) -> anyhow::Result<String> {
-    const SHARED: &str = "sluice-shared";
     let text = std::fs::read_to_string(input)?;
     let mut runs: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -153,33 +152,34 @@ pub fn render(input: &Path, header: &Path) -> anyhow::Result<String> {
             .push(v["result"].clone());
     }
     let mut out = std::fs::read_to_string(header)?;
-    // The node on the shared runtime (`--runtime shared`) gets columns of its own when
-    // it was measured.
-    let shared = runs.keys().any(|(_, t)| t == SHARED);
-    let targets: &[&str] = if shared {
-        &["direct", "haproxy", "sluice", SHARED]
-    } else {
-        &["direct", "haproxy", "sluice"]
-    };
+    // Targets measured only on request get columns of their own when they were: the node
+    // on the shared runtime (`--runtime shared`) and the bare TCP relay.
+    let mut targets = vec!["direct", "haproxy", "sluice"];
+    let mut names = vec!["direct", "haproxy", "sluice"];
+    let mut ratios = vec!["sluice / haproxy"];
+    for (t, name, ratio) in [
+        ("sluice-shared", "sluice shared", "shared / haproxy"),
+        ("relay", "tcp relay", "relay / haproxy"),
+    ] {
+        if runs.keys().any(|(_, r)| r == t) {
+            targets.push(t);
+            names.push(name);
+            ratios.push(ratio);
+        }
+    }
     for workload in &order {
         let _ = writeln!(out, "\n### {workload}\n");
-        if shared {
-            let _ = writeln!(
-                out,
-                "| figure | direct | haproxy | sluice | sluice shared | sluice / haproxy | shared / haproxy |"
-            );
-            let _ = writeln!(out, "|---|---|---|---|---|---|---|");
-        } else {
-            let _ = writeln!(
-                out,
-                "| figure | direct | haproxy | sluice | sluice / haproxy |"
-            );
-            let _ = writeln!(out, "|---|---|---|---|---|");
-        }
+        let _ = writeln!(
+            out,
+            "| figure | {} | {} |",
+            names.join(" | "),
+            ratios.join(" | ")
+        );
+        let _ = writeln!(out, "|---|{}", "---|".repeat(names.len() + ratios.len()));
         for (label, f) in metrics(workload) {
             let mut cells = Vec::new();
             let mut medians = BTreeMap::new();
-            for &t in targets {
+            for &t in &targets {
                 let mut vals: Vec<f64> = runs
                     .get(&(workload.clone(), t.to_string()))
                     .map(|rs| rs.iter().filter_map(f).collect())
