@@ -119,25 +119,27 @@ stop_haproxy() {
 # ---- Sluice -------------------------------------------------------------------------
 TOKEN=bench-admin-token
 NODE_TOKEN=bench-node-token
-start_cp() {
-  rm -f "$tmp"/cp.db*
-  taskset -c $LOAD_CORE "$B/sluice-cp" --database "$tmp/cp.db" --api-listen 127.0.0.1:17080 \
-    --node-listen 127.0.0.1:17081 --admin-token $TOKEN --node-token $NODE_TOKEN > /dev/null 2> "$tmp/cp.log" &
-  CP=$!
-  pids+=("$CP")
-  wait_port 17080
+start_cp() { # index: 1 — API 17080, nodes 17081, binds 18081/18444; 2 — 17082, 17083, 18082/18445
+  local i=$1
+  local api=$((17078 + 2 * i)) nodes=$((17079 + 2 * i)) plain=$((18080 + i)) tls=$((18443 + i))
+  rm -f "$tmp/cp$i.db"*
+  taskset -c $LOAD_CORE "$B/sluice-cp" --database "$tmp/cp$i.db" --api-listen 127.0.0.1:$api \
+    --node-listen 127.0.0.1:$nodes --admin-token $TOKEN --node-token $NODE_TOKEN > /dev/null 2> "$tmp/cp$i.log" &
+  pids+=($!)
+  [ "$i" = 1 ] && CP=$!
+  wait_port $api
   curl -fsS -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-    --data @"$tmp/bench-upload.json" http://127.0.0.1:17080/api/v1/certificates > /dev/null
+    --data @"$tmp/bench-upload.json" http://127.0.0.1:$api/api/v1/certificates > /dev/null
   curl -fsS -X PUT -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-    --data @- http://127.0.0.1:17080/api/v1/config > /dev/null <<JSON
+    --data @- http://127.0.0.1:$api/api/v1/config > /dev/null <<JSON
 {
   "defaults": { "timeouts": { "connect": "5s", "client": "30s", "server": "30s", "tunnel": "3600s", "http_request": "10s" },
                 "forwardfor": true, "http_server_close": true },
   "frontends": [{
     "name": "fe",
     "binds": [
-      { "address": "127.0.0.1:18081" },
-      { "address": "127.0.0.1:18444", "tls": { "certificates": ["bench"], "alpn": ["http/1.1"],
+      { "address": "127.0.0.1:$plain" },
+      { "address": "127.0.0.1:$tls", "tls": { "certificates": ["bench"], "alpn": ["http/1.1"],
         "ciphers": ["ECDHE-ECDSA-AES128-GCM-SHA256"] } }
     ],
     "acls": [
@@ -154,10 +156,10 @@ start_cp() {
 }
 JSON
 }
-start_node() { # id extra-args...
+start_node() { # id extra-args... (NODE_CP: the control plane's node port, 17081 unless set)
   local id=$1
   shift
-  RUST_LOG=warn taskset -c $PROXY_CORE "$B/sluice-dp" --control-plane http://127.0.0.1:17081 \
+  RUST_LOG=warn taskset -c $PROXY_CORE "$B/sluice-dp" --control-plane "http://127.0.0.1:${NODE_CP:-17081}" \
     --token $NODE_TOKEN --node-id "$id" --worker-threads 1 --admin-listen 127.0.0.1:0 "$@" \
     > /dev/null 2>> "$tmp/dp.log" &
   NODE=$!
@@ -165,62 +167,89 @@ start_node() { # id extra-args...
 }
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-traffic_workloads() { # run name target proxy-pid-or-empty tls-target-or-empty
-  local run=$1 name=$2 target=$3 proxy=${4:-} tls=${5:-}
+TRAFFIC="handshake echo64 echo16k latency chat tls13handshake tls12handshake tls12resume tlsecho64 h2streams h2echo64"
+one_workload() { # run workload name target proxy-pid-or-empty tls-target-or-empty
+  local run=$1 wl=$2 name=$3 target=$4 proxy=${5:-} tls=${6:-}
   local p=(--pid "backend=$BACKEND")
   [ -n "$proxy" ] && p+=(--pid "proxy=$proxy")
-  {
-    load "$name" handshake "$run" handshake --target "$target" --seconds "$SECS" --workers 50 "${p[@]}"
-    load "$name" echo64 "$run" echo --target "$target" --seconds "$SECS" --conns 100 --size 64 "${p[@]}"
-    load "$name" echo16k "$run" echo --target "$target" --seconds "$SECS" --conns 10 --size 16384 "${p[@]}"
-    load "$name" latency "$run" latency --target "$target" --seconds "$SECS" --conns 100 --rate 10000 "${p[@]}"
+  case $wl in
+    handshake) load "$name" handshake "$run" handshake --target "$target" --seconds "$SECS" --workers 50 "${p[@]}" ;;
+    echo64) load "$name" echo64 "$run" echo --target "$target" --seconds "$SECS" --conns 100 --size 64 "${p[@]}" ;;
+    echo16k) load "$name" echo16k "$run" echo --target "$target" --seconds "$SECS" --conns 10 --size 16384 "${p[@]}" ;;
+    latency) load "$name" latency "$run" latency --target "$target" --seconds "$SECS" --conns 100 --rate 10000 "${p[@]}" ;;
     # A chat fleet's shape: 1,000 tunnels, each sending 10 messages a second.
-    load "$name" chat "$run" latency --target "$target" --seconds "$SECS" --conns 1000 --rate 10000 "${p[@]}"
-    # wss: the same certificate and suite on both proxies (the backends speak plain).
-    if [ -n "$tls" ]; then
-      load "$name" tls13handshake "$run" handshake --target "$tls" --tls 1.3 "${TLS[@]}" --seconds "$SECS" --workers 50 "${p[@]}"
-      load "$name" tls12handshake "$run" handshake --target "$tls" --tls 1.2 "${TLS[@]}" --seconds "$SECS" --workers 50 "${p[@]}"
-      load "$name" tls12resume "$run" handshake --target "$tls" --tls 1.2 --tls-resume "${TLS[@]}" --seconds "$SECS" --workers 50 "${p[@]}"
-      load "$name" tlsecho64 "$run" echo --target "$tls" --tls 1.3 "${TLS[@]}" --seconds "$SECS" --conns 100 --size 64 "${p[@]}"
-    fi
-    # WebSocket over HTTP/2 (RFC 8441, h2c): proxies only, the backends speak HTTP/1.1.
-    if [ -n "$proxy" ] && [ "$name" != relay ]; then
-      load "$name" h2streams "$run" h2-streams --target "$target" --seconds "$SECS" --conns 10 --per-conn 5 "${p[@]}"
-      load "$name" h2echo64 "$run" h2-echo --target "$target" --seconds "$SECS" --conns 10 --per-conn 10 --size 64 "${p[@]}"
-    fi
-  }
+    chat) load "$name" chat "$run" latency --target "$target" --seconds "$SECS" --conns 1000 --rate 10000 "${p[@]}" ;;
+  esac
+  # wss: the same certificate and suite on both proxies (the backends speak plain).
+  if [ -n "$tls" ]; then
+    case $wl in
+      tls13handshake) load "$name" tls13handshake "$run" handshake --target "$tls" --tls 1.3 "${TLS[@]}" --seconds "$SECS" --workers 50 "${p[@]}" ;;
+      tls12handshake) load "$name" tls12handshake "$run" handshake --target "$tls" --tls 1.2 "${TLS[@]}" --seconds "$SECS" --workers 50 "${p[@]}" ;;
+      tls12resume) load "$name" tls12resume "$run" handshake --target "$tls" --tls 1.2 --tls-resume "${TLS[@]}" --seconds "$SECS" --workers 50 "${p[@]}" ;;
+      tlsecho64) load "$name" tlsecho64 "$run" echo --target "$tls" --tls 1.3 "${TLS[@]}" --seconds "$SECS" --conns 100 --size 64 "${p[@]}" ;;
+    esac
+  fi
+  # WebSocket over HTTP/2 (RFC 8441, h2c): proxies only, the backends speak HTTP/1.1.
+  if [ -n "$proxy" ] && [ "$name" != relay ]; then
+    case $wl in
+      h2streams) load "$name" h2streams "$run" h2-streams --target "$target" --seconds "$SECS" --conns 10 --per-conn 5 "${p[@]}" ;;
+      h2echo64) load "$name" h2echo64 "$run" h2-echo --target "$target" --seconds "$SECS" --conns 10 --per-conn 10 --size 64 "${p[@]}" ;;
+    esac
+  fi
+  return 0
 }
 
 has() { [[ " $TARGETS " == *" $1 "* ]]; }
 
-# The traffic workloads: each run takes every target in turn, so that a machine whose
-# speed drifts over the minutes of a run (a shared VM's does) weighs on all of them
-# alike rather than on whichever target it happened to be measuring.
-{ has sluice || has sluice-shared; } && start_cp
+# The traffic workloads: every target is up at once (each proxy alone on the proxy core
+# when it is measured, the others idle), and each workload of each run is measured on
+# every target in turn, seconds apart, so that a machine whose speed drifts over minutes
+# (a shared VM's does) weighs on all of them alike. The two nodes have a control plane
+# each, with the same configuration on ports of their own.
+targets=()
+has direct && targets+=("direct 127.0.0.1:19001 - -")
+if has haproxy; then
+  start_haproxy
+  targets+=("haproxy 127.0.0.1:18080 $HAPROXY 127.0.0.1:18443")
+fi
+if has relay; then
+  taskset -c $PROXY_CORE "$B/sluice-bench-relay" 127.0.0.1:18090 127.0.0.1:19001 127.0.0.1:19002 &
+  RELAY=$!
+  pids+=("$RELAY")
+  wait_port 18090
+  targets+=("relay 127.0.0.1:18090 $RELAY -")
+fi
+{ has sluice || has sluice-shared; } && start_cp 1
+if has sluice; then
+  start_node bench-1
+  wait_port 18081
+  wait_port 18444
+  SLUICE=$NODE
+  targets+=("sluice 127.0.0.1:18081 $NODE 127.0.0.1:18444")
+fi
+if has sluice-shared; then
+  start_cp 2
+  NODE_CP=17083 start_node shared-1 --runtime shared
+  wait_port 18082
+  wait_port 18445
+  SHARED=$NODE
+  targets+=("sluice-shared 127.0.0.1:18082 $NODE 127.0.0.1:18445")
+fi
 for run in $(seq 1 "$RUNS"); do
   echo "run $run"
-  has direct && traffic_workloads "$run" direct 127.0.0.1:19001
-  if has haproxy; then
-    start_haproxy
-    traffic_workloads "$run" haproxy 127.0.0.1:18080 "$HAPROXY" 127.0.0.1:18443
-    stop_haproxy
-  fi
-  if has relay; then
-    taskset -c $PROXY_CORE "$B/sluice-bench-relay" 127.0.0.1:18090 127.0.0.1:19001 127.0.0.1:19002 &
-    RELAY=$!
-    wait_port 18090
-    traffic_workloads "$run" relay 127.0.0.1:18090 "$RELAY"
-    stop_pid "$RELAY"
-  fi
-  for t in sluice sluice-shared; do
-    has $t || continue
-    if [ $t = sluice ]; then start_node "bench-$run"; else start_node "shared-$run" --runtime shared; fi
-    wait_port 18081
-    wait_port 18444
-    traffic_workloads "$run" $t 127.0.0.1:18081 "$NODE" 127.0.0.1:18444
-    stop_pid "$NODE"
+  for wl in $TRAFFIC; do
+    for t in "${targets[@]}"; do
+      read -r name target proxy tls <<< "$t"
+      [ "$proxy" = - ] && proxy=
+      [ "$tls" = - ] && tls=
+      one_workload "$run" "$wl" "$name" "$target" "$proxy" "$tls"
+    done
   done
 done
+has haproxy && stop_haproxy
+[ -n "${RELAY:-}" ] && stop_pid "$RELAY"
+[ -n "${SLUICE:-}" ] && stop_pid "$SLUICE"
+[ -n "${SHARED:-}" ] && stop_pid "$SHARED"
 
 if has haproxy; then
 echo "haproxy"
@@ -297,7 +326,7 @@ fi
   echo "- Same routing on both proxies: \`mode http\`, the article's upgrade ACLs, \`timeout tunnel 3600s\`, \`option forwardfor\`, round robin over two servers (configuration in \`bench/results/haproxy.cfg\`; Sluice's is applied through the REST API by \`bench/run.sh\`). Neither proxy writes access logs."
   echo "- TLS (\`wss://\`): one self-signed ECDSA P-256 certificate on both proxies' TLS bind (HAProxy with $(haproxy -vv 2>/dev/null | grep -m1 'Running on OpenSSL' | sed 's/.*: //; s/ [0-9]* [A-Z][a-z]* [0-9]*$//'), \`no-tls-tickets\`; Sluice with rustls); the client offers one suite — TLS 1.3 \`TLS_AES_128_GCM_SHA256\`, TLS 1.2 \`ECDHE-ECDSA-AES128-GCM-SHA256\` — and X25519. \`tls12resume\` resumes sessions (the servers' session caches), the other TLS handshakes are full ones. The backends speak plain WebSocket."
   echo "- \`chat\`: 1,000 tunnels each sending 10 messages a second (10,000 a second in all), paced like \`latency\`."
-  echo "- Each run takes every target in turn (direct, HAProxy, the TCP relay when measured, Sluice, Sluice shared), each with a fresh proxy process; idle, tlsidle and push come after."
+  echo "- All targets are up at once (the one measured alone at work on core $PROXY_CORE); each workload of each run is measured on every target in turn, seconds apart, so a drift of the machine's speed weighs on all alike. idle, tlsidle and push come after, each with fresh processes."
   has relay && echo "- \`tcp relay\`: \`sluice-bench-relay\`, bytes copied both ways between each connection and a backend (round robin), no HTTP, on one single-threaded tokio runtime pinned like the proxies: the ceiling for a proxy on tokio's event loop."
   echo "- CPU % is per process over the measured interval (100 % = one core)."
   echo
