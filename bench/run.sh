@@ -5,7 +5,7 @@
 #   bench/run.sh                 # every workload, RUNS=3 runs of SECS=5 s each
 #   RUNS=1 SECS=2 bench/run.sh   # a quick look
 #
-# CPU pinning on a 2-core machine: the proxy under test alone on core 0 with one worker
+# CPU pinning on a 2-core machine: the proxies on core 0, one at work at a time, each with one worker
 # thread (HAProxy `nbthread 1`, sluice-dp `--worker-threads 1`); load generator, echo
 # backends and the control plane on core 1. Needs: haproxy, taskset, curl.
 set -euo pipefail
@@ -321,7 +321,7 @@ fi
   echo
   echo "## Setup"
   echo
-  echo "- Proxy pinned alone to core $PROXY_CORE with one thread: HAProxy \`nbthread 1\`; \`sluice-dp --worker-threads 1\` (the default \`--runtime per-core\`: with one worker, a single thread and runtime serving connections and the control stream); \`sluice shared\`: the same node with \`--runtime shared\` (tokio's multi-thread scheduler with one worker)."
+  echo "- Proxies pinned to core $PROXY_CORE with one thread each: HAProxy \`nbthread 1\`; \`sluice-dp --worker-threads 1\` (the default \`--runtime per-core\`: with one worker, a single thread and runtime serving connections and the control stream); \`sluice shared\`: the same node with \`--runtime shared\` (tokio's multi-thread scheduler with one worker)."
   echo "- Load generator (\`sluice-bench\`), echo backends (\`sluice-bench-echo\`, two servers in one single-threaded process) and the control plane on core $LOAD_CORE."
   echo "- Same routing on both proxies: \`mode http\`, the article's upgrade ACLs, \`timeout tunnel 3600s\`, \`option forwardfor\`, round robin over two servers (configuration in \`bench/results/haproxy.cfg\`; Sluice's is applied through the REST API by \`bench/run.sh\`). Neither proxy writes access logs."
   echo "- TLS (\`wss://\`): one self-signed ECDSA P-256 certificate on both proxies' TLS bind (HAProxy with $(haproxy -vv 2>/dev/null | grep -m1 'Running on OpenSSL' | sed 's/.*: //; s/ [0-9]* [A-Z][a-z]* [0-9]*$//'), \`no-tls-tickets\`; Sluice with rustls); the client offers one suite — TLS 1.3 \`TLS_AES_128_GCM_SHA256\`, TLS 1.2 \`ECDHE-ECDSA-AES128-GCM-SHA256\` — and X25519. \`tls12resume\` resumes sessions (the servers' session caches), the other TLS handshakes are full ones. The backends speak plain WebSocket."
