@@ -183,22 +183,22 @@ fn main() -> anyhow::Result<()> {
     let threads = args.worker_threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let (runtime, workers) = if args.runtime == "per-core" {
-        let main = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the runtime")?;
-        let workers =
-            Workers::per_core(threads, main.handle()).context("starting the worker threads")?;
-        (Ok(main), workers)
+    let mut builder = if args.runtime == "per-core" {
+        tokio::runtime::Builder::new_current_thread()
     } else {
-        let shared = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build();
-        (shared, Workers::Shared)
+        let mut shared = tokio::runtime::Builder::new_multi_thread();
+        shared.worker_threads(threads);
+        shared
     };
-    let runtime = runtime.context("starting the runtime")?;
+    let runtime = builder
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let workers = if args.runtime == "per-core" {
+        Workers::per_core(threads, runtime.handle()).context("starting the worker threads")?
+    } else {
+        Workers::Shared
+    };
     runtime.block_on(async move {
         // The worker runtimes anchor their own timers; this is the main one's (which
         // serves connections with one worker per core, or as the shared runtime).

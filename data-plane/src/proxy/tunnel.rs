@@ -149,7 +149,8 @@ impl Flow {
     }
 
     /// Moves what `from` has to `to`: `Ready(Ok(true))` if bytes moved or EOF was seen,
-    /// `Pending` once `from` has nothing (this task is then woken when it has).
+    /// `Pending` once `from` has nothing (this task is then woken when it has). `last`, as
+    /// for [`Flow::flush`].
     ///
     /// Reads go through `AsyncRead::poll_read`, which treats a short read as "drained"
     /// and clears readiness without the extra `EAGAIN` read `try_read` would need.
@@ -157,7 +158,8 @@ impl Flow {
         &mut self,
         cx: &mut Context<'_>,
         from: &mut TcpStream,
-        (to, last): (&TcpStream, bool),
+        to: &TcpStream,
+        last: bool,
     ) -> Poll<Result<bool, Fail>> {
         SCRATCH_BUF.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
@@ -258,7 +260,7 @@ pub async fn run(
                         }
                     }
                     if flow.can_read() {
-                        match flow.pump(cx, from, (to, last)) {
+                        match flow.pump(cx, from, to, last) {
                             Poll::Ready(Ok(m)) => {
                                 ready = true;
                                 moved |= m;
