@@ -17,6 +17,8 @@ SECS=${SECS:-5}
 # sluice-shared: the node again with `--runtime shared` (traffic workloads only).
 # relay (not in the default set): a bare TCP relay on tokio (sluice-bench-relay), the
 # plain traffic workloads only — the ceiling for a proxy on that event loop.
+# uring-relay (not in the default set): the same relay on io_uring with multishot recv
+# into provided buffers (sluice-bench-uring-relay) — what that kernel interface gives.
 TARGETS=${TARGETS:-direct haproxy sluice sluice-shared}
 WORKLOADS=${WORKLOADS:-handshake echo64 echo16k latency chat h2streams h2echo64 tls13handshake tls12handshake tls12resume tlsecho64 idle tlsidle push}
 want() { [[ " $TARGETS " == *" $1 "* && " $WORKLOADS " == *" $2 "* ]]; }
@@ -31,7 +33,7 @@ mkdir -p "$out"
 command -v haproxy >/dev/null || { echo "haproxy not installed (apt-get install haproxy)" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --quiet -p sluice-control-plane -p sluice-data-plane -p sluice-bench
+cargo build --release --quiet -p sluice-control-plane -p sluice-data-plane -p sluice-bench -p sluice-bench-uring
 B=target/release
 
 pids=()
@@ -190,7 +192,7 @@ one_workload() { # run workload name target proxy-pid-or-empty tls-target-or-emp
     esac
   fi
   # WebSocket over HTTP/2 (RFC 8441, h2c): proxies only, the backends speak HTTP/1.1.
-  if [ -n "$proxy" ] && [ "$name" != relay ]; then
+  if [ -n "$proxy" ] && [[ "$name" != *relay ]]; then
     case $wl in
       h2streams) load "$name" h2streams "$run" h2-streams --target "$target" --seconds "$SECS" --conns 10 --per-conn 5 "${p[@]}" ;;
       h2echo64) load "$name" h2echo64 "$run" h2-echo --target "$target" --seconds "$SECS" --conns 10 --per-conn 10 --size 64 "${p[@]}" ;;
@@ -218,6 +220,13 @@ if has relay; then
   pids+=("$RELAY")
   wait_port 18090
   targets+=("relay 127.0.0.1:18090 $RELAY -")
+fi
+if has uring-relay; then
+  taskset -c $PROXY_CORE "$B/sluice-bench-uring-relay" 127.0.0.1:18091 127.0.0.1:19001 127.0.0.1:19002 &
+  URING=$!
+  pids+=("$URING")
+  wait_port 18091
+  targets+=("uring-relay 127.0.0.1:18091 $URING -")
 fi
 { has sluice || has sluice-shared; } && start_cp 1
 if has sluice; then
@@ -248,6 +257,7 @@ for run in $(seq 1 "$RUNS"); do
 done
 has haproxy && stop_haproxy
 [ -n "${RELAY:-}" ] && stop_pid "$RELAY"
+[ -n "${URING:-}" ] && stop_pid "$URING"
 [ -n "${SLUICE:-}" ] && stop_pid "$SLUICE"
 [ -n "${SHARED:-}" ] && stop_pid "$SHARED"
 
@@ -328,6 +338,7 @@ fi
   echo "- \`chat\`: 1,000 tunnels each sending 10 messages a second (10,000 a second in all), paced like \`latency\`."
   echo "- All targets are up at once (the one measured alone at work on core $PROXY_CORE); each workload of each run is measured on every target in turn, seconds apart, so a drift of the machine's speed weighs on all alike. idle, tlsidle and push come after, each with fresh processes."
   has relay && echo "- \`tcp relay\`: \`sluice-bench-relay\`, bytes copied both ways between each connection and a backend (round robin), no HTTP, on one single-threaded tokio runtime pinned like the proxies: the ceiling for a proxy on tokio's event loop."
+  has uring-relay && echo "- \`io_uring relay\`: \`sluice-bench-uring-relay\`, the same relay on one io_uring (\`SINGLE_ISSUER\`, \`DEFER_TASKRUN\`): multishot accept, multishot recv into a ring of provided buffers, sends, shutdowns and closes as ring operations, one \`io_uring_enter\` per pass of the loop."
   echo "- CPU % is per process over the measured interval (100 % = one core)."
   echo
   echo "## Results"

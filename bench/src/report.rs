@@ -153,13 +153,14 @@ pub fn render(input: &Path, header: &Path) -> anyhow::Result<String> {
     }
     let mut out = std::fs::read_to_string(header)?;
     // Targets measured only on request get columns of their own when they were: the node
-    // on the shared runtime (`--runtime shared`) and the bare TCP relay.
+    // on the shared runtime (`--runtime shared`) and the bare TCP relays (tokio, io_uring).
     let mut targets = vec!["direct", "haproxy", "sluice"];
     let mut names = vec!["direct", "haproxy", "sluice"];
     let mut ratios = vec!["sluice / haproxy"];
     for (t, name, ratio) in [
         ("sluice-shared", "sluice shared", "shared / haproxy"),
         ("relay", "tcp relay", "relay / haproxy"),
+        ("uring-relay", "io_uring relay", "io_uring relay / haproxy"),
     ] {
         if runs.keys().any(|(_, r)| r == t) {
             targets.push(t);
