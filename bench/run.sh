@@ -19,6 +19,8 @@ SECS=${SECS:-5}
 # plain traffic workloads only — the ceiling for a proxy on that event loop.
 # uring-relay (not in the default set): the same relay on io_uring with multishot recv
 # into provided buffers (sluice-bench-uring-relay) — what that kernel interface gives.
+# uring-hosted (not in the default set): that relay's ring hosted in a tokio runtime, as a
+# tokio program would add io_uring (sluice-bench-uring-relay --hosted).
 TARGETS=${TARGETS:-direct haproxy sluice sluice-shared}
 WORKLOADS=${WORKLOADS:-handshake echo64 echo16k latency chat h2streams h2echo64 tls13handshake tls12handshake tls12resume tlsecho64 idle tlsidle push}
 want() { [[ " $TARGETS " == *" $1 "* && " $WORKLOADS " == *" $2 "* ]]; }
@@ -192,7 +194,7 @@ one_workload() { # run workload name target proxy-pid-or-empty tls-target-or-emp
     esac
   fi
   # WebSocket over HTTP/2 (RFC 8441, h2c): proxies only, the backends speak HTTP/1.1.
-  if [ -n "$proxy" ] && [[ "$name" != *relay ]]; then
+  if [ -n "$proxy" ] && [[ "$name" != *relay && "$name" != uring-* ]]; then
     case $wl in
       h2streams) load "$name" h2streams "$run" h2-streams --target "$target" --seconds "$SECS" --conns 10 --per-conn 5 "${p[@]}" ;;
       h2echo64) load "$name" h2echo64 "$run" h2-echo --target "$target" --seconds "$SECS" --conns 10 --per-conn 10 --size 64 "${p[@]}" ;;
@@ -228,6 +230,13 @@ if has uring-relay; then
   wait_port 18091
   targets+=("uring-relay 127.0.0.1:18091 $URING -")
 fi
+if has uring-hosted; then
+  taskset -c $PROXY_CORE "$B/sluice-bench-uring-relay" --hosted 127.0.0.1:18092 127.0.0.1:19001 127.0.0.1:19002 &
+  HOSTED=$!
+  pids+=("$HOSTED")
+  wait_port 18092
+  targets+=("uring-hosted 127.0.0.1:18092 $HOSTED -")
+fi
 { has sluice || has sluice-shared; } && start_cp 1
 if has sluice; then
   start_node bench-1
@@ -258,6 +267,7 @@ done
 has haproxy && stop_haproxy
 [ -n "${RELAY:-}" ] && stop_pid "$RELAY"
 [ -n "${URING:-}" ] && stop_pid "$URING"
+[ -n "${HOSTED:-}" ] && stop_pid "$HOSTED"
 [ -n "${SLUICE:-}" ] && stop_pid "$SLUICE"
 [ -n "${SHARED:-}" ] && stop_pid "$SHARED"
 
@@ -339,6 +349,7 @@ fi
   echo "- All targets are up at once (the one measured alone at work on core $PROXY_CORE); each workload of each run is measured on every target in turn, seconds apart, so a drift of the machine's speed weighs on all alike. idle, tlsidle and push come after, each with fresh processes."
   has relay && echo "- \`tcp relay\`: \`sluice-bench-relay\`, bytes copied both ways between each connection and a backend (round robin), no HTTP, on one single-threaded tokio runtime pinned like the proxies: the ceiling for a proxy on tokio's event loop."
   has uring-relay && echo "- \`io_uring relay\`: \`sluice-bench-uring-relay\`, the same relay on one io_uring (\`SINGLE_ISSUER\`, \`DEFER_TASKRUN\`): multishot accept, multishot recv into a ring of provided buffers, sends, shutdowns and closes as ring operations, one \`io_uring_enter\` per pass of the loop."
+  has uring-hosted && echo "- \`io_uring hosted\`: the same ring hosted in a tokio current-thread runtime (\`--hosted\`): tokio accepts and connects, then hands both sockets to the ring, which tokio's epoll watches through an eventfd registered with it — how a tokio program adds io_uring."
   echo "- CPU % is per process over the measured interval (100 % = one core)."
   echo
   echo "## Results"
