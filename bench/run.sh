@@ -329,7 +329,7 @@ fi
   echo "# Benchmarks"
   echo
   echo "Sluice side by side with HAProxy and a direct connection, in one run of \`bench/run.sh\`"
-  echo "(RUNS=$RUNS, SECS=$SECS). Figures are the median of the runs with the min–max in"
+  echo "(RUNS=$RUNS, SECS=$SECS, TARGETS=\"$TARGETS\"). Figures are the median of the runs with the min–max in"
   echo "parentheses. Generated $(date -u +%Y-%m-%dT%H:%MZ)."
   echo
   echo "## Machine and versions"
