@@ -161,7 +161,11 @@ pub fn render(input: &Path, header: &Path) -> anyhow::Result<String> {
         ("sluice-shared", "sluice shared", "shared / haproxy"),
         ("relay", "tcp relay", "relay / haproxy"),
         ("uring-relay", "io_uring relay", "io_uring relay / haproxy"),
-        ("uring-hosted", "io_uring hosted", "io_uring hosted / haproxy"),
+        (
+            "uring-hosted",
+            "io_uring hosted",
+            "io_uring hosted / haproxy",
+        ),
     ] {
         if runs.keys().any(|(_, r)| r == t) {
             targets.push(t);
