@@ -1,13 +1,18 @@
 //! Graceful stop of a node: no new connections, open ones served to their end, and at
 //! the drain deadline the tunnels still open are closed (and logged as such).
 //!
-//! Open tunnels are registered here by id with their task's abort handle; the registry
-//! lock is taken once when a tunnel starts and once when it ends, never while bytes flow.
+//! Open tunnels are registered here by id with their task's abort handle; a registry lock
+//! is taken once when a tunnel starts and once when it ends, never while bytes flow. The
+//! registry is split in shards, one per thread that starts tunnels (up to [`SHARDS`]), so
+//! that the node's workers, each starting its own connections' tunnels, do not contend
+//! for one lock and one cache line; a tunnel's id names its shard, so it is removed from
+//! the right one whichever thread it ends on.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{LazyLock, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{LazyLock, Mutex, MutexGuard};
 
 use futures_util::FutureExt;
 use tokio::task::AbortHandle;
@@ -15,8 +20,40 @@ use tokio::task::AbortHandle;
 static DRAINING: AtomicBool = AtomicBool::new(false);
 /// Requests being served (from head received to response head produced).
 static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-static TUNNELS: LazyLock<Mutex<HashMap<u64, AbortHandle>>> = LazyLock::new(Mutex::default);
+
+/// Registry shards (a power of two): more than a node has workers on most machines.
+const SHARDS: usize = 16;
+
+/// One shard, on a cache line of its own.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard(Mutex<HashMap<u64, AbortHandle>>);
+
+static TUNNELS: LazyLock<[Shard; SHARDS]> = LazyLock::new(Default::default);
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's shard, and the sequence its tunnel ids are drawn from.
+    static LOCAL: (usize, Cell<u64>) = (NEXT_SHARD.fetch_add(1, Relaxed) % SHARDS, Cell::new(0));
+}
+
+/// The shard of tunnel `id`: its low bits.
+fn shard(id: u64) -> MutexGuard<'static, HashMap<u64, AbortHandle>> {
+    TUNNELS[id as usize % SHARDS]
+        .0
+        .lock()
+        .expect("tunnel registry")
+}
+
+/// A new tunnel id, in this thread's shard: the shard in the low bits, a per-thread
+/// sequence above them.
+fn next_id() -> u64 {
+    LOCAL.with(|(shard, seq)| {
+        let n = seq.get();
+        seq.set(n + 1);
+        (n * SHARDS as u64) | *shard as u64
+    })
+}
 
 /// Whether the node is stopping: responses then close their client connection.
 pub fn is_draining() -> bool {
@@ -48,9 +85,9 @@ pub fn spawn_tunnel<F>(task: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let id = NEXT_ID.fetch_add(1, Relaxed);
+    let id = next_id();
     // Held across the spawn, so the task cannot deregister before it is registered.
-    let mut open = TUNNELS.lock().expect("tunnel registry");
+    let mut open = shard(id);
     let handle = tokio::spawn(registered(task, id));
     open.insert(id, handle.abort_handle());
 }
@@ -70,13 +107,16 @@ struct Registered(u64);
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        TUNNELS.lock().expect("tunnel registry").remove(&self.0);
+        shard(self.0).remove(&self.0);
     }
 }
 
 /// Tunnels open now.
 pub fn open_tunnels() -> usize {
-    TUNNELS.lock().expect("tunnel registry").len()
+    TUNNELS
+        .iter()
+        .map(|s| s.0.lock().expect("tunnel registry").len())
+        .sum()
 }
 
 /// Requests being served now.
@@ -86,9 +126,67 @@ pub fn in_flight() -> u64 {
 
 /// Closes every open tunnel; returns how many there were.
 pub fn close_tunnels() -> usize {
-    let open = TUNNELS.lock().expect("tunnel registry");
-    for h in open.values() {
-        h.abort();
+    let mut closed = 0;
+    for shard in TUNNELS.iter() {
+        let open = shard.0.lock().expect("tunnel registry");
+        for h in open.values() {
+            h.abort();
+        }
+        closed += open.len();
     }
-    open.len()
+    closed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn each_thread_draws_ids_from_a_shard_of_its_own() {
+        let on = || {
+            std::thread::spawn(|| (next_id(), next_id()))
+                .join()
+                .unwrap()
+        };
+        let (a1, a2) = on();
+        let (b1, b2) = on();
+        assert_eq!(a1 % SHARDS as u64, a2 % SHARDS as u64);
+        assert_ne!(a1 % SHARDS as u64, b1 % SHARDS as u64);
+        assert_ne!(a1, a2);
+        assert_ne!(b1, b2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tunnels_started_on_several_threads_are_counted_and_closed() {
+        struct Ended(Arc<AtomicUsize>);
+        impl Drop for Ended {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Relaxed);
+            }
+        }
+        let ended = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let (handle, ended) = (tokio::runtime::Handle::current(), ended.clone());
+            std::thread::spawn(move || {
+                let _entered = handle.enter();
+                let guard = Ended(ended);
+                spawn_tunnel(async move {
+                    let _guard = guard;
+                    std::future::pending::<()>().await;
+                });
+            })
+            .join()
+            .unwrap();
+        }
+        // Other tests of this binary may hold tunnels of their own: at least ours.
+        assert!(open_tunnels() >= 3, "{} open", open_tunnels());
+        assert!(close_tunnels() >= 3);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while ended.load(Relaxed) < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "tunnels not closed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
