@@ -6,7 +6,8 @@
 //! registry is split in shards, one per thread that starts tunnels (up to [`SHARDS`]), so
 //! that the node's workers, each starting its own connections' tunnels, do not contend
 //! for one lock and one cache line; a tunnel's id names its shard, so it is removed from
-//! the right one whichever thread it ends on.
+//! the right one whichever thread it ends on. The count of requests in flight is kept in
+//! the same shards.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -18,8 +19,6 @@ use futures_util::FutureExt;
 use tokio::task::AbortHandle;
 
 static DRAINING: AtomicBool = AtomicBool::new(false);
-/// Requests being served (from head received to response head produced).
-static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
 
 /// Registry shards (a power of two): more than a node has workers on most machines.
 const SHARDS: usize = 16;
@@ -27,8 +26,14 @@ const SHARDS: usize = 16;
 /// One shard, on a cache line of its own.
 #[derive(Default)]
 #[repr(align(128))]
-struct Shard(Mutex<HashMap<u64, AbortHandle>>);
+struct Shard {
+    tunnels: Mutex<HashMap<u64, AbortHandle>>,
+    /// Requests being served (from head received to response head produced) that began
+    /// on this shard's thread.
+    in_flight: AtomicU64,
+}
 
+/// The shards (tunnels and requests in flight).
 static TUNNELS: LazyLock<[Shard; SHARDS]> = LazyLock::new(Default::default);
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
@@ -40,7 +45,7 @@ thread_local! {
 /// The shard of tunnel `id`: its low bits.
 fn shard(id: u64) -> MutexGuard<'static, HashMap<u64, AbortHandle>> {
     TUNNELS[id as usize % SHARDS]
-        .0
+        .tunnels
         .lock()
         .expect("tunnel registry")
 }
@@ -64,19 +69,21 @@ pub fn start() {
     DRAINING.store(true, Relaxed);
 }
 
-/// Counts a request in flight until dropped.
-pub struct InFlight(());
+/// Counts a request in flight until dropped, in the shard of the thread it began on
+/// (and taken off that shard's count wherever it ends, so no count goes below zero).
+pub struct InFlight(u8);
 
 impl InFlight {
     pub fn begin() -> Self {
-        IN_FLIGHT.fetch_add(1, Relaxed);
-        Self(())
+        let shard = LOCAL.with(|(shard, _)| *shard);
+        TUNNELS[shard].in_flight.fetch_add(1, Relaxed);
+        Self(shard as u8)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Relaxed);
+        TUNNELS[self.0 as usize].in_flight.fetch_sub(1, Relaxed);
     }
 }
 
@@ -115,20 +122,20 @@ impl Drop for Registered {
 pub fn open_tunnels() -> usize {
     TUNNELS
         .iter()
-        .map(|s| s.0.lock().expect("tunnel registry").len())
+        .map(|s| s.tunnels.lock().expect("tunnel registry").len())
         .sum()
 }
 
 /// Requests being served now.
 pub fn in_flight() -> u64 {
-    IN_FLIGHT.load(Relaxed)
+    TUNNELS.iter().map(|s| s.in_flight.load(Relaxed)).sum()
 }
 
 /// Closes every open tunnel; returns how many there were.
 pub fn close_tunnels() -> usize {
     let mut closed = 0;
     for shard in TUNNELS.iter() {
-        let open = shard.0.lock().expect("tunnel registry");
+        let open = shard.tunnels.lock().expect("tunnel registry");
         for h in open.values() {
             h.abort();
         }
@@ -156,6 +163,17 @@ mod tests {
         assert_ne!(a1 % SHARDS as u64, b1 % SHARDS as u64);
         assert_ne!(a1, a2);
         assert_ne!(b1, b2);
+    }
+
+    #[test]
+    fn a_request_ending_on_another_thread_leaves_its_own_shard() {
+        let request = std::thread::spawn(InFlight::begin).join().unwrap();
+        let shard = request.0 as usize;
+        let before = TUNNELS[shard].in_flight.load(Relaxed);
+        assert!(before >= 1);
+        assert!(in_flight() >= 1);
+        drop(request);
+        assert_eq!(TUNNELS[shard].in_flight.load(Relaxed), before - 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
