@@ -12,8 +12,9 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use futures_util::FutureExt;
 use tokio::task::AbortHandle;
@@ -23,28 +24,55 @@ static DRAINING: AtomicBool = AtomicBool::new(false);
 /// Registry shards (a power of two): more than a node has workers on most machines.
 const SHARDS: usize = 16;
 
+/// Ids are unique and ours: no need for a keyed hash.
+type Ids = BuildHasherDefault<DefaultHasher>;
+
 /// One shard, on a cache line of its own.
-#[derive(Default)]
 #[repr(align(128))]
 struct Shard {
-    tunnels: Mutex<HashMap<u64, AbortHandle>>,
+    tunnels: Mutex<HashMap<u64, AbortHandle, Ids>>,
     /// Requests being served (from head received to response head produced) that began
     /// on this shard's thread.
     in_flight: AtomicU64,
 }
 
-/// The shards (tunnels and requests in flight).
-static TUNNELS: LazyLock<[Shard; SHARDS]> = LazyLock::new(Default::default);
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// This thread's shard, and the sequence its tunnel ids are drawn from.
-    static LOCAL: (usize, Cell<u64>) = (NEXT_SHARD.fetch_add(1, Relaxed) % SHARDS, Cell::new(0));
+impl Shard {
+    const fn new() -> Self {
+        Shard {
+            tunnels: Mutex::new(HashMap::with_hasher(BuildHasherDefault::new())),
+            in_flight: AtomicU64::new(0),
+        }
+    }
 }
 
-/// The shard of tunnel `id`: its low bits.
-fn shard(id: u64) -> MutexGuard<'static, HashMap<u64, AbortHandle>> {
-    TUNNELS[id as usize % SHARDS]
+/// The shards (tunnels and requests in flight); constant-initialised, so using them
+/// costs no initialisation check.
+static SHARD: [Shard; SHARDS] = [const { Shard::new() }; SHARDS];
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+/// No shard assigned to this thread yet.
+const UNASSIGNED: usize = usize::MAX;
+
+thread_local! {
+    /// This thread's shard, assigned at its first use.
+    static LOCAL_SHARD: Cell<usize> = const { Cell::new(UNASSIGNED) };
+    /// The sequence this thread's tunnel ids are drawn from.
+    static LOCAL_SEQ: Cell<u64> = const { Cell::new(0) };
+}
+
+/// This thread's shard.
+fn local_shard() -> usize {
+    LOCAL_SHARD.with(|shard| {
+        if shard.get() == UNASSIGNED {
+            shard.set(NEXT_SHARD.fetch_add(1, Relaxed) % SHARDS);
+        }
+        shard.get()
+    })
+}
+
+/// The tunnels of the shard of tunnel `id`: its low bits.
+fn shard(id: u64) -> MutexGuard<'static, HashMap<u64, AbortHandle, Ids>> {
+    SHARD[id as usize % SHARDS]
         .tunnels
         .lock()
         .expect("tunnel registry")
@@ -53,11 +81,8 @@ fn shard(id: u64) -> MutexGuard<'static, HashMap<u64, AbortHandle>> {
 /// A new tunnel id, in this thread's shard: the shard in the low bits, a per-thread
 /// sequence above them.
 fn next_id() -> u64 {
-    LOCAL.with(|(shard, seq)| {
-        let n = seq.get();
-        seq.set(n + 1);
-        (n * SHARDS as u64) | *shard as u64
-    })
+    let n = LOCAL_SEQ.with(|seq| seq.replace(seq.get() + 1));
+    (n * SHARDS as u64) | local_shard() as u64
 }
 
 /// Whether the node is stopping: responses then close their client connection.
@@ -75,15 +100,15 @@ pub struct InFlight(u8);
 
 impl InFlight {
     pub fn begin() -> Self {
-        let shard = LOCAL.with(|(shard, _)| *shard);
-        TUNNELS[shard].in_flight.fetch_add(1, Relaxed);
+        let shard = local_shard();
+        SHARD[shard].in_flight.fetch_add(1, Relaxed);
         Self(shard as u8)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        TUNNELS[self.0 as usize].in_flight.fetch_sub(1, Relaxed);
+        SHARD[self.0 as usize].in_flight.fetch_sub(1, Relaxed);
     }
 }
 
@@ -120,7 +145,7 @@ impl Drop for Registered {
 
 /// Tunnels open now.
 pub fn open_tunnels() -> usize {
-    TUNNELS
+    SHARD
         .iter()
         .map(|s| s.tunnels.lock().expect("tunnel registry").len())
         .sum()
@@ -128,13 +153,13 @@ pub fn open_tunnels() -> usize {
 
 /// Requests being served now.
 pub fn in_flight() -> u64 {
-    TUNNELS.iter().map(|s| s.in_flight.load(Relaxed)).sum()
+    SHARD.iter().map(|s| s.in_flight.load(Relaxed)).sum()
 }
 
 /// Closes every open tunnel; returns how many there were.
 pub fn close_tunnels() -> usize {
     let mut closed = 0;
-    for shard in TUNNELS.iter() {
+    for shard in SHARD.iter() {
         let open = shard.tunnels.lock().expect("tunnel registry");
         for h in open.values() {
             h.abort();
@@ -169,11 +194,11 @@ mod tests {
     fn a_request_ending_on_another_thread_leaves_its_own_shard() {
         let request = std::thread::spawn(InFlight::begin).join().unwrap();
         let shard = request.0 as usize;
-        let before = TUNNELS[shard].in_flight.load(Relaxed);
+        let before = SHARD[shard].in_flight.load(Relaxed);
         assert!(before >= 1);
         assert!(in_flight() >= 1);
         drop(request);
-        assert_eq!(TUNNELS[shard].in_flight.load(Relaxed), before - 1);
+        assert_eq!(SHARD[shard].in_flight.load(Relaxed), before - 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
