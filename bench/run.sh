@@ -216,27 +216,22 @@ if has haproxy; then
   start_haproxy
   targets+=("haproxy 127.0.0.1:18080 $HAPROXY 127.0.0.1:18443")
 fi
-if has relay; then
-  taskset -c $PROXY_CORE "$B/sluice-bench-relay" 127.0.0.1:18090 127.0.0.1:19001 127.0.0.1:19002 &
-  RELAY=$!
-  pids+=("$RELAY")
-  wait_port 18090
-  targets+=("relay 127.0.0.1:18090 $RELAY -")
-fi
-if has uring-relay; then
-  taskset -c $PROXY_CORE "$B/sluice-bench-uring-relay" 127.0.0.1:18091 127.0.0.1:19001 127.0.0.1:19002 &
-  URING=$!
-  pids+=("$URING")
-  wait_port 18091
-  targets+=("uring-relay 127.0.0.1:18091 $URING -")
-fi
-if has uring-hosted; then
-  taskset -c $PROXY_CORE "$B/sluice-bench-uring-relay" --hosted 127.0.0.1:18092 127.0.0.1:19001 127.0.0.1:19002 &
-  HOSTED=$!
-  pids+=("$HOSTED")
-  wait_port 18092
-  targets+=("uring-hosted 127.0.0.1:18092 $HOSTED -")
-fi
+# A bare relay target: name port command... (pinned like the proxies, to both backends).
+relays=()
+start_relay() {
+  local name=$1 port=$2
+  shift 2
+  has "$name" || return 0
+  taskset -c $PROXY_CORE "$@" 127.0.0.1:$port 127.0.0.1:19001 127.0.0.1:19002 &
+  local pid=$!
+  relays+=("$pid")
+  pids+=("$pid")
+  wait_port "$port"
+  targets+=("$name 127.0.0.1:$port $pid -")
+}
+start_relay relay 18090 "$B/sluice-bench-relay"
+start_relay uring-relay 18091 "$B/sluice-bench-uring-relay"
+start_relay uring-hosted 18092 "$B/sluice-bench-uring-relay" --hosted
 { has sluice || has sluice-shared; } && start_cp 1
 if has sluice; then
   start_node bench-1
@@ -265,9 +260,7 @@ for run in $(seq 1 "$RUNS"); do
   done
 done
 has haproxy && stop_haproxy
-[ -n "${RELAY:-}" ] && stop_pid "$RELAY"
-[ -n "${URING:-}" ] && stop_pid "$URING"
-[ -n "${HOSTED:-}" ] && stop_pid "$HOSTED"
+for p in "${relays[@]}"; do stop_pid "$p"; done
 [ -n "${SLUICE:-}" ] && stop_pid "$SLUICE"
 [ -n "${SHARED:-}" ] && stop_pid "$SHARED"
 
