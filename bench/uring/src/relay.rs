@@ -243,8 +243,11 @@ impl Relay {
             // SAFETY: descriptors this relay owns.
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         }
-        for queue in &mut c.queued {
-            for (id, _, _) in queue.drain(..) {
+        for (d, queue) in c.queued.iter_mut().enumerate() {
+            // A buffer being sent stays queued until its send completes: the kernel may
+            // still be reading it.
+            let keep = usize::from(c.sending[d]).min(queue.len());
+            for (id, _, _) in queue.drain(keep..) {
                 self.buffers.give_back(id);
             }
         }
@@ -324,7 +327,12 @@ impl Relay {
                 let c = &mut self.conns[slot];
                 c.ops -= 1;
                 c.sending[d] = false;
-                if res < 0 {
+                if c.closing {
+                    // Aborted meanwhile: only the buffer of this send was left queued.
+                    if let Some((id, _, _)) = c.queued[d].pop_front() {
+                        self.buffers.give_back(id);
+                    }
+                } else if res < 0 {
                     self.abort(slot);
                 } else {
                     let front = c.queued[d]
