@@ -7,10 +7,11 @@
 //! servers; [`health`] checks them; [`counters`] and [`stick`] hold the state that
 //! outlives a plan; [`admin`] exposes it to Prometheus. The module graph has no cycle:
 //! `config` is a leaf above the state modules (`counters`, `stick`, `tls`, `pool`,
-//! `clock`), and everything else reads the plan (see `docs/architecture.md`).
+//! `clock`; `body`, the forwarded request body, is a leaf under `pool`), and everything else reads the plan (see `docs/architecture.md`).
 
 pub mod admin;
 pub mod balance;
+pub mod body;
 pub mod cache;
 pub mod clock;
 pub mod config;

@@ -13,16 +13,17 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
+
+use crate::body::ReqBody;
 
 /// How long an idle server connection is kept.
 pub const PURGE_DELAY: Duration = Duration::from_secs(5);
 /// Idle connections kept per server.
 pub const MAX_IDLE: usize = 64;
 
-pub type Sender = SendRequest<Incoming>;
+pub type Sender = SendRequest<ReqBody>;
 
 #[derive(Debug, Default)]
 pub struct Pool {

@@ -2,7 +2,9 @@
 //! a `101` in pieces, a `101` after an interim `100 Continue`, a `101` with a head larger
 //! than the node's direct parser takes, bytes the server sends right behind its `101`,
 //! and a refusal with a body. The scripted server below speaks raw bytes, so each shape
-//! is exact.
+//! is exact. The client side too: an upgrade request in pieces, one with a frame right
+//! behind its head, and a refused upgrade followed by another request on the same
+//! connection.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -112,8 +114,8 @@ async fn read_answer(tcp: &mut TcpStream, want: usize) -> (String, Vec<u8>) {
     )
 }
 
-#[tokio::test]
-async fn every_shape_of_a_server_answer_reaches_the_client() {
+/// A node whose one backend is the scripted server; the node and its bound address.
+async fn scripted_node() -> (Fixture, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = listener.local_addr().unwrap();
     tokio::spawn(serve(listener));
@@ -126,6 +128,22 @@ async fn every_shape_of_a_server_answer_reaches_the_client() {
     ))
     .await;
     let bind = f.bound(configured).await;
+    (f, bind)
+}
+
+/// Reads exactly `n` bytes of the tunnel.
+async fn read_n(tcp: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut got = vec![0u8; n];
+    tokio::time::timeout(WAIT, tcp.read_exact(&mut got))
+        .await
+        .expect("the bytes")
+        .unwrap();
+    got
+}
+
+#[tokio::test]
+async fn every_shape_of_a_server_answer_reaches_the_client() {
+    let (_f, bind) = scripted_node().await;
 
     for path in ["/split", "/continue", "/bighead", "/behind"] {
         let mut tcp = upgrade(bind, path).await;
@@ -152,5 +170,62 @@ async fn every_shape_of_a_server_answer_reaches_the_client() {
     let mut tcp = upgrade(bind, "/refused").await;
     let (head, body) = read_answer(&mut tcp, 5).await;
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!(body, b"nope!");
+}
+
+#[tokio::test]
+async fn every_shape_of_an_upgrade_request_reaches_the_server() {
+    let (_f, bind) = scripted_node().await;
+    let request = raw::upgrade("/behind", "");
+
+    // The head in pieces, the second after a pause.
+    let mut tcp = TcpStream::connect(bind).await.unwrap();
+    let (a, b) = request.as_bytes().split_at(30);
+    tcp.write_all(a).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tcp.write_all(b).await.unwrap();
+    let (head, after) = read_answer(&mut tcp, 5).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "in pieces: {head}");
+    assert_eq!(after, b"HELLO");
+    tcp.write_all(b"ping").await.unwrap();
+    assert_eq!(read_n(&mut tcp, 4).await, b"ping", "in pieces: the tunnel");
+
+    // A frame written with the head, before any answer: the server gets it, once.
+    let mut tcp = TcpStream::connect(bind).await.unwrap();
+    let frame = b"\x81\x85abcd\x29\x07\x0f\x08\x0e";
+    tcp.write_all(&[request.as_bytes(), frame].concat())
+        .await
+        .unwrap();
+    let (head, after) = read_answer(&mut tcp, 5).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "with a frame: {head}");
+    assert!(
+        head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "accept relayed: {head}"
+    );
+    assert_eq!(after, b"HELLO");
+    assert_eq!(
+        read_n(&mut tcp, frame.len()).await,
+        frame,
+        "the early frame, echoed"
+    );
+    tcp.write_all(b"next").await.unwrap();
+    assert_eq!(read_n(&mut tcp, 4).await, b"next");
+
+    // A refused upgrade keeps the connection for the next request.
+    let mut tcp = TcpStream::connect(bind).await.unwrap();
+    tcp.write_all(raw::upgrade("/refused", "").as_bytes())
+        .await
+        .unwrap();
+    let (head, body) = read_answer(&mut tcp, 5).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!(body, b"nope!");
+    tcp.write_all(raw::get("/again", "").as_bytes())
+        .await
+        .unwrap();
+    let (head, body) = read_answer(&mut tcp, 5).await;
+    assert!(
+        head.starts_with("HTTP/1.1 403"),
+        "the next request on the same connection: {head}"
+    );
     assert_eq!(body, b"nope!");
 }

@@ -11,15 +11,20 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::StatusCode;
+use bytes::BytesMut;
+use http::{Response, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use super::direct;
 use super::io::{ClientIo, ConnState};
 use super::log;
 use super::request::{self, Arrival};
 use super::route::{Client, CurrentPlan};
+use super::session::ClientSide;
+use super::Body;
 use crate::config::{BindPlan, FrontendPlan};
 use crate::counters::{FrontendCounters, Held};
 
@@ -66,7 +71,7 @@ pub async fn serve_connection(
             // The wait for the first bytes counts against `timeout http-request`.
             _ => {
                 let due = started + fe.http_request_timeout;
-                serve_http(stream, None, (bind, plan), src, local, (started, due)).await
+                serve_plain(stream, (bind, plan), src, local, (started, due)).await
             }
         },
         // Boxed: a TLS connection's state is large, and must not make every plain
@@ -98,7 +103,9 @@ async fn serve_tls(
                 }
                 _ => {
                     let due = Instant::now() + fe.http_request_timeout;
-                    serve_http(stream, Some(alpn), (bind, plan), src, local, (started, due)).await
+                    let io = client_io(stream, &fe, due);
+                    let conn = new_conn((&bind, plan), src, local, Some(alpn), io.state.clone());
+                    serve_http(io, conn, None, started).await
                 }
             }
         }
@@ -113,48 +120,105 @@ async fn serve_tls(
     }
 }
 
-/// Serves HTTP/1.1 on an accepted connection (plain, or TLS with its ALPN result) until
-/// it closes or becomes a tunnel. `(started, first_head)`: when the connection was
-/// accepted, and when its first request head is due.
-async fn serve_http<S>(
-    stream: S,
-    tls: Option<Option<Vec<u8>>>,
-    (bind, plan): (Arc<BindPlan>, CurrentPlan),
-    src: SocketAddr,
-    local: SocketAddr,
-    (started, first_head): (Instant, Instant),
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+/// The client socket with the frontend's HTTP-phase timeouts, the first head due by
+/// `first_head`.
+fn client_io<S>(stream: S, fe: &FrontendPlan, first_head: Instant) -> ClientIo<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let fe = bind.frontend.clone();
-    let io = ClientIo::new(
+    ClientIo::new(
         stream,
         fe.client_timeout,
         (first_head.into(), fe.http_request_timeout),
         fe.refusal_pages.clone(),
-    );
+    )
+}
+
+/// Serves a cleartext HTTP/1.1 connection: a first request that is a WebSocket upgrade
+/// and arrives whole is served without hyper's server ([`super::direct`]); anything else,
+/// and every later request, by hyper, with the bytes already read replayed. `(started,
+/// first_head)`: when the connection was accepted, and when its first head is due.
+async fn serve_plain(
+    stream: TcpStream,
+    (bind, plan): (Arc<BindPlan>, CurrentPlan),
+    src: SocketAddr,
+    local: SocketAddr,
+    (started, first_head): (Instant, Instant),
+) {
+    let fe = bind.frontend.clone();
+    let mut io = client_io(stream, &fe, first_head);
+    let conn = new_conn((&bind, plan), src, local, None, io.state.clone());
+    let mut buf = BytesMut::with_capacity(direct::FIRST_READ);
+    // A failed read (a timeout's 408 is already on its way) is hyper's to meet again.
+    let _ = io.read_buf(&mut buf).await;
+    let mut prepared = None;
+    if let Some((req, head)) = direct::parse(&buf, (fe.max_header_bytes, fe.max_headers)) {
+        // Boxed, as hyper boxes its requests' futures: a connection's task stays small.
+        let served = Box::pin(request::handle_direct(req, &conn.client, arrival(&conn)));
+        match served.await {
+            (resp, Some(tunnel)) => {
+                let early = buf.split_off(head).freeze();
+                let mut stream = io.into_inner();
+                direct::write_head(&mut stream, &direct::encode_head(&resp), fe.client_timeout)
+                    .await;
+                tunnel.start(ClientSide::Direct(stream, early), None);
+                return;
+            }
+            (resp, None) => prepared = Some(Box::new(resp)),
+        }
+    }
+    io.replay(buf.freeze());
+    // Boxed: hyper's connection state is large, and must not make the task of every
+    // connection served on the direct path that large too.
+    Box::pin(serve_http(io, conn, prepared, started)).await
+}
+
+/// When the next request of `conn` arrived, for its log line (the first request's counts
+/// from the accept); counts it as received.
+fn arrival(conn: &Conn) -> Arrival {
+    let started = Instant::now();
+    if conn.state.requests.fetch_add(1, Relaxed) == 0 {
+        Arrival {
+            at: conn.accepted_at,
+            head_ms: started.duration_since(conn.accepted).as_millis() as i64,
+            started,
+        }
+    } else {
+        Arrival {
+            at: SystemTime::now(),
+            head_ms: 0,
+            started,
+        }
+    }
+}
+
+/// Serves HTTP/1.1 with hyper on a client connection (plain, or TLS) until it closes or
+/// becomes a tunnel. `prepared`: the answer to the first request, already served (an
+/// upgrade that did not switch, see [`serve_plain`]); `started`: the accept.
+async fn serve_http<S>(
+    io: ClientIo<S>,
+    conn: Arc<Conn>,
+    prepared: Option<Box<Response<Body>>>,
+    started: Instant,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // The limits the connection was accepted with.
+    let fe = conn.client.bind.frontend.clone();
+    let src = conn.client.src;
     let state = io.state.clone();
-    let conn = new_conn((&bind, plan), src, local, tls, state.clone());
+    let prepared = std::sync::Mutex::new(prepared);
     let svc = service_fn(move |req| {
         let conn = conn.clone();
+        let prepared = prepared.lock().ok().and_then(|mut p| p.take());
         async move {
+            if let Some(resp) = prepared {
+                // The replayed request's: it was served before hyper took over.
+                conn.state.answered.fetch_add(1, Relaxed);
+                return Ok::<_, Infallible>(*resp);
+            }
             let _busy = Busy::new(&conn.state);
-            let started = Instant::now();
-            let first = conn.state.requests.fetch_add(1, Relaxed) == 0;
-            let arrival = if first {
-                Arrival {
-                    at: conn.accepted_at,
-                    head_ms: started.duration_since(conn.accepted).as_millis() as i64,
-                    started,
-                }
-            } else {
-                Arrival {
-                    at: SystemTime::now(),
-                    head_ms: 0,
-                    started,
-                }
-            };
-            let resp = request::handle(req, &conn.client, arrival).await;
+            let resp = request::handle(req, &conn.client, arrival(&conn)).await;
             // A status line written from now on may be this response's (see `ClientIo`).
             conn.state.answered.fetch_add(1, Relaxed);
             Ok::<_, Infallible>(resp)

@@ -97,6 +97,9 @@ pub struct ClientIo<S = TcpStream> {
     /// Bytes of a refusal page still to write, once one is being sent; after it the
     /// connection carries nothing else.
     sending: Option<Bytes>,
+    /// Bytes read from the socket before the HTTP parser took over, given to it first
+    /// (see [`ClientIo::replay`]).
+    replay: Bytes,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
@@ -120,11 +123,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
             timer: None,
             pages,
             sending: None,
+            replay: Bytes::new(),
         }
     }
 
     pub fn into_inner(self) -> S {
         self.inner
+    }
+
+    /// The socket, and what is left of the replayed bytes (none once the parser has read
+    /// past them, as it has by the time a request is served).
+    pub fn into_parts(self) -> (S, Bytes) {
+        (self.inner, self.replay)
+    }
+
+    /// Has the next reads return `bytes` (read through this wrapper before, so already
+    /// timed as part of a head) before anything more from the socket.
+    pub fn replay(&mut self, bytes: Bytes) {
+        self.replay = bytes;
     }
 
     /// Writes what is left of a refusal page. Errors end the sending quietly: the
@@ -203,6 +219,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
             this.generation = requests;
             this.head_deadline = None;
             this.partial_head = false;
+        }
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay.split_to(n));
+            return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {

@@ -1,5 +1,5 @@
 //! The proxy: listeners and accept loops, and the request path by phase — the client
-//! connection ([`conn`], [`io`]), routing ([`route`]), the upstream connection and
+//! connection ([`conn`], [`io`]; a first request that is an upgrade, [`direct`]), routing ([`route`]), the upstream connection and
 //! exchange ([`upstream`]; an upgrade's without an HTTP client, [`upgrade`]), the
 //! per-request driver ([`request`]), and the tunnel session
 //! ([`session`], bytes copied by [`tunnel`]); plus the access log ([`log`]), local
@@ -11,6 +11,7 @@
 //! — connections already accepted on a closed bind live on.
 
 pub mod conn;
+pub mod direct;
 pub mod drain;
 pub mod error;
 pub mod h2;

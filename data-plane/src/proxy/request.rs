@@ -1,8 +1,10 @@
 //! One request, from its head to its response, and its access-log line.
 //!
-//! [`handle`] does the bookkeeping (counters, the log entry, `http_after_response` rules,
-//! a draining node's `Connection: close`, starting the tunnel after a `101`); [`forward`]
-//! runs the phases in order, each returning what the next needs:
+//! [`handle`] serves a request hyper read and starts the tunnel after a `101`;
+//! [`handle_direct`], an upgrade the node read itself ([`super::direct`]), returning the
+//! tunnel for its caller to start. Both go through `respond`, the bookkeeping (counters,
+//! the log entry, `http_after_response` rules, a draining node's `Connection: close`);
+//! [`forward`] runs the phases in order, each returning what the next needs:
 //!
 //! 1. **route** ([`super::route`]): request rules, `forwardfor`, backend choice;
 //! 2. **connect** ([`super::upstream::connect`]): server choice with persistence, queue,
@@ -10,7 +12,7 @@
 //! 3. **exchange** ([`super::upstream`]): the request sent, the response head awaited
 //!    under `timeout server` (→ 504; garbage → 502), response rules;
 //! 4. **upgrade** ([`switch`]): a `101` to an upgrade request becomes the client's `101`
-//!    and a tunnel ([`super::session`]).
+//!    and a tunnel ([`super::session::Pending`]).
 //!
 //! See `docs/request-flow.md` for the whole flow and its timeouts.
 
@@ -30,12 +32,13 @@ use super::error::{local_response, ProxyError, ServerRef};
 use super::h2::{self, Bridged};
 use super::log;
 use super::route::{self, Client, Route, Routed};
-use super::session::{ConnTunnels, ServerSide, Session};
+use super::session::{ClientSide, ConnTunnels, Pending, ServerSide};
 use super::upgrade;
 use super::upstream::{self, Exchange, Replay, Upstream};
 use super::Body;
 use crate::balance::cookie::Persistence;
 use crate::balance::{ChoiceError, Dispatch, PickInput};
+use crate::body::ReqBody;
 use crate::config::{BackendPlan, FrontendPlan, ServerPlan};
 use crate::counters::ServerCounters;
 
@@ -89,20 +92,48 @@ pub struct Arrival {
     pub started: Instant,
 }
 
-/// Serves one request of a client connection.
+/// Serves one request hyper's server read from a client connection (HTTP/1.1, or a
+/// stream of an HTTP/2 one); a `101` starts the tunnel on hyper's upgrade of it.
 pub async fn handle(
     mut req: Request<Incoming>,
     client: &Client,
     arrival: Arrival,
 ) -> Response<Body> {
-    let _in_flight = drain::InFlight::begin();
-    let started = arrival.started;
-    let fe = client.bind_now().frontend.clone();
-    fe.counters.total_requests.fetch_add(1, Relaxed);
     let upgrade = route::is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let on_conn = parts.extensions.remove::<Arc<ConnTunnels>>();
+    let (resp, tunnel) = respond(parts, ReqBody::Incoming(body), client, arrival, upgrade).await;
+    if let (Some(tunnel), Some(client_upgrade)) = (tunnel, client_upgrade) {
+        tunnel.start(ClientSide::Hyper(client_upgrade), on_conn);
+    }
+    resp
+}
+
+/// Serves an upgrade request the node read itself ([`super::direct`]): the response,
+/// and after a `101` the tunnel for the caller to start once it has written the head.
+pub async fn handle_direct(
+    req: Request<ReqBody>,
+    client: &Client,
+    arrival: Arrival,
+) -> (Response<Body>, Option<Pending>) {
+    let (parts, body) = req.into_parts();
+    respond(parts, body, client, arrival, true).await
+}
+
+/// The request's bookkeeping around [`forward`]: counters, the log entry, the
+/// `http_after_response` rules, a draining node's `Connection: close`.
+async fn respond(
+    parts: Parts,
+    body: ReqBody,
+    client: &Client,
+    arrival: Arrival,
+    upgrade: bool,
+) -> (Response<Body>, Option<Pending>) {
+    let _in_flight = drain::InFlight::begin();
+    let started = arrival.started;
+    let fe = client.bind_now().frontend.clone();
+    fe.counters.total_requests.fetch_add(1, Relaxed);
     // Build the log entry only when the access log is on.
     let mut entry = log::enabled().then(|| log::Entry {
         client: client.src.to_string(),
@@ -174,18 +205,14 @@ pub async fn handle(
             en.emit();
         }
     }
-    if let (Some(server), Some(client_upgrade)) = (tunnel, client_upgrade) {
-        Session::start(
-            &fe,
-            client.src,
-            server,
-            entry.map(Box::new),
-            client.sc(&fe),
-            client_upgrade,
-            on_conn,
-        );
-    }
-    resp
+    let tunnel = tunnel.map(|server| Pending {
+        frontend: fe.counters.clone(),
+        client: client.src,
+        server,
+        log: entry.map(Box::new),
+        tracked: client.sc(&fe),
+    });
+    (resp, tunnel)
 }
 
 /// Records the backend and server, the timers and retries on a log entry.
@@ -241,7 +268,7 @@ fn count_failure(e: &ProxyError, trace: &Trace) {
 /// request went through with the result.
 async fn forward(
     mut parts: Parts,
-    body: Incoming,
+    body: ReqBody,
     client: &Client,
     fe: &FrontendPlan,
     upgrade: bool,

@@ -17,7 +17,7 @@ use super::io::ClientIo;
 use super::log;
 use super::tunnel::{self, TunnelEnd};
 use crate::config::acl::Tracked;
-use crate::config::{FrontendPlan, TunnelTimeouts};
+use crate::config::TunnelTimeouts;
 use crate::counters::{FrontendCounters, Held, ServerCounters};
 
 /// A client connection that came in over TLS.
@@ -61,24 +61,42 @@ pub struct Session {
     pub on_conn: Option<Held<ConnTunnels>>,
 }
 
-impl Session {
-    /// Starts the tunnel between the client (once its `101` has been written) and the
-    /// server, registered for a drain. Counted as a tunnel from now on, before the HTTP
-    /// connection stops counting, so `maxconn` never sees a gap.
-    pub fn start(
-        fe: &FrontendPlan,
-        client: SocketAddr,
-        server: ServerSide,
-        log: Option<Box<log::Entry>>,
-        tracked: Tracked,
-        client_upgrade: hyper::upgrade::OnUpgrade,
-        on_conn: Option<Arc<ConnTunnels>>,
-    ) {
+/// The client side of a tunnel.
+pub enum ClientSide {
+    /// hyper's upgrade of the connection: the socket comes back once hyper has written
+    /// the `101`.
+    Hyper(hyper::upgrade::OnUpgrade),
+    /// The client socket itself, its `101` already written, with the bytes the client
+    /// sent past its request head (an upgrade read by [`super::direct`]).
+    Direct(TcpStream, Bytes),
+}
+
+/// A tunnel whose server side is ready (the server's `101` is in) and whose client side
+/// the caller gives when it starts it.
+pub struct Pending {
+    pub frontend: Arc<FrontendCounters>,
+    pub client: SocketAddr,
+    pub server: ServerSide,
+    pub log: Option<Box<log::Entry>>,
+    pub tracked: Tracked,
+}
+
+impl Pending {
+    /// Starts the tunnel between the client and the server, registered for a drain.
+    /// Counted as a tunnel from now on, before the HTTP connection stops counting, so
+    /// `maxconn` never sees a gap. `on_conn`: the count of tunnels on the client
+    /// connection, when that carries several (HTTP/2).
+    pub fn start(self, client_side: ClientSide, on_conn: Option<Arc<ConnTunnels>>) {
+        let Pending {
+            frontend,
+            client,
+            server,
+            log,
+            tracked,
+        } = self;
         let session = Session {
-            fe_tunnel: Held::new(fe.counters.clone(), |c: &FrontendCounters| {
-                &c.current_tunnels
-            }),
-            frontend: fe.counters.clone(),
+            fe_tunnel: Held::new(frontend.clone(), |c: &FrontendCounters| &c.current_tunnels),
+            frontend,
             server: server.counters,
             client,
             limits: server.limits,
@@ -87,15 +105,17 @@ impl Session {
             tracked,
             on_conn: on_conn.map(|c| Held::new(c, |c: &ConnTunnels| &c.open)),
         };
-        drain::spawn_tunnel(session.run(client_upgrade, server.io));
+        drain::spawn_tunnel(session.run(client_side, server.io));
     }
+}
 
+impl Session {
     /// The tunnel task. Its state is kept small (an idle tunnel is mostly this future):
     /// the context moves into the bookkeeping guard before the first await, so it is held
     /// once, not twice.
     fn run(
         self,
-        client: hyper::upgrade::OnUpgrade,
+        client: ClientSide,
         server: (TcpStream, Bytes),
     ) -> impl std::future::Future<Output = ()> + Send {
         let limits = self.limits;
@@ -107,35 +127,47 @@ impl Session {
             ctx: Some(self),
         };
         async move {
-            let peer = ended.ctx.as_ref().map(|c| c.client);
-            let upgraded = match client.await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(client = ?peer, error = %e, "client upgrade did not complete");
-                    ended.finish(TunnelEnd::ClientError);
-                    return;
-                }
-            };
-            // Take the raw socket back from hyper: the tunnel works on the sockets
-            // themselves. A TLS client connection keeps its TLS stream.
-            let report = match upgraded.downcast::<TokioIo<ClientIo>>() {
-                Ok(c) => {
-                    // Unpacked in a block, so nothing of hyper's parts stays in this
-                    // task's state while the tunnel runs.
-                    let (client, early) = {
-                        let c = c;
-                        (c.io.into_inner().into_inner(), c.read_buf)
+            let (client, early) = match client {
+                ClientSide::Direct(client, early) => (client, early),
+                ClientSide::Hyper(upgrade) => {
+                    let peer = ended.ctx.as_ref().map(|c| c.client);
+                    let upgraded = match upgrade.await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::debug!(client = ?peer, error = %e, "client upgrade did not complete");
+                            ended.finish(TunnelEnd::ClientError);
+                            return;
+                        }
                     };
-                    ended.started = Instant::now();
-                    tunnel::run(client, early, server.0, server.1, limits, &ended.meter).await
-                }
-                // A TLS client (or another kind of upgraded connection): boxed, since a
-                // TLS stream and its buffered copies are large and must not make every
-                // plain tunnel's task that large too.
-                Err(upgraded) => {
-                    Box::pin(stream_tunnel(upgraded, server, limits, &ended.meter)).await
+                    // Take the raw socket back from hyper: the tunnel works on the sockets
+                    // themselves. A TLS client connection keeps its TLS stream.
+                    match upgraded.downcast::<TokioIo<ClientIo>>() {
+                        // Unpacked in a block, so nothing of hyper's parts stays in this
+                        // task's state while the tunnel runs.
+                        Ok(c) => {
+                            let (client, unread) = c.io.into_inner().into_parts();
+                            let early = if unread.is_empty() {
+                                c.read_buf
+                            } else {
+                                [c.read_buf, unread].concat().into()
+                            };
+                            (client, early)
+                        }
+                        // A TLS client (or another kind of upgraded connection): boxed,
+                        // since a TLS stream and its buffered copies are large and must
+                        // not make every plain tunnel's task that large too.
+                        Err(upgraded) => {
+                            let report =
+                                Box::pin(stream_tunnel(upgraded, server, limits, &ended.meter))
+                                    .await;
+                            ended.finish(report.end);
+                            return;
+                        }
+                    }
                 }
             };
+            ended.started = Instant::now();
+            let report = tunnel::run(client, early, server.0, server.1, limits, &ended.meter).await;
             ended.finish(report.end);
         }
     }
@@ -257,7 +289,10 @@ mod tests {
         let mut req = Request::new(());
         // What is spawned: the tunnel, registered for a drain.
         let task = drain::registered(
-            ctx.run(hyper::upgrade::on(&mut req), (s, Bytes::new())),
+            ctx.run(
+                ClientSide::Hyper(hyper::upgrade::on(&mut req)),
+                (s, Bytes::new()),
+            ),
             u64::MAX,
         );
         let size = std::mem::size_of_val(&task);

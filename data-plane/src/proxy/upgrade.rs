@@ -21,13 +21,14 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, StatusCode};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::error::{ProxyError, ServerRef};
 use super::upstream::{self, Exchange, Replay};
+use crate::body::ReqBody;
 
 /// Response heads longer than this go to hyper (which takes up to its own limit).
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -39,7 +40,7 @@ const FIRST_READ: usize = 2048;
 /// Sends the upgrade `request` on a new server connection and waits for the response
 /// head within `timeout` (`timeout server`).
 pub async fn exchange(
-    request: Request<Incoming>,
+    request: Request<ReqBody>,
     mut stream: TcpStream,
     timeout: Duration,
     server_name: &ServerRef,
@@ -122,14 +123,23 @@ fn encode_head<B>(request: &Request<B>) -> Vec<u8> {
     } else {
         b" HTTP/1.1\r\n"
     });
-    for (name, value) in request.headers() {
+    put_fields(&mut out, request.headers());
+    out
+}
+
+/// Writes header fields as hyper writes them (names in lower case, in the given order),
+/// then the empty line that ends a head.
+pub fn put_fields<'a>(
+    out: &mut Vec<u8>,
+    fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+) {
+    for (name, value) in fields {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// What the bytes read so far are.

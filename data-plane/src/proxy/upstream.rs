@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use super::error::{ProxyError, ServerRef};
 use super::Body;
 use crate::balance::{self, ChoiceError, Dispatch, PickInput};
+use crate::body::ReqBody;
 use crate::config::{BackendPlan, ServerPlan};
 use crate::counters::{Held, ServerCounters};
 use crate::pool::{Pool, Sender};
@@ -127,7 +128,7 @@ pub async fn connect(
 /// A pooled connection the server closed meanwhile is replaced by a new one, as long as
 /// the request has not been sent on it.
 pub async fn exchange_pooled(
-    mut request: Request<Incoming>,
+    mut request: Request<ReqBody>,
     mut upstream: Upstream,
     server: &ServerPlan,
     backend: &BackendPlan,
@@ -157,7 +158,7 @@ pub async fn exchange_pooled(
                 Upstream::Pooled(s) => (s, true),
                 Upstream::Fresh(stream) => {
                     let (s, connection) = hyper::client::conn::http1::Builder::new()
-                        .handshake::<_, Incoming>(TokioIo::new(stream))
+                        .handshake::<_, ReqBody>(TokioIo::new(stream))
                         .await
                         .map_err(|e| bad(e.to_string()))?;
                     tokio::spawn(async move {
@@ -221,7 +222,7 @@ pub enum Exchange {
 /// `101` hands the socket over instead of relaying a body (upgrades come here from
 /// [`super::upgrade`] only when its direct path does not apply).
 pub async fn exchange(
-    request: Request<Incoming>,
+    request: Request<ReqBody>,
     stream: Replay,
     timeout: Duration,
     server_name: &ServerRef,
@@ -232,7 +233,7 @@ pub async fn exchange(
         reason,
     };
     let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
-        .handshake::<_, Incoming>(TokioIo::new(stream))
+        .handshake::<_, ReqBody>(TokioIo::new(stream))
         .await
         .map_err(|e| bad(e.to_string()))?;
     // The server connection is driven from this task until the response head is in:
