@@ -151,13 +151,14 @@ async fn serve_plain(
     let mut buf = BytesMut::with_capacity(direct::FIRST_READ);
     // A failed read (a timeout's 408 is already on its way) is hyper's to meet again.
     let _ = io.read_buf(&mut buf).await;
+    let buf = buf.freeze();
     let mut prepared = None;
     if let Some((req, head)) = direct::parse(&buf, (fe.max_header_bytes, fe.max_headers)) {
         // Boxed, as hyper boxes its requests' futures: a connection's task stays small.
         let served = Box::pin(request::handle_direct(req, &conn.client, arrival(&conn)));
         match served.await {
             (resp, Some(tunnel)) => {
-                let early = buf.split_off(head).freeze();
+                let early = buf.slice(head..);
                 let mut stream = io.into_inner();
                 direct::write_head(&mut stream, &direct::encode_head(&resp), fe.client_timeout)
                     .await;
@@ -167,7 +168,7 @@ async fn serve_plain(
             (resp, None) => prepared = Some(Box::new(resp)),
         }
     }
-    io.replay(buf.freeze());
+    io.replay(buf);
     // Boxed: hyper's connection state is large, and must not make the task of every
     // connection served on the direct path that large too.
     Box::pin(serve_http(io, conn, prepared, started)).await

@@ -20,6 +20,8 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use tokio::io::AsyncWriteExt;
@@ -38,8 +40,11 @@ pub const MAX_HEADERS: usize = 64;
 /// The upgrade request at the start of `buf` and the length of its head, when `buf`
 /// holds a complete one this path takes (see the module docs) within the frontend's
 /// limits (`max_header_bytes`, `max_headers`); `None` leaves the request to hyper.
+///
+/// The target and the field values are slices of `buf`, not copies (as hyper's parser
+/// makes them).
 pub fn parse(
-    buf: &[u8],
+    buf: &Bytes,
     (max_bytes, max_fields): (usize, Option<usize>),
 ) -> Option<(Request<ReqBody>, usize)> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -53,7 +58,7 @@ pub fn parse(
     if req.method? != "GET" || req.version? != 1 {
         return None;
     }
-    let uri = Uri::try_from(req.path?).ok()?;
+    let uri = Uri::from_maybe_shared(buf.slice_ref(req.path?.as_bytes())).ok()?;
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     for field in req.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
@@ -63,7 +68,10 @@ pub fn parse(
         {
             return None;
         }
-        headers.append(name, HeaderValue::from_bytes(field.value).ok()?);
+        headers.append(
+            name,
+            HeaderValue::from_maybe_shared(buf.slice_ref(field.value)).ok()?,
+        );
     }
     if !route::is_upgrade_request(&headers) {
         return None;
@@ -131,7 +139,7 @@ mod tests {
 
     #[test]
     fn a_whole_upgrade_is_taken_with_what_follows_it() {
-        let wire = [UPGRADE, b"\x81\x82abcd"].concat();
+        let wire = Bytes::from([UPGRADE, b"\x81\x82abcd"].concat());
         let (req, len) = parse(&wire, LIMITS).expect("taken");
         assert_eq!(len, UPGRADE.len());
         assert_eq!(req.method(), Method::GET);
@@ -169,16 +177,19 @@ mod tests {
             "garbage\r\n\r\n".to_string(),
         ];
         for wire in &cases {
-            assert!(parse(wire.as_bytes(), LIMITS).is_none(), "{wire:?}");
+            assert!(
+                parse(&Bytes::from(wire.clone()), LIMITS).is_none(),
+                "{wire:?}"
+            );
         }
         let many: String = (0..MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
         let wire = upgrade.replacen("\r\n\r\n", &format!("\r\n{many}\r\n"), 1);
-        assert!(parse(wire.as_bytes(), LIMITS).is_none());
+        assert!(parse(&Bytes::from(wire), LIMITS).is_none());
         // The frontend's own limits.
-        let len = UPGRADE.len();
-        assert!(parse(UPGRADE, (len, Some(5))).is_some());
-        assert!(parse(UPGRADE, (len - 1, None)).is_none());
-        assert!(parse(UPGRADE, (len, Some(4))).is_none());
+        let (upgrade, len) = (Bytes::from_static(UPGRADE), UPGRADE.len());
+        assert!(parse(&upgrade, (len, Some(5))).is_some());
+        assert!(parse(&upgrade, (len - 1, None)).is_none());
+        assert!(parse(&upgrade, (len, Some(4))).is_none());
     }
 
     #[test]

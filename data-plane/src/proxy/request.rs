@@ -332,21 +332,12 @@ async fn forward(
     if upgrade {
         // The client's connection options are its own (RFC 9110 §7.6.1): the server gets
         // the protocol it asked for and the node's `Connection: upgrade`, nothing else.
-        let protocols: Vec<HeaderValue> = parts
-            .headers
-            .get_all(header::UPGRADE)
-            .iter()
-            .cloned()
-            .collect();
-        upstream::strip_hop_by_hop(&mut parts.headers);
-        for p in protocols {
-            parts.headers.append(header::UPGRADE, p);
-        }
+        upstream::strip_hop_by_hop(&mut parts.headers, true);
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
-        upstream::strip_hop_by_hop(&mut parts.headers);
+        upstream::strip_hop_by_hop(&mut parts.headers, false);
         if backend.server_close {
             // One request per server connection (option http-server-close).
             parts
@@ -456,7 +447,7 @@ async fn forward(
     };
     let (mut rparts, rbody) = response.into_parts();
     server.counters.count_response(rparts.status);
-    upstream::strip_hop_by_hop(&mut rparts.headers);
+    upstream::strip_hop_by_hop(&mut rparts.headers, false);
     route::server_response_rules(&mut rparts.headers, trace.view.as_ref(), client, fe);
     let set = persistence.on_response(&backend, server, &mut rparts.headers);
     if let Some(c) = trace.cookie.as_mut() {

@@ -410,27 +410,46 @@ impl AsyncWrite for Replay {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) that must not be forwarded on plain requests.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+/// The hop-by-hop fields every message loses (RFC 9110 §7.6.1), besides those its
+/// `Connection` lists; `Upgrade` last.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop fields (RFC 9110 §7.6.1) from a message to forward: those its
+/// `Connection` lists and the fixed ones, except `Upgrade` when `keep_upgrade` (an
+/// upgrade request keeps the protocols it asks for).
+pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // Usually empty (`Connection: upgrade` or `keep-alive` lists only fixed ones), and so
+    // no allocation.
     let listed: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|f| t.eq_ignore_ascii_case(f.as_str()))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in listed {
         h.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    let fixed = if keep_upgrade {
+        &HOP_BY_HOP[..HOP_BY_HOP.len() - 1]
+    } else {
+        &HOP_BY_HOP[..]
+    };
+    for name in fixed {
         h.remove(name);
     }
 }
