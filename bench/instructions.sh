@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Counts the node's user-space instructions per upgrade or per echo64 message under
+# Counts the node's user-space instructions per upgrade (HTTP/1.1, or an HTTP/2 WebSocket
+# stream for h2streams) or per 64-byte echo message (over HTTP/2 for h2echo) under
 # valgrind's callgrind: repeatable for the same binary and inputs, whatever else the
 # machine is doing, so two builds can be compared where timed runs are too noisy.
 #
-#   bench/instructions.sh handshake|echo [NODE_BINARY]
+#   bench/instructions.sh handshake|echo|h2streams|h2echo [NODE_BINARY]
 #
 # NODE_BINARY defaults to this tree's release build (built first); pass another build of
 # sluice-dp to compare. Only instructions between the start and the end of the measured
@@ -32,7 +33,9 @@ sleep 1
 case $WL in
   handshake) cmd=(handshake --target 127.0.0.1:18081 --seconds 3) ;;
   echo) cmd=(echo --target 127.0.0.1:18081 --seconds 3) ;;
-  *) echo "usage: bench/instructions.sh handshake|echo [NODE_BINARY]" >&2; exit 2 ;;
+  h2streams) cmd=(h2-streams --target 127.0.0.1:18081 --seconds 3 --conns 10 --per-conn 5) ;;
+  h2echo) cmd=(h2-echo --target 127.0.0.1:18081 --seconds 3 --conns 10 --per-conn 10 --size 64) ;;
+  *) echo "usage: bench/instructions.sh handshake|echo|h2streams|h2echo [NODE_BINARY]" >&2; exit 2 ;;
 esac
 taskset -c 1 "$B/sluice-bench" "${cmd[@]}" > /dev/null   # warm-up
 callgrind_control -i on "$NODE" > /dev/null
