@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sluice_tests::harness::{any_port, eventually, fixture, ws_whoami};
-use sluice_tests::raw::{get, metrics, raw_exchange, raw_head, read_response, read_until_closed};
+use sluice_tests::raw::{
+    get, metrics, raw_exchange, raw_head, read_response, read_until_closed, upgrade,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -572,6 +574,22 @@ async fn header_limits_are_configurable() {
     let big = format!("X-Big: {}\r\n{close}", "b".repeat(3000));
     let r = raw_exchange(f.bind, &get("/", &big)).await;
     assert!(r.starts_with("HTTP/1.1 431"), "over max_header_bytes: {r}");
+    // The same limits for an upgrade request that arrives whole in the node's first read
+    // (its five header lines are the limit).
+    let r = raw_exchange(
+        f.bind,
+        &upgrade("/ws", &format!("X-Big: {}\r\n", "b".repeat(1500))),
+    )
+    .await;
+    assert!(
+        r.starts_with("HTTP/1.1 431"),
+        "an upgrade over max_header_bytes: {r}"
+    );
+    let r = raw_exchange(f.bind, &upgrade("/ws", "X-One: more\r\n")).await;
+    assert!(
+        r.starts_with("HTTP/1.1 431"),
+        "an upgrade over max_headers: {r}"
+    );
     assert_eq!(f.backend("app-01").requests().len(), 1);
 
     // Under a head limit above 64 KiB, a request target over 64 KiB is refused with 414
