@@ -21,7 +21,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use tokio::io::AsyncWriteExt;
@@ -32,7 +31,7 @@ use super::{route, upgrade};
 use crate::body::ReqBody;
 
 /// The first read's buffer: an upgrade request's head is usually 200–600 bytes. Smaller
-/// than hyper's first read, so that a replay is taken in one read.
+/// than hyper's first read (8 KiB), so that a replay is taken in one read.
 pub const FIRST_READ: usize = 4096;
 /// Request heads with more fields than this go to hyper.
 pub const MAX_HEADERS: usize = 64;
