@@ -58,7 +58,13 @@ thread_local! {
     static LOCAL_SHARD: Cell<usize> = const { Cell::new(UNASSIGNED) };
     /// The sequence this thread's tunnel ids are drawn from.
     static LOCAL_SEQ: Cell<u64> = const { Cell::new(0) };
+    /// The tunnel this thread is spawning (`NO_TUNNEL`: none), and whether its task ended
+    /// inside that spawn.
+    static SPAWNING: Cell<(u64, bool)> = const { Cell::new((NO_TUNNEL, false)) };
 }
+
+/// No tunnel id (ids count up from 0 per thread, never this far).
+const NO_TUNNEL: u64 = u64::MAX;
 
 /// This thread's shard.
 fn local_shard() -> usize {
@@ -120,8 +126,13 @@ where
     let id = next_id();
     // Held across the spawn, so the task cannot deregister before it is registered.
     let mut open = shard(id);
+    SPAWNING.set((id, false));
     let handle = tokio::spawn(registered(task, id));
-    open.insert(id, handle.abort_handle());
+    // A runtime shutting down drops a new task inside `spawn`: it is gone already.
+    let (_, ended) = SPAWNING.replace((NO_TUNNEL, false));
+    if !ended {
+        open.insert(id, handle.abort_handle());
+    }
 }
 
 /// `task`, deregistered when it ends or is aborted. Not an `async` block awaiting
@@ -139,7 +150,15 @@ struct Registered(u64);
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        shard(self.0).remove(&self.0);
+        // Dropped inside its own spawn (by a runtime shutting down): this thread holds
+        // the shard's lock and has not registered it, so there is nothing to remove.
+        let in_own_spawn = SPAWNING.with(|s| {
+            let (id, _) = s.get();
+            (id == self.0).then(|| s.set((id, true))).is_some()
+        });
+        if !in_own_spawn {
+            shard(self.0).remove(&self.0);
+        }
     }
 }
 
@@ -199,6 +218,46 @@ mod tests {
         assert!(in_flight() >= 1);
         drop(request);
         assert_eq!(SHARD[shard].in_flight.load(Relaxed), before - 1);
+    }
+
+    /// A runtime shutting down drops the tasks it still holds; one whose drop starts a
+    /// tunnel has that tunnel dropped inside `spawn`, while the registry's lock is held.
+    /// It once deadlocked there; it must neither hang nor leave an entry behind.
+    #[test]
+    fn a_tunnel_started_while_its_runtime_shuts_down_is_not_left_registered() {
+        struct StartsTunnelOnDrop;
+        impl Drop for StartsTunnelOnDrop {
+            fn drop(&mut self) {
+                spawn_tunnel(std::future::pending::<()>());
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                tokio::spawn(async move {
+                    let _guard = StartsTunnelOnDrop;
+                    std::future::pending::<()>().await;
+                });
+                tokio::task::yield_now().await;
+            });
+            // The id the tunnel started at the runtime's drop gets (this thread's next).
+            let id = next_id() + SHARDS as u64;
+            drop(rt);
+            let started = next_id() == id + SHARDS as u64;
+            let registered = shard(id).contains_key(&id);
+            let _ = tx.send((started, registered));
+        });
+        let (started, registered) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the runtime's drop returned (no deadlock)");
+        assert!(started, "the tunnel was started during the runtime's drop");
+        assert!(
+            !registered,
+            "a tunnel dropped at its start is left registered"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
