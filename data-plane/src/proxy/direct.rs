@@ -21,7 +21,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header;
 use http::{Method, Request, Response, Uri, Version};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -58,19 +58,16 @@ pub fn parse(
         return None;
     }
     let uri = Uri::from_maybe_shared(buf.slice_ref(req.path?.as_bytes())).ok()?;
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
-    for field in req.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
-        if name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-            || name == header::EXPECT
-        {
-            return None;
-        }
-        headers.append(
-            name,
-            HeaderValue::from_maybe_shared(buf.slice_ref(field.value)).ok()?,
-        );
+    let headers = upgrade::field_map(buf, req.headers)?;
+    if [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::EXPECT,
+    ]
+    .iter()
+    .any(|h| headers.contains_key(h))
+    {
+        return None;
     }
     if !route::is_upgrade_request(&headers) {
         return None;
@@ -126,6 +123,7 @@ pub async fn write_head(stream: &mut TcpStream, head: &[u8], timeout: Duration) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HeaderValue;
     use http::StatusCode;
     use http_body_util::{BodyExt, Empty};
 

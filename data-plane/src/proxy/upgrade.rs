@@ -18,8 +18,8 @@
 use std::io;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue};
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, StatusCode};
 use hyper::body::Body as _;
 use tokio::io::AsyncWriteExt;
@@ -77,28 +77,25 @@ pub async fn exchange(
             Ok(Err(e)) => return Err(bad("reading the response", e)),
             Ok(Ok(n)) => n,
         };
-        // The fields' offsets stay out of the future's state: a block of their own.
-        let read = {
-            let mut fields = Fields::default();
-            match parse_switch(&buf, &mut fields) {
-                Parsed::Switched(len) => {
-                    let mut read = buf.freeze();
-                    if let Some(parts) = fields.head(&read) {
-                        read.advance(len);
-                        return Ok(Exchange::Switched(parts, (stream, read)));
-                    }
-                    read
-                }
-                Parsed::Partial if n > 0 && buf.len() < MAX_HEAD => {
-                    if buf.capacity() == buf.len() {
-                        buf.reserve(buf.len());
-                    }
-                    continue;
-                }
-                // Not a plain 101, or not one this parser takes: hyper answers for it.
-                _ => buf.freeze(),
+        // Parsed frozen, so the head's values are slices of what was read; a partial
+        // head gets its buffer back to read on (no copy: nothing else holds it).
+        let read = buf.freeze();
+        match parse_switch(&read) {
+            Parsed::Switched(parts, len) => {
+                return Ok(Exchange::Switched(parts, (stream, read.slice(len..))));
             }
-        };
+            Parsed::Partial if n > 0 && read.len() < MAX_HEAD => {
+                buf = read
+                    .try_into_mut()
+                    .unwrap_or_else(|b| BytesMut::from(&b[..]));
+                if buf.capacity() == buf.len() {
+                    buf.reserve(buf.len());
+                }
+                continue;
+            }
+            // Not a plain 101, or not one this parser takes: hyper answers for it.
+            _ => {}
+        }
         let replay = Replay::after(stream, read);
         let left = deadline.saturating_duration_since(Instant::now());
         return upstream::exchange(request, replay, left, server_name, true).await;
@@ -150,53 +147,32 @@ pub fn put_fields<'a>(
     out.extend_from_slice(b"\r\n");
 }
 
+/// The header map of parsed `fields`, the values slices of `buf` (the buffer parsed, as
+/// hyper's parser makes them: no copy); `None` when a field is not valid for the `http`
+/// types.
+pub fn field_map(buf: &Bytes, fields: &[httparse::Header<'_>]) -> Option<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+        map.append(
+            name,
+            HeaderValue::from_maybe_shared(buf.slice_ref(field.value)).ok()?,
+        );
+    }
+    Some(map)
+}
+
 /// What the bytes read so far are.
 enum Parsed {
-    /// A complete `101` head of `usize` bytes (its fields' places given back apart).
-    Switched(usize),
+    /// A complete `101` head of `usize` bytes.
+    Switched(http::response::Parts, usize),
     /// Not complete yet.
     Partial,
     /// Anything else: for hyper.
     Other,
 }
 
-/// Where the fields of a parsed head are in its buffer, so the head can be built from
-/// slices of the buffer once it is frozen (no copy of the values).
-struct Fields {
-    /// Name and value of each field, as (start, end) offsets.
-    at: [((u16, u16), (u16, u16)); MAX_HEADERS],
-    len: usize,
-}
-
-impl Default for Fields {
-    fn default() -> Self {
-        Fields {
-            at: [((0, 0), (0, 0)); MAX_HEADERS],
-            len: 0,
-        }
-    }
-}
-
-impl Fields {
-    /// The `101`'s head, its values sliced from `buf` (the buffer parsed); `None` when
-    /// a field is not valid for the `http` types (hyper answers for it then).
-    fn head(&self, buf: &Bytes) -> Option<http::response::Parts> {
-        let mut head = http::Response::new(());
-        *head.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let headers = head.headers_mut();
-        headers.reserve(self.len);
-        for &((ns, ne), (vs, ve)) in &self.at[..self.len] {
-            let name = HeaderName::from_bytes(&buf[usize::from(ns)..ne.into()]).ok()?;
-            let value =
-                HeaderValue::from_maybe_shared(buf.slice(usize::from(vs)..ve.into())).ok()?;
-            headers.append(name, value);
-        }
-        Some(head.into_parts().0)
-    }
-}
-
-/// Parses what was read of the response; the places of a `101`'s fields go to `at`.
-fn parse_switch(buf: &[u8], at: &mut Fields) -> Parsed {
+fn parse_switch(buf: &Bytes) -> Parsed {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut fields);
     let len = match resp.parse(buf) {
@@ -204,20 +180,16 @@ fn parse_switch(buf: &[u8], at: &mut Fields) -> Parsed {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Other,
     };
-    if resp.code != Some(101) || resp.version != Some(1) || len > MAX_HEAD {
+    if resp.code != Some(101) || resp.version != Some(1) {
         return Parsed::Other;
     }
-    let base = buf.as_ptr() as usize;
-    // Offsets within a head of at most `MAX_HEAD` bytes fit in a u16.
-    let span = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        (start as u16, (start + s.len()) as u16)
+    let Some(headers) = field_map(buf, resp.headers) else {
+        return Parsed::Other;
     };
-    at.len = resp.headers.len();
-    for (slot, field) in at.at.iter_mut().zip(resp.headers.iter()) {
-        *slot = (span(field.name.as_bytes()), span(field.value));
-    }
-    Parsed::Switched(len)
+    let mut head = http::Response::new(());
+    *head.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *head.headers_mut() = headers;
+    Parsed::Switched(head.into_parts().0, len)
 }
 
 #[cfg(test)]
@@ -249,13 +221,9 @@ mod tests {
     #[test]
     fn a_complete_101_is_switched_with_what_follows_it() {
         let wire = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: abc=\r\n\r\n\x81\x02hi";
-        let mut fields = Fields::default();
-        let Parsed::Switched(len) = parse_switch(wire, &mut fields) else {
+        let Parsed::Switched(parts, len) = parse_switch(&Bytes::from_static(wire)) else {
             panic!("not switched");
         };
-        let parts = fields
-            .head(&Bytes::from_static(wire))
-            .expect("a valid head");
         assert_eq!(parts.status, StatusCode::SWITCHING_PROTOCOLS);
         assert_eq!(parts.headers["sec-websocket-accept"], "abc=");
         assert_eq!(&wire[len..], b"\x81\x02hi");
@@ -264,10 +232,9 @@ mod tests {
     #[test]
     fn anything_but_a_complete_101_is_not_switched_here() {
         assert!(matches!(
-            parse_switch(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: web",
-                &mut Fields::default()
-            ),
+            parse_switch(&Bytes::from_static(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: web"
+            )),
             Parsed::Partial
         ));
         for wire in [
@@ -278,16 +245,13 @@ mod tests {
             b"garbage\r\n\r\n",
         ] {
             assert!(
-                matches!(parse_switch(wire, &mut Fields::default()), Parsed::Other),
+                matches!(parse_switch(&Bytes::copy_from_slice(wire)), Parsed::Other),
                 "{:?}",
                 String::from_utf8_lossy(wire)
             );
         }
         let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
         let wire = format!("HTTP/1.1 101 Switching Protocols\r\n{many}\r\n");
-        assert!(matches!(
-            parse_switch(wire.as_bytes(), &mut Fields::default()),
-            Parsed::Other
-        ));
+        assert!(matches!(parse_switch(&Bytes::from(wire)), Parsed::Other));
     }
 }
