@@ -101,6 +101,25 @@ async fn h2c_requests_go_through_the_same_rules_and_routing() {
         f.backend("app-01").requests().pop().unwrap().body,
         b"hello body"
     );
+    // Bodies many times the flow-control windows (the node's 256 KiB per stream and
+    // 1 MiB per connection; the client's), two streams at once: each window is given
+    // back as the data moves on, both ways.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let sends = (0..2).map(|i| {
+        let (mut c, body) = (h2.clone(), big.clone());
+        tokio::spawn(async move { c.request("POST", &format!("/big/{i}"), &[], &body).await })
+    });
+    for sent in sends.collect::<Vec<_>>() {
+        let resp = tokio::time::timeout(WAIT, sent)
+            .await
+            .expect("both large exchanges within the wait")
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status, 200);
+        let seen = resp.json();
+        assert_eq!(seen["body"].as_str().map(str::len), Some(big.len()));
+        assert!(seen["body"].as_str().unwrap().as_bytes() == &big[..]);
+    }
 }
 
 #[tokio::test]
@@ -123,8 +142,9 @@ async fn websocket_streams_share_one_connection_and_route_by_the_article_acls() 
         who(h2_ws_roundtrip(&mut notify, Message::text("whoami")).await),
         "notify-01"
     );
-    // Every kind of data frame comes back unmodified, on both streams at once.
-    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    // Every kind of data frame comes back unmodified, on both streams at once; a large
+    // one (beyond the stream's flow-control window) too.
+    let big: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
     for ws in [&mut chat, &mut notify] {
         assert_eq!(
             h2_ws_roundtrip(ws, Message::binary(big.clone())).await,

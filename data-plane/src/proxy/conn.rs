@@ -155,7 +155,12 @@ async fn serve_plain(
     let mut prepared = None;
     if let Some((req, head)) = direct::parse(&buf, (fe.max_header_bytes, fe.max_headers)) {
         // Boxed, as hyper boxes its requests' futures: a connection's task stays small.
-        let served = Box::pin(request::handle_direct(req, &conn.client, arrival(&conn)));
+        let served = Box::pin(request::handle_read(
+            req,
+            &conn.client,
+            arrival(&conn),
+            true,
+        ));
         match served.await {
             (resp, Some(tunnel)) => {
                 let early = buf.slice(head..);
@@ -313,10 +318,10 @@ fn new_conn(
 }
 
 /// Marks a request in flight (suspends the client timeouts) until dropped.
-struct Busy<'a>(&'a ConnState);
+pub(super) struct Busy<'a>(&'a ConnState);
 
 impl<'a> Busy<'a> {
-    fn new(state: &'a ConnState) -> Self {
+    pub(super) fn new(state: &'a ConnState) -> Self {
         state.busy.fetch_add(1, Relaxed);
         Self(state)
     }

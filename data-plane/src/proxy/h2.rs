@@ -1,15 +1,13 @@
-//! HTTP/2 on the front end. hyper's HTTP/2 server runs the connection; each stream's
-//! request is normalized to what the HTTP/1.1 path expects ([`normalize`]: `Host` from
-//! `:authority`, an origin-form target) and handled by [`super::request::handle`], so
-//! both versions share the phases (route, connect, exchange, upgrade), rules, balancing,
-//! persistence, logs and counters. Servers are spoken to in HTTP/1.1.
+//! HTTP/2 on the front end: one client connection, run by the `h2` crate's server. Each
+//! stream is a task of its own ([`super::h2stream`]) whose request goes through the same
+//! request path as an HTTP/1.1 one (route, connect, exchange, upgrade; rules, balancing,
+//! persistence, logs and counters). Servers are spoken to in HTTP/1.1.
 //!
 //! WebSocket over HTTP/2 (RFC 8441): the node announces `SETTINGS_ENABLE_CONNECT_PROTOCOL`;
 //! an extended CONNECT with `:protocol = websocket` becomes an HTTP/1.1 upgrade request
-//! (`GET`, `Upgrade: websocket`, `Connection: upgrade`, a `Sec-WebSocket-Key` the node
-//! makes), which the configuration's ACLs match as they would the HTTP/1.1 handshake.
-//! The exchange checks the server's `Sec-WebSocket-Accept` against that key ([`Bridged`])
-//! and answers the stream `200`; the stream is then the client side of the tunnel.
+//! with a `Sec-WebSocket-Key` the node makes ([`Bridged`]); the exchange checks the
+//! server's `Sec-WebSocket-Accept` against it ([`accepts`]) and the stream is answered
+//! `200` ([`stream_answer`]), then carries the tunnel's client side.
 //!
 //! To stick tables each stream is a connection: `track-sc*` tracks it, `sc_conn_cur`
 //! counts it while it is open (a WebSocket stream: while its tunnel is), and a refused
@@ -24,29 +22,30 @@
 //! connection with no stream in flight and no tunnel for `timeout client` is closed with
 //! GOAWAY.
 
-use std::convert::Infallible;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use bytes::Bytes;
+use http::header;
+use http::{Response, StatusCode};
 use tokio::net::TcpStream;
 
 use super::conn::Conn;
-use super::error::local_response;
+use super::h2stream;
 use super::h2watch::{HeadClock, HeadWatch};
-use super::request::{self, Arrival};
-use super::route::Client;
 use super::session::ConnTunnels;
 use super::Body;
 use crate::config::Http2Plan;
 
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The largest frame the node accepts (the protocol's initial value).
+const MAX_FRAME_SIZE: u32 = 16 * 1024;
+/// How much a stream may have queued for sending beyond what the client's window
+/// admits, before writing to it waits.
+const MAX_SEND_BUFFER: usize = 400 * 1024;
 
 /// Marks a request bridged from an HTTP/2 WebSocket stream: the key the node sent the
 /// server, whose accept the exchange checks.
@@ -79,53 +78,6 @@ pub async fn starts_with_preface(stream: &TcpStream, timeout: Duration) -> bool 
     }
 }
 
-/// Makes an HTTP/2 request look like the HTTP/1.1 one the request path expects; a
-/// request the node cannot serve over HTTP/2 gets its answer instead.
-pub fn normalize(req: &mut Request<Incoming>) -> Result<(), StatusCode> {
-    if !req.headers().contains_key(header::HOST) {
-        if let Some(host) = req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            req.headers_mut().insert(header::HOST, host);
-        }
-    }
-    if req.method() == Method::CONNECT {
-        let websocket = req
-            .extensions()
-            .get::<hyper::ext::Protocol>()
-            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
-        if !websocket {
-            // A plain CONNECT asks for a TCP tunnel to anywhere: not a reverse proxy's job.
-            return Err(StatusCode::METHOD_NOT_ALLOWED);
-        }
-        let key = crate::wskey::new_key();
-        *req.method_mut() = Method::GET;
-        let h = req.headers_mut();
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        h.entry(header::SEC_WEBSOCKET_VERSION)
-            .or_insert(HeaderValue::from_static("13"));
-        h.insert(
-            header::SEC_WEBSOCKET_KEY,
-            HeaderValue::from_str(&key).expect("base64 is a valid header value"),
-        );
-        req.extensions_mut().insert(Bridged { key });
-    }
-    // Servers get the origin form (`/path?query`), as from an HTTP/1.1 client.
-    if req.uri().authority().is_some() {
-        let origin = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse::<Uri>()
-            .unwrap_or_else(|_| Uri::from_static("/"));
-        *req.uri_mut() = origin;
-    }
-    Ok(())
-}
-
 /// Whether the server's `101` to a bridged request accepts the key the node sent.
 pub fn accepts(bridged: &Bridged, headers: &http::HeaderMap) -> bool {
     headers
@@ -156,84 +108,61 @@ where
 {
     let fe = conn.client.bind.frontend.clone();
     let tunnels = Arc::new(ConnTunnels::default());
-    let svc = {
-        let conn = conn.clone();
-        let tunnels = tunnels.clone();
-        service_fn(move |mut req: Request<Incoming>| {
-            let conn = conn.clone();
-            let tunnels = tunnels.clone();
-            async move {
-                let started = Instant::now();
-                conn.state.busy.fetch_add(1, Relaxed);
-                conn.state.requests.fetch_add(1, Relaxed);
-                let resp = match normalize(&mut req) {
-                    Ok(()) => {
-                        req.extensions_mut().insert(tunnels);
-                        let arrival = Arrival {
-                            at: SystemTime::now(),
-                            head_ms: 0,
-                            started,
-                        };
-                        // Each stream is a connection of its own to stick tables: it
-                        // tracks, and counts in `conn_cur`, while it is open (a tunnel:
-                        // as long as the tunnel).
-                        let client = Client {
-                            bind: conn.client.bind.clone(),
-                            current: conn.client.current.clone(),
-                            src: conn.client.src,
-                            local: conn.client.local,
-                            tls: conn.client.tls,
-                            alpn: conn.client.alpn.clone(),
-                            tracked: std::sync::Mutex::default(),
-                        };
-                        request::handle(req, &client, arrival).await
-                    }
-                    Err(status) => {
-                        let fe = &conn.client.bind.frontend;
-                        fe.counters.total_requests.fetch_add(1, Relaxed);
-                        fe.counters.count_response(status);
-                        local_response(status, &fe.errorfiles)
-                    }
-                };
-                conn.state.busy.fetch_sub(1, Relaxed);
-                Ok::<Response<Body>, Infallible>(resp)
-            }
-        })
-    };
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let mut builder = h2::server::Builder::new();
     builder
-        .timer(TokioTimer::new())
         .enable_connect_protocol()
         .max_concurrent_streams(h2.max_concurrent_streams)
-        .initial_stream_window_size(h2.initial_window_size)
+        .initial_window_size(h2.initial_window_size)
         .initial_connection_window_size(h2.connection_window_size)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
         .max_header_list_size(u32::try_from(fe.max_header_bytes).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(h2.max_reset_streams as usize)
         .max_local_error_reset_streams(Some(h2.max_reset_streams as usize));
     let clock = HeadClock::new(started);
-    let io = HeadWatch::new(io, clock.clone());
-    let served = builder.serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(served);
     let period = fe
         .client_timeout
         .min(fe.http_request_timeout)
         .min(Duration::from_secs(1));
     let mut check = tokio::time::interval(period);
+    let head_late = || {
+        clock
+            .pending_since()
+            .is_some_and(|t| t.elapsed() >= fe.http_request_timeout)
+    };
+    let handshake = builder.handshake::<_, Bytes>(HeadWatch::new(io, clock.clone()));
+    tokio::pin!(handshake);
+    let mut connection = loop {
+        tokio::select! {
+            r = &mut handshake => match r {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::debug!(client = %conn.client.src, error = %e, "HTTP/2 handshake failed");
+                    return;
+                }
+            },
+            _ = check.tick() => if head_late() {
+                head_timed_out(&conn, started);
+                return;
+            }
+        }
+    };
     let mut active = Instant::now();
     let mut closing = false;
     loop {
         tokio::select! {
-            r = &mut served => {
-                if let Err(e) = r {
-                    tracing::debug!(client = %conn.client.src, error = %e, "HTTP/2 connection ended with an error");
+            next = connection.accept() => match next {
+                Some(Ok((req, respond))) => {
+                    tokio::spawn(h2stream::serve(req, respond, conn.clone(), tunnels.clone()));
                 }
-                break;
-            }
+                Some(Err(e)) => {
+                    tracing::debug!(client = %conn.client.src, error = %e, "HTTP/2 connection ended with an error");
+                    break;
+                }
+                None => break,
+            },
             _ = check.tick() => {
-                if clock
-                    .pending_since()
-                    .is_some_and(|t| t.elapsed() >= fe.http_request_timeout)
-                {
+                if head_late() {
                     head_timed_out(&conn, started);
                     break;
                 }
@@ -243,7 +172,7 @@ where
                 if conn.state.busy.load(Relaxed) > 0 || tunnels.open.load(Relaxed) > 0 {
                     active = Instant::now();
                 } else if active.elapsed() >= fe.client_timeout {
-                    served.as_mut().graceful_shutdown();
+                    connection.graceful_shutdown();
                     closing = true;
                 }
             }

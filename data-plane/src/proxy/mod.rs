@@ -15,6 +15,8 @@ pub mod direct;
 pub mod drain;
 pub mod error;
 pub mod h2;
+pub mod h2io;
+pub mod h2stream;
 pub mod h2watch;
 pub mod io;
 pub mod log;

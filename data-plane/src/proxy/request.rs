@@ -1,8 +1,8 @@
 //! One request, from its head to its response, and its access-log line.
 //!
 //! [`handle`] serves a request hyper read and starts the tunnel after a `101`;
-//! [`handle_direct`], an upgrade the node read itself ([`super::direct`]), returning the
-//! tunnel for its caller to start. Both go through `respond`, the bookkeeping (counters,
+//! [`handle_read`], a request the node read itself (an upgrade read by
+//! [`super::direct`], an HTTP/2 stream's), returning the tunnel for its caller to start. Both go through `respond`, the bookkeeping (counters,
 //! the log entry, `http_after_response` rules, a draining node's `Connection: close`);
 //! [`forward`] runs the phases in order, each returning what the next needs:
 //!
@@ -92,8 +92,8 @@ pub struct Arrival {
     pub started: Instant,
 }
 
-/// Serves one request hyper's server read from a client connection (HTTP/1.1, or a
-/// stream of an HTTP/2 one); a `101` starts the tunnel on hyper's upgrade of it.
+/// Serves one request hyper's HTTP/1.1 server read from a client connection; a `101`
+/// starts the tunnel on hyper's upgrade of it.
 pub async fn handle(
     mut req: Request<Incoming>,
     client: &Client,
@@ -110,15 +110,18 @@ pub async fn handle(
     resp
 }
 
-/// Serves an upgrade request the node read itself ([`super::direct`]): the response,
-/// and after a `101` the tunnel for the caller to start once it has written the head.
-pub async fn handle_direct(
+/// Serves a request the node read itself — a WebSocket upgrade ([`super::direct`]) or
+/// an HTTP/2 stream's request ([`super::h2stream`]), `upgrade` saying whether it is one
+/// (the reader knows): the response, and after a `101` (a bridged stream's `200`) the
+/// tunnel for the caller to start once it has written the head.
+pub async fn handle_read(
     req: Request<ReqBody>,
     client: &Client,
     arrival: Arrival,
+    upgrade: bool,
 ) -> (Response<Body>, Option<Pending>) {
     let (parts, body) = req.into_parts();
-    respond(parts, body, client, arrival, true).await
+    respond(parts, body, client, arrival, upgrade).await
 }
 
 /// The request's bookkeeping around [`forward`]: counters, the log entry, the

@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::drain;
+use super::h2io::StreamIo;
 use super::io::ClientIo;
 use super::log;
 use super::tunnel::{self, TunnelEnd};
@@ -69,6 +70,8 @@ pub enum ClientSide {
     /// The client socket itself, its `101` already written, with the bytes the client
     /// sent past its request head (an upgrade read by [`super::direct`]).
     Direct(TcpStream, Bytes),
+    /// An HTTP/2 stream, its `200` already sent.
+    H2(StreamIo),
 }
 
 /// A tunnel whose server side is ready (the server's `101` is in) and whose client side
@@ -129,6 +132,21 @@ impl Session {
         async move {
             let (client, early) = match client {
                 ClientSide::Direct(client, early) => (client, early),
+                // Boxed, as a TLS client's tunnel is: its state must not make every plain
+                // tunnel's task larger.
+                ClientSide::H2(stream) => {
+                    let report = Box::pin(tunnel::run_stream(
+                        stream,
+                        Bytes::new(),
+                        server.0,
+                        server.1,
+                        limits,
+                        &ended.meter,
+                    ))
+                    .await;
+                    ended.finish(report.end);
+                    return;
+                }
                 ClientSide::Hyper(upgrade) => {
                     let peer = ended.ctx.as_ref().map(|c| c.client);
                     let upgraded = match upgrade.await {
