@@ -338,7 +338,7 @@ mod tests {
     use super::*;
     use sluice_proto::v1 as pb;
 
-    /// Every accepted connection's task state is copied into the task at spawn: a plain
+    /// Every accepted connection's task state is allocated and copied at spawn: a plain
     /// connection's must not carry the TLS path's (it was 7.5 KB with it, 1.5 KB without).
     #[tokio::test]
     async fn a_plain_connection_task_stays_small() {

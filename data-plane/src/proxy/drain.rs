@@ -127,7 +127,8 @@ where
     // Held across the spawn, so the task cannot deregister before it is registered.
     let mut open = shard(id);
     SPAWNING.set((id, false));
-    let handle = tokio::spawn(registered(task, id));
+    // Boxed, as a connection's task is (`accept_loop`): fewer copies of its state.
+    let handle = tokio::spawn(registered(Box::pin(task), id));
     // A runtime shutting down drops a new task inside `spawn`: it is gone already.
     let (_, ended) = SPAWNING.replace((NO_TUNNEL, false));
     if !ended {

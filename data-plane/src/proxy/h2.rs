@@ -153,7 +153,8 @@ where
         tokio::select! {
             next = connection.accept() => match next {
                 Some(Ok((req, respond))) => {
-                    tokio::spawn(h2stream::serve(req, respond, conn.clone(), tunnels.clone()));
+                    // Boxed, as a connection's task is (`accept_loop`).
+                    tokio::spawn(Box::pin(h2stream::serve(req, respond, conn.clone(), tunnels.clone())));
                 }
                 Some(Err(e)) => {
                     tracing::debug!(client = %conn.client.src, error = %e, "HTTP/2 connection ended with an error");

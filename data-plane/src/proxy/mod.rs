@@ -211,7 +211,10 @@ async fn accept_loop(
                         _ = &mut stop => break,
                         held = admit(&bind.frontend) => held,
                     };
-                    tokio::spawn(conn::serve_connection(stream, src, (bind, current), held));
+                    // Boxed: tokio moves a task's future through several calls and
+                    // copies it whole into its cell and again when it completes; a
+                    // pointer is cheaper to move than the connection's state.
+                    tokio::spawn(Box::pin(conn::serve_connection(stream, src, (bind, current), held)));
                 }
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning.
