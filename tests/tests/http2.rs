@@ -2,7 +2,8 @@
 //! TLS with ALPN `h2`, requests through the same rules and routing as HTTP/1.1, and
 //! WebSocket over HTTP/2 (RFC 8441) bridged to HTTP/1.1 servers — several streams on
 //! one connection, routed by the article's ACLs, echoing every frame, sticky by cookie;
-//! a server that refuses or answers a wrong accept; abuse limits.
+//! a server that refuses or answers a wrong accept; bodies beyond the flow-control
+//! windows; a stream reset before its answer; abuse limits.
 
 use std::time::Duration;
 
@@ -438,4 +439,68 @@ async fn a_header_block_not_finished_within_timeout_http_request_closes_that_con
     })
     .await;
     assert_eq!(bystander.get("/after", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_stream_reset_before_its_answer_stops_that_request_only() {
+    use tokio::io::AsyncReadExt;
+    // A server that accepts, reads, and never answers; it reports each connection the
+    // node closes.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = silent.accept().await {
+            let _ = accepted_tx.send(());
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    let f = fixture(&["app-01"], move |bind, addr| {
+        json!({
+            "defaults": { "timeouts": { "server": "60s" } },
+            "frontends": [{
+                "name": "web",
+                "binds": [{ "address": bind.to_string() }],
+                "acls": [{ "name": "slow", "expr": "path_beg /slow" }],
+                "use_backend": [{ "backend": "slow", "if": "slow" }],
+                "default_backend": "app"
+            }],
+            "backends": [
+                { "name": "slow", "servers": [{ "name": "s1", "address": silent_addr.clone() }] },
+                { "name": "app", "servers": [{ "name": "app-01", "address": addr("app-01") }] }
+            ]
+        })
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(f.bind).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get(format!("http://{}/slow/page", f.bind))
+        .body(())
+        .unwrap();
+    let (_answer, mut stream) = client.send_request(req, true).unwrap();
+    tokio::time::timeout(WAIT, accepted.recv())
+        .await
+        .expect("the request reaches the server");
+    // The client gives up on the stream: the node stops that request and closes its
+    // server connection, long before `timeout server`.
+    stream.send_reset(h2::Reason::CANCEL);
+    tokio::time::timeout(WAIT, closed.recv())
+        .await
+        .expect("the server connection is closed after the reset");
+    // The connection and its other streams carry on.
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get(format!("http://{}/after", f.bind))
+        .body(())
+        .unwrap();
+    let (answer, _) = client.send_request(req, true).unwrap();
+    let answer = tokio::time::timeout(WAIT, answer).await.unwrap().unwrap();
+    assert_eq!(answer.status(), 200);
 }
