@@ -54,11 +54,19 @@ impl TokenDigest {
     }
 }
 
-/// A new secret token: 32 random bytes, URL-safe base64.
+/// What every token the control plane makes starts with: a token is given on command
+/// lines (`sluice-dp --token …`), where one that began with `-` (a URL-safe base64
+/// character) would be read as an option; and a fixed prefix lets secret scanners
+/// recognise a leaked one.
+pub const TOKEN_PREFIX: &str = "sluice_";
+
+/// A new secret token: [`TOKEN_PREFIX`], then 32 random bytes in URL-safe base64.
 pub fn random_token() -> String {
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    let mut token = String::from(TOKEN_PREFIX);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(raw, &mut token);
+    token
 }
 
 /// Returns the digest for the secret `name`, creating or replacing it as described above.
@@ -91,7 +99,19 @@ pub async fn establish(
 
 #[cfg(test)]
 mod tests {
-    use super::TokenDigest;
+    use super::{random_token, TokenDigest, TOKEN_PREFIX};
+
+    #[test]
+    fn a_token_never_reads_as_a_command_line_option() {
+        for _ in 0..2000 {
+            let t = random_token();
+            assert!(t.starts_with(TOKEN_PREFIX), "{t}");
+            assert_eq!(t.len(), TOKEN_PREFIX.len() + 43, "{t}");
+            assert!(t[TOKEN_PREFIX.len()..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        }
+    }
 
     #[test]
     fn digest_roundtrip_and_match() {
