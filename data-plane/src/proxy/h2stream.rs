@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::RecvStream;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Body as _;
@@ -27,6 +27,7 @@ use super::h2io::{self, StreamIo};
 use super::request::{self, Arrival};
 use super::route::Client;
 use super::session::{ClientSide, ConnTunnels};
+use super::upstream;
 use crate::body::{H2Body, ReqBody};
 
 /// Serves one stream of an HTTP/2 connection to its end (a tunnel's: to its start).
@@ -91,7 +92,10 @@ pub async fn serve(
     drop(busy);
     let (head, body) = resp.into_parts();
     let mut head = Response::from_parts(head, ());
-    strip_connection_fields(head.headers_mut());
+    // HTTP/2 has no place for connection-specific fields (RFC 9113 §8.2.2): a server's
+    // were stripped when its response came in, but the node's own answers may carry
+    // `Connection: close`.
+    upstream::strip_hop_by_hop(head.headers_mut(), false);
     let sent = match (tunnel, recv) {
         (Some(tunnel), Some(recv)) => {
             // The server's `101`, made a `200` (`super::h2::stream_answer`): the stream
@@ -121,28 +125,6 @@ pub async fn serve(
     };
     if let Err(e) = sent {
         tracing::debug!(client = %conn.client.src, error = %e, "HTTP/2 response not sent");
-    }
-}
-
-/// Connection-specific fields, which HTTP/2 has no place for (RFC 9113 §8.2.2): those
-/// an HTTP/1.1 server's response may carry, and any that its `Connection` names.
-fn strip_connection_fields(h: &mut HeaderMap) {
-    const FIXED: [HeaderName; 5] = [
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TE,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ];
-    for name in &FIXED {
-        h.remove(name);
-    }
-    if let Some(listed) = h.remove(header::CONNECTION) {
-        if let Ok(listed) = listed.to_str() {
-            for name in listed.split(',') {
-                h.remove(name.trim());
-            }
-        }
     }
 }
 
@@ -205,6 +187,8 @@ mod tests {
 
     #[test]
     fn connection_fields_are_stripped_with_those_connection_names() {
+        use super::upstream::strip_hop_by_hop;
+        use http::HeaderMap;
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("close, x-hop"));
         h.insert("x-hop", HeaderValue::from_static("1"));
@@ -214,7 +198,7 @@ mod tests {
             HeaderValue::from_static("chunked"),
         );
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        strip_connection_fields(&mut h);
+        strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::CONTENT_TYPE));
     }
