@@ -32,7 +32,7 @@ use super::error::{local_response, ProxyError, ServerRef};
 use super::h2::{self, Bridged};
 use super::log;
 use super::route::{self, Client, Route, Routed};
-use super::session::{ClientSide, ConnTunnels, Pending, ServerSide};
+use super::session::{ClientSide, Pending, ServerSide};
 use super::upgrade;
 use super::upstream::{self, Exchange, Replay, Upstream};
 use super::Body;
@@ -101,11 +101,11 @@ pub async fn handle(
 ) -> Response<Body> {
     let upgrade = route::is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    let on_conn = parts.extensions.remove::<Arc<ConnTunnels>>();
+    let (parts, body) = req.into_parts();
     let (resp, tunnel) = respond(parts, ReqBody::Incoming(body), client, arrival, upgrade).await;
     if let (Some(tunnel), Some(client_upgrade)) = (tunnel, client_upgrade) {
-        tunnel.start(ClientSide::Hyper(client_upgrade), on_conn);
+        // One tunnel per HTTP/1.1 connection: no count of tunnels on it to keep.
+        tunnel.start(ClientSide::Hyper(client_upgrade), None);
     }
     resp
 }
