@@ -22,7 +22,7 @@ SECS=${SECS:-5}
 # uring-hosted (not in the default set): that relay's ring hosted in a tokio runtime, as a
 # tokio program would add io_uring (sluice-bench-uring-relay --hosted).
 TARGETS=${TARGETS:-direct haproxy sluice sluice-shared}
-WORKLOADS=${WORKLOADS:-handshake echo64 echo16k latency chat h2streams h2echo64 tls13handshake tls12handshake tls12resume tlsecho64 idle tlsidle push}
+WORKLOADS=${WORKLOADS:-handshake echo64 echo16k latency chat busylatency h2streams h2echo64 tls13handshake tls12handshake tls12resume tlsecho64 idle tlsidle push}
 want() { [[ " $TARGETS " == *" $1 "* && " $WORKLOADS " == *" $2 "* ]]; }
 PROXY_CORE=0
 LOAD_CORE=1
@@ -109,15 +109,17 @@ backend bench
 CFG
 sed "s#$tmp/##" "$tmp/haproxy.cfg" > "$out/haproxy.cfg"
 
-start_haproxy() {
-  taskset -c $PROXY_CORE haproxy -f "$tmp/haproxy.cfg" -p "$tmp/haproxy.pid" -D
+# The same with HAProxy's busy polling (workload busylatency).
+sed 's/^    nbthread 1$/    nbthread 1\n    busy-polling/' "$tmp/haproxy.cfg" > "$tmp/haproxy-busy.cfg"
+start_haproxy() { # [configuration file]
+  taskset -c $PROXY_CORE haproxy -f "${1:-$tmp/haproxy.cfg}" -p "$tmp/haproxy.pid" -D
   wait_port 18080
   HAPROXY=$(cat "$tmp/haproxy.pid")
 }
 stop_haproxy() {
   xargs kill < "$tmp/haproxy.pid" 2>/dev/null || true
-  pkill -f -- "-f $tmp/haproxy.cfg" 2>/dev/null || true
-  for _ in $(seq 1 100); do pgrep -f -- "-f $tmp/haproxy.cfg" >/dev/null || break; sleep 0.05; done
+  pkill -f -- "-f $tmp/haproxy" 2>/dev/null || true
+  for _ in $(seq 1 100); do pgrep -f -- "-f $tmp/haproxy" >/dev/null || break; sleep 0.05; done
 }
 
 # ---- Sluice -------------------------------------------------------------------------
@@ -264,6 +266,24 @@ for p in "${relays[@]}"; do stop_pid "$p"; done
 [ -n "${SLUICE:-}" ] && stop_pid "$SLUICE"
 [ -n "${SHARED:-}" ] && stop_pid "$SHARED"
 
+# Latency with both proxies busy polling (HAProxy `busy-polling`, sluice-dp
+# `--busy-polling`): a proxy that polls keeps its core busy even when idle, so each is
+# measured alone, started for its measurement and stopped after, in turn within a run.
+for run in $(seq 1 "$RUNS"); do
+  { want haproxy busylatency || want sluice busylatency; } || break
+  if want haproxy busylatency; then
+    start_haproxy "$tmp/haproxy-busy.cfg"
+    load haproxy busylatency "$run" latency --target 127.0.0.1:18080 --seconds "$SECS" --conns 100 --rate 10000 --pid "proxy=$HAPROXY" --pid "backend=$BACKEND"
+    stop_haproxy
+  fi
+  if want sluice busylatency; then
+    start_node "busy-$run" --busy-polling
+    wait_port 18081
+    load sluice busylatency "$run" latency --target 127.0.0.1:18081 --seconds "$SECS" --conns 100 --rate 10000 --pid "proxy=$NODE" --pid "backend=$BACKEND"
+    stop_pid "$NODE"
+  fi
+done
+
 if has haproxy; then
 echo "haproxy"
 for run in $(seq 1 "$RUNS"); do
@@ -338,6 +358,7 @@ fi
   echo "- Load generator (\`sluice-bench\`), echo backends (\`sluice-bench-echo\`, two servers in one single-threaded process) and the control plane on core $LOAD_CORE."
   echo "- Same routing on both proxies: \`mode http\`, the article's upgrade ACLs, \`timeout tunnel 3600s\`, \`option forwardfor\`, round robin over two servers (configuration in \`bench/results/haproxy.cfg\`; Sluice's is applied through the REST API by \`bench/run.sh\`). Neither proxy writes access logs."
   echo "- TLS (\`wss://\`): one self-signed ECDSA P-256 certificate on both proxies' TLS bind (HAProxy with $(haproxy -vv 2>/dev/null | grep -m1 'Running on OpenSSL' | sed 's/.*: //; s/ [0-9]* [A-Z][a-z]* [0-9]*$//'), \`no-tls-tickets\`; Sluice with rustls); the client offers one suite — TLS 1.3 \`TLS_AES_128_GCM_SHA256\`, TLS 1.2 \`ECDHE-ECDSA-AES128-GCM-SHA256\` — and X25519. \`tls12resume\` resumes sessions (the servers' session caches), the other TLS handshakes are full ones. The backends speak plain WebSocket."
+  echo "- \`busylatency\`: \`latency\` again with both proxies polling for I/O instead of sleeping between events (HAProxy \`busy-polling\`, \`sluice-dp --busy-polling\`), each started alone for its measurement (a polling proxy keeps its core busy)."
   echo "- \`chat\`: 1,000 tunnels each sending 10 messages a second (10,000 a second in all), paced like \`latency\`."
   echo "- All targets are up at once (the one measured alone at work on core $PROXY_CORE); each workload of each run is measured on every target in turn, seconds apart, so a drift of the machine's speed weighs on all alike. idle, tlsidle and push come after, each with fresh processes."
   has relay && echo "- \`tcp relay\`: \`sluice-bench-relay\`, bytes copied both ways between each connection and a backend (round robin), no HTTP, on one single-threaded tokio runtime pinned like the proxies: the ceiling for a proxy on tokio's event loop."

@@ -61,7 +61,7 @@ fn metrics(workload: &str) -> Vec<Metric> {
             ("backend CPU %", |v| cpu_of("backend")(v)),
             ("load CPU %", |v| cpu_of("load")(v)),
         ],
-        "latency" | "chat" => vec![
+        "latency" | "chat" | "busylatency" => vec![
             ("RTT p50 (µs)", |v| ptr(v, "/rtt/p50_us")),
             ("RTT p99 (µs)", |v| ptr(v, "/rtt/p99_us")),
             ("RTT p99.9 (µs)", |v| ptr(v, "/rtt/p999_us")),

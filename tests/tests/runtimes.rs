@@ -5,7 +5,9 @@
 //! connections at once are served on a port the kernel chose, `maxconn` holds however
 //! many accept loops there are, and a bind the configuration drops is closed on every
 //! worker while the tunnels it accepted go on. With one worker, `per-core` serves on the
-//! node's own thread and starts no worker thread.
+//! node's own thread and starts no worker thread. With `--busy-polling`, the threads
+//! that serve connections keep running between events (HAProxy's `busy-polling`) and
+//! serve the same; the shared runtime refuses it.
 
 use std::time::Duration;
 
@@ -32,20 +34,41 @@ fn thread_names(pid: u32) -> Vec<String> {
         .collect()
 }
 
-/// Runs the whole case on a node started with `runtime` and `workers` worker threads;
-/// `worker` names its worker threads, `count` how many of them must exist.
-async fn serves_on_every_worker(runtime: &str, workers: usize, (worker, count): (&str, usize)) {
-    let f = Fixture::start_with(
-        &["echo-1"],
-        &[],
-        &[
-            "--runtime",
-            runtime,
-            "--worker-threads",
-            &workers.to_string(),
-        ],
-    )
-    .await;
+/// The CPU time (user and system, in clock ticks) each of the node's threads whose name
+/// starts with `prefix` has used.
+fn cpu_ticks(pid: u32, prefix: &str) -> Vec<u64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            if !name.trim().starts_with(prefix) {
+                return None;
+            }
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // Fields after the parenthesised name: state is the 3rd, utime the 14th and
+            // stime the 15th of the whole line.
+            let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
+        })
+        .collect()
+}
+
+/// Runs the whole case on a node started with `runtime` and `workers` worker threads
+/// (and `extra` arguments); `worker` names its worker threads, `count` how many of them
+/// must exist.
+async fn serves_on_every_worker(
+    runtime: &str,
+    workers: usize,
+    (worker, count): (&str, usize),
+    extra: &[&str],
+) {
+    let workers = workers.to_string();
+    let mut args = vec!["--runtime", runtime, "--worker-threads", &workers];
+    args.extend_from_slice(extra);
+    let f = Fixture::start_with(&["echo-1"], &[], &args).await;
     // (A thread takes its name once it runs.)
     let pid = f.dp.proc.pid();
     let named = || {
@@ -136,17 +159,77 @@ async fn serves_on_every_worker(runtime: &str, workers: usize, (worker, count): 
 
 #[tokio::test]
 async fn a_runtime_per_core_accepts_on_each_workers_socket() {
-    serves_on_every_worker("per-core", WORKERS, ("sluice-worker-", WORKERS)).await;
+    serves_on_every_worker("per-core", WORKERS, ("sluice-worker-", WORKERS), &[]).await;
 }
 
 #[tokio::test]
 async fn one_worker_per_core_is_the_nodes_own_thread() {
-    serves_on_every_worker("per-core", 1, ("sluice-worker-", 0)).await;
+    serves_on_every_worker("per-core", 1, ("sluice-worker-", 0), &[]).await;
 }
 
 #[tokio::test]
 async fn the_shared_runtime_serves_the_same() {
-    serves_on_every_worker("shared", WORKERS, ("tokio-rt-worker", WORKERS)).await;
+    serves_on_every_worker("shared", WORKERS, ("tokio-rt-worker", WORKERS), &[]).await;
+}
+
+#[tokio::test]
+async fn busy_polling_workers_keep_running_between_events_and_serve_the_same() {
+    let f = Fixture::start_with(
+        &["echo-1"],
+        &[],
+        &["--worker-threads", "2", "--busy-polling"],
+    )
+    .await;
+    let pid = f.dp.proc.pid();
+    // With no traffic at all, each worker thread keeps using CPU: a second of it each
+    // (100 ticks), where a worker that sleeps between events uses next to none.
+    eventually(WAIT, "each idle worker thread running", || async {
+        let ticks = cpu_ticks(pid, "sluice-worker-");
+        (ticks.len() == 2 && ticks.iter().all(|&t| t >= 100)).then_some(())
+    })
+    .await;
+    // The main thread (the control stream, no connections) sleeps between its events:
+    // while the workers use another half second each, it uses a fraction of that.
+    let main_before: u64 = cpu_ticks(pid, "sluice-dp").iter().sum();
+    let workers_before = *cpu_ticks(pid, "sluice-worker-").iter().min().unwrap();
+    eventually(WAIT, "another half second on each worker", || async {
+        let ticks = cpu_ticks(pid, "sluice-worker-");
+        ticks
+            .iter()
+            .all(|&t| t >= workers_before + 50)
+            .then_some(())
+    })
+    .await;
+    let main_after: u64 = cpu_ticks(pid, "sluice-dp").iter().sum();
+    assert!(
+        main_after - main_before < 20,
+        "the main thread used {} ticks",
+        main_after - main_before
+    );
+    drop(f);
+    serves_on_every_worker(
+        "per-core",
+        WORKERS,
+        ("sluice-worker-", WORKERS),
+        &["--busy-polling"],
+    )
+    .await;
+    serves_on_every_worker("per-core", 1, ("sluice-worker-", 0), &["--busy-polling"]).await;
+}
+
+#[test]
+fn the_shared_runtime_refuses_busy_polling() {
+    let out = std::process::Command::new(sluice_tests::harness::bin_dir().join("sluice-dp"))
+        .args(["--control-plane", "http://127.0.0.1:1", "--token", "t"])
+        .args(["--runtime", "shared", "--busy-polling"])
+        .output()
+        .expect("run sluice-dp");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--busy-polling needs --runtime per-core"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -501,3 +501,23 @@ backend d
     );
     valid(d);
 }
+
+#[test]
+fn busy_polling_is_reported_as_the_nodes_command_line_option() {
+    let cfg = "global\n    busy-polling\nfrontend fe\n    bind 127.0.0.1:80\n    default_backend be\nbackend be\n    server s1 127.0.0.1:1\n";
+    let got = import(cfg, &no_files).unwrap();
+    let notes: Vec<(usize, NoteKind, &str)> = got
+        .report
+        .iter()
+        .map(|n| (n.line, n.kind, n.message.as_str()))
+        .collect();
+    assert_eq!(
+        notes,
+        [(
+            2,
+            NoteKind::Action,
+            "busy polling is each node's own: start sluice-dp with --busy-polling"
+        )]
+    );
+    valid(&got.document);
+}

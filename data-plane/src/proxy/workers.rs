@@ -11,7 +11,8 @@
 //!   the admin listener run on the node's main thread; with one worker, that thread is
 //!   also the worker, and the node a single thread.
 //!
-//! Each runtime that serves connections also runs [`anchor_timers`].
+//! Each runtime that serves connections also runs [`anchor_timers`], and [`busy_poll`]
+//! when the node was asked to (`--busy-polling`).
 //!
 //! The workers' sockets share each port through `SO_REUSEPORT`, which would also let
 //! another process of the same user bind it; unless `--reuse-port` asks for that, a port
@@ -43,8 +44,13 @@ impl Workers {
     /// single-threaded runtime) and the node is one thread, as HAProxy is with
     /// `nbthread 1`: the kernel then skips the reference counting of the file table that
     /// every system call on a socket pays in a multi-threaded process.
-    pub fn per_core(threads: usize, main: &Handle) -> io::Result<Self> {
+    ///
+    /// With `busy_polling`, each runtime that serves connections also runs [`busy_poll`].
+    pub fn per_core(threads: usize, main: &Handle, busy_polling: bool) -> io::Result<Self> {
         if threads <= 1 {
+            if busy_polling {
+                main.spawn(busy_poll());
+            }
             return Ok(Workers::PerCore(Arc::new([main.clone()])));
         }
         let mut handles = Vec::with_capacity(threads);
@@ -54,6 +60,9 @@ impl Workers {
                 .build()?;
             handles.push(runtime.handle().clone());
             runtime.spawn(anchor_timers());
+            if busy_polling {
+                runtime.spawn(busy_poll());
+            }
             std::thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
                 .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
@@ -122,6 +131,21 @@ pub async fn anchor_timers() {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
+    }
+}
+
+/// Keeps the current (single-threaded) runtime polling for I/O without sleeping, for as
+/// long as it runs (`--busy-polling`, HAProxy's `busy-polling`).
+///
+/// The task yields at every poll. A yielded task is woken only after the runtime has
+/// polled its I/O driver, and with a task waiting to run the runtime polls it with a
+/// zero timeout (`epoll_wait` returns at once) instead of parking the thread: so the
+/// thread goes round — ready connections, the driver, this task — and never sleeps. A
+/// message then costs no wake-up of a sleeping CPU, which on a virtual machine whose
+/// idle CPUs halt is most of the added latency; the price is a core kept busy.
+pub async fn busy_poll() {
+    loop {
+        tokio::task::yield_now().await;
     }
 }
 

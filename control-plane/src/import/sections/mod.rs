@@ -307,6 +307,7 @@ impl<'a> Importer<'a> {
             }
             "maxconn" => self.note(line, 1, NoteKind::Difference, "a process-wide limit has no equivalent; each frontend's maxconn (from defaults) limits its connections"),
             "log" => self.note(line, 1, NoteKind::Difference, "nodes write their access log to standard output, in HAProxy's format"),
+            "busy-polling" => self.note(line, 1, NoteKind::Action, "busy polling is each node's own: start sluice-dp with --busy-polling"),
             "user" | "group" | "daemon" | "chroot" | "pidfile" | "nbthread" | "nbproc" | "master-worker" | "stats" => {
                 self.unsupported(line, 1, "process management is the service manager's and the node's command line's (--worker-threads)")
             }
