@@ -382,14 +382,13 @@ impl AclMatcher {
         }
     }
 
+    /// Whether `sample` matches. With `-i` the values were lowered when compiled and the
+    /// sample is compared ignoring ASCII case where it stands, not lowered into a copy
+    /// (a regex got `(?i)` instead).
     fn match_sample(&self, sample: Sample<'_>) -> bool {
         let ci = self.case_insensitive;
         let owned;
         let text: &str = match &sample {
-            Sample::Str(s) if ci => {
-                owned = s.to_ascii_lowercase();
-                &owned
-            }
             Sample::Str(s) => s,
             Sample::Int(i) => {
                 owned = i.to_string();
@@ -397,6 +396,14 @@ impl AclMatcher {
             }
             Sample::Bool(_) | Sample::Ip(_) => "",
         };
+        let eq = |a: &str, v: &str| {
+            if ci {
+                a.eq_ignore_ascii_case(v)
+            } else {
+                a == v
+            }
+        };
+        let t = text.as_bytes();
         match &self.matcher {
             Matcher::Found => true,
             Matcher::Bool => match sample {
@@ -404,15 +411,24 @@ impl AclMatcher {
                 Sample::Int(i) => i != 0,
                 _ => !text.is_empty(),
             },
-            Matcher::Str(vals) => vals.iter().any(|v| v == text),
-            Matcher::Beg(vals) => vals.iter().any(|v| text.starts_with(v.as_str())),
-            Matcher::End(vals) => vals.iter().any(|v| text.ends_with(v.as_str())),
+            Matcher::Str(vals) => vals.iter().any(|v| eq(text, v)),
+            Matcher::Beg(vals) => vals
+                .iter()
+                .any(|v| t.len() >= v.len() && same(&t[..v.len()], v.as_bytes(), ci)),
+            Matcher::End(vals) => vals
+                .iter()
+                .any(|v| t.len() >= v.len() && same(&t[t.len() - v.len()..], v.as_bytes(), ci)),
+            Matcher::Sub(vals) if ci => vals.iter().any(|v| {
+                v.is_empty()
+                    || t.windows(v.len())
+                        .any(|w| w.eq_ignore_ascii_case(v.as_bytes()))
+            }),
             Matcher::Sub(vals) => vals.iter().any(|v| text.contains(v.as_str())),
             Matcher::Reg(res) => res.iter().any(|r| r.is_match(text)),
-            Matcher::Dir(vals) => vals.iter().any(|v| text.split('/').any(|part| part == v)),
+            Matcher::Dir(vals) => vals.iter().any(|v| text.split('/').any(|part| eq(part, v))),
             Matcher::Dom(vals) => vals
                 .iter()
-                .any(|v| text.split(['.', '/', ':']).any(|part| part == v)),
+                .any(|v| text.split(['.', '/', ':']).any(|part| eq(part, v))),
             Matcher::Len(op, vals) => int_match(text.len() as i64, *op, vals),
             Matcher::Int(op, vals) => match sample {
                 Sample::Int(i) => int_match(i, *op, vals),
@@ -425,6 +441,15 @@ impl AclMatcher {
                     .is_ok_and(|ip| nets.iter().any(|(n, p)| ip_in(ip, *n, *p))),
             },
         }
+    }
+}
+
+/// `a == b`, ignoring ASCII case when `ci`.
+fn same(a: &[u8], b: &[u8], ci: bool) -> bool {
+    if ci {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a == b
     }
 }
 
@@ -539,6 +564,18 @@ mod tests {
         (parts, "10.1.2.3:5555".parse().unwrap())
     }
 
+    /// A cleartext request from and to `src`, no stick counters tracked.
+    fn plain_ctx(parts: &Parts, src: SocketAddr) -> RequestCtx<'_> {
+        RequestCtx {
+            parts,
+            src,
+            local: src,
+            tls: false,
+            alpn: None,
+            sc: &UNTRACKED,
+        }
+    }
+
     #[test]
     fn header_matching_is_per_value_and_case_insensitive() {
         let req = http::Request::builder()
@@ -548,14 +585,7 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, src) = ctx_for(&req);
-        let ctx = RequestCtx {
-            parts: &parts,
-            src,
-            local: src,
-            tls: false,
-            alpn: None,
-            sc: &UNTRACKED,
-        };
+        let ctx = plain_ctx(&parts, src);
         let up = AclMatcher::compile(&expr(
             pb::FetchKind::Hdr,
             "Upgrade",
@@ -610,6 +640,44 @@ mod tests {
         ))
         .unwrap();
         assert!(p.matches(&ctx));
+    }
+
+    #[test]
+    fn each_string_matcher_ignores_case_with_i_and_only_then() {
+        let req = http::Request::builder()
+            .uri("/Chat/Room")
+            .header("X-Value", "Web.Socket:Chat/Room")
+            .body(())
+            .unwrap();
+        let (parts, src) = ctx_for(&req);
+        let ctx = plain_ctx(&parts, src);
+        let m = |kind: pb::MatchKind, ci: bool, val: &str| {
+            AclMatcher::compile(&expr(pb::FetchKind::Hdr, "X-Value", kind, ci, &[val]))
+                .unwrap()
+                .matches(&ctx)
+        };
+        use pb::MatchKind::*;
+        for (kind, hit, miss) in [
+            (Str, "WEB.SOCKET:chat/room", "web.socket:chat/roo"),
+            (Beg, "wEB.s", "socket"),
+            (End, "/ROOM", "/roo"),
+            (Sub, "SOCKET:c", "socketc"),
+            (Dir, "ROOM", "roo"),
+            (Dom, "SOCKET", "sock"),
+            (Reg, "^web\\.SOCKET:", "^socket"),
+        ] {
+            assert!(m(kind, true, hit), "{kind:?} -i {hit}");
+            assert!(!m(kind, true, miss), "{kind:?} -i {miss}");
+            assert!(!m(kind, false, hit), "{kind:?} {hit} is case-sensitive");
+        }
+        // Without -i the exact case matches; an empty substring is in every sample.
+        assert!(m(Str, false, "Web.Socket:Chat/Room"));
+        assert!(m(Beg, false, "Web."));
+        assert!(m(End, false, "/Room"));
+        assert!(m(Sub, false, "Socket:C"));
+        assert!(m(Sub, true, ""));
+        assert!(m(Dir, false, "Room"));
+        assert!(m(Dom, false, "Socket"));
     }
 
     #[test]
