@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use sluice_data_plane::cache::SnapshotCache;
+use sluice_data_plane::proxy::busy::{self, BusyPolling};
 use sluice_data_plane::proxy::{workers, Workers};
 use sluice_data_plane::{control, Node};
 
@@ -85,13 +86,15 @@ struct Args {
     #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
     /// Keep the threads serving connections polling for I/O instead of sleeping between
-    /// events, as HAProxy's `busy-polling`: each worker thread then uses a whole core at
-    /// all times, and in exchange no message waits for a sleeping CPU to wake. On a
-    /// virtual machine that halts its idle CPUs (a halted virtual CPU is woken through
-    /// the hypervisor) this cut the added latency at 10k msgs/s from about 200 to 80 µs
-    /// (BENCHMARKS.md). Needs `--runtime per-core`.
-    #[arg(long, env = "SLUICE_BUSY_POLLING")]
-    busy_polling: bool,
+    /// events: `always` (the default when no value is given; HAProxy's `busy-polling`),
+    /// each worker thread then using a whole core at all times; or within a window of
+    /// the last traffic a thread moved (`--busy-polling=200us`), so that an idle node
+    /// still sleeps. No message then waits for a sleeping CPU to wake: on a virtual
+    /// machine that halts its idle CPUs this cut the added latency at 10k msgs/s from
+    /// about 200 to 80 µs (BENCHMARKS.md, `busylatency`). Needs `--runtime per-core`.
+    #[arg(long, env = "SLUICE_BUSY_POLLING", value_name = "always|WINDOW", num_args = 0..=1,
+          require_equals = true, default_missing_value = "always")]
+    busy_polling: Option<BusyPolling>,
 }
 
 fn parse_labels(s: &str) -> anyhow::Result<HashMap<String, String>> {
@@ -188,14 +191,19 @@ fn main() -> anyhow::Result<()> {
     if cfg.endpoints.iter().any(|e| e.starts_with("https://")) && cfg.ca_pem.is_none() {
         bail!("an https:// control plane needs --control-plane-ca");
     }
-    if args.busy_polling && args.runtime != "per-core" {
+    if args.busy_polling.is_some() && args.runtime != "per-core" {
         bail!("--busy-polling needs --runtime per-core (a thread of tokio's shared scheduler cannot be kept to one task)");
     }
     let threads = args.worker_threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let mut builder = if args.runtime == "per-core" {
-        tokio::runtime::Builder::new_current_thread()
+        let mut main = tokio::runtime::Builder::new_current_thread();
+        if args.busy_polling.is_some() {
+            // With one worker this runtime serves connections (see `Workers::per_core`).
+            main.on_thread_park(busy::before_park);
+        }
+        main
     } else {
         let mut shared = tokio::runtime::Builder::new_multi_thread();
         shared.worker_threads(threads);

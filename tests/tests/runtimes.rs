@@ -7,7 +7,8 @@
 //! worker while the tunnels it accepted go on. With one worker, `per-core` serves on the
 //! node's own thread and starts no worker thread. With `--busy-polling`, the threads
 //! that serve connections keep running between events (HAProxy's `busy-polling`) and
-//! serve the same; the shared runtime refuses it.
+//! serve the same; with `--busy-polling=WINDOW` only for that long after traffic; the
+//! shared runtime refuses it.
 
 use std::time::Duration;
 
@@ -215,6 +216,64 @@ async fn busy_polling_workers_keep_running_between_events_and_serve_the_same() {
     )
     .await;
     serves_on_every_worker("per-core", 1, ("sluice-worker-", 0), &["--busy-polling"]).await;
+}
+
+#[tokio::test]
+async fn busy_polling_within_a_window_follows_traffic() {
+    let f = Fixture::start_with(
+        &["echo-1"],
+        &[],
+        &["--worker-threads", "2", "--busy-polling=3s"],
+    )
+    .await;
+    let pid = f.dp.proc.pid();
+    let server = f.backend("echo-1").addr;
+    let configured = any_port("127.0.0.1");
+    f.apply(&simple_config(configured, &[("echo", &[server])], "echo"))
+        .await;
+    let bind = f.bound(configured).await;
+    let total = || cpu_ticks(pid, "sluice-worker-").iter().sum::<u64>();
+    eventually(WAIT, "the node's worker threads", || async {
+        (cpu_ticks(pid, "sluice-worker-").len() == 2).then_some(())
+    })
+    .await;
+    // No traffic yet: the workers sleep. Watched over a second, as long as an idle
+    // worker that polls would take to use most of one.
+    let idle = total();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        total() - idle < 20,
+        "idle workers used {} ticks",
+        total() - idle
+    );
+
+    // One message through: the worker that carried it polls for the window after it…
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{bind}/ws"))
+        .await
+        .expect("upgrade through the node");
+    ws.send(Message::text("ping")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("ping"));
+    let before = total();
+    eventually(WAIT, "a worker polling after the traffic", || async {
+        (total() >= before + 100).then_some(())
+    })
+    .await;
+    // …and sleeps again once the window has passed with nothing more moved.
+    eventually(
+        Duration::from_secs(15),
+        "the workers asleep again",
+        || async {
+            let t = total();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            (total() - t < 10).then_some(())
+        },
+    )
+    .await;
+    ws.send(Message::text("still open")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("still open")
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! in (so a bind failure rejects the whole snapshot) and closes the binds it removes after
 //! — connections already accepted on a closed bind live on.
 
+pub mod busy;
 pub mod conn;
 pub mod direct;
 pub mod drain;
@@ -200,6 +201,7 @@ async fn accept_loop(
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, src)) => {
+                    busy::active();
                     // The connection keeps the bind it was accepted under (TLS, timeouts,
                     // limits); each request routes by the plan current when it comes.
                     let Some(bind) = plan.load().binds.get(&addr).cloned() else {

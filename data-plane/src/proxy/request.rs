@@ -27,6 +27,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
+use super::busy;
 use super::drain;
 use super::error::{local_response, ProxyError, ServerRef};
 use super::h2::{self, Bridged};
@@ -133,6 +134,7 @@ async fn respond(
     arrival: Arrival,
     upgrade: bool,
 ) -> (Response<Body>, Option<Pending>) {
+    busy::active();
     let _in_flight = drain::InFlight::begin();
     let started = arrival.started;
     let fe = client.bind_now().frontend.clone();

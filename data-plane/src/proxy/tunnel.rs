@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::busy;
 use crate::config::TunnelTimeouts;
 
 /// Why a tunnel ended.
@@ -180,6 +181,7 @@ impl Flow {
                     return Poll::Ready(Ok(true));
                 }
                 moved = true;
+                busy::active();
                 let mut sent = 0;
                 while sent < n {
                     match to.try_write(&data[sent..]) {
@@ -495,7 +497,10 @@ where
             match step {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(f)) => return Poll::Ready(Err(f)),
-                Poll::Ready(Ok(true)) => touch(),
+                Poll::Ready(Ok(true)) => {
+                    busy::active();
+                    touch();
+                }
                 Poll::Ready(Ok(false)) => {
                     eof = true;
                     if let Some(f) = on_eof.take() {

@@ -11,8 +11,8 @@
 //!   the admin listener run on the node's main thread; with one worker, that thread is
 //!   also the worker, and the node a single thread.
 //!
-//! Each runtime that serves connections also runs [`anchor_timers`], and [`busy_poll`]
-//! when the node was asked to (`--busy-polling`).
+//! Each runtime that serves connections also runs [`anchor_timers`], and the busy poller
+//! when the node was asked to poll (`--busy-polling`, [`super::busy`]).
 //!
 //! The workers' sockets share each port through `SO_REUSEPORT`, which would also let
 //! another process of the same user bind it; unless `--reuse-port` asks for that, a port
@@ -24,6 +24,8 @@ use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::runtime::Handle;
+
+use super::busy::{self, BusyPolling};
 
 /// Listen backlog for frontend binds.
 const BACKLOG: i32 = 4096;
@@ -45,23 +47,26 @@ impl Workers {
     /// `nbthread 1`: the kernel then skips the reference counting of the file table that
     /// every system call on a socket pays in a multi-threaded process.
     ///
-    /// With `busy_polling`, each runtime that serves connections also runs [`busy_poll`].
-    pub fn per_core(threads: usize, main: &Handle, busy_polling: bool) -> io::Result<Self> {
+    /// With `busy`, each runtime that serves connections polls as it says (`main` must
+    /// then have been built with [`busy::before_park`] as its park hook).
+    pub fn per_core(threads: usize, main: &Handle, busy: Option<BusyPolling>) -> io::Result<Self> {
         if threads <= 1 {
-            if busy_polling {
-                main.spawn(busy_poll());
+            if let Some(mode) = busy {
+                main.spawn(busy::poller(mode));
             }
             return Ok(Workers::PerCore(Arc::new([main.clone()])));
         }
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            if busy.is_some() {
+                builder.on_thread_park(busy::before_park);
+            }
+            let runtime = builder.enable_all().build()?;
             handles.push(runtime.handle().clone());
             runtime.spawn(anchor_timers());
-            if busy_polling {
-                runtime.spawn(busy_poll());
+            if let Some(mode) = busy {
+                runtime.spawn(busy::poller(mode));
             }
             std::thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
@@ -131,21 +136,6 @@ pub async fn anchor_timers() {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-    }
-}
-
-/// Keeps the current (single-threaded) runtime polling for I/O without sleeping, for as
-/// long as it runs (`--busy-polling`, HAProxy's `busy-polling`).
-///
-/// The task yields at every poll. A yielded task is woken only after the runtime has
-/// polled its I/O driver, and with a task waiting to run the runtime polls it with a
-/// zero timeout (`epoll_wait` returns at once) instead of parking the thread: so the
-/// thread goes round — ready connections, the driver, this task — and never sleeps. A
-/// message then costs no wake-up of a sleeping CPU, which on a virtual machine whose
-/// idle CPUs halt is most of the added latency; the price is a core kept busy.
-pub async fn busy_poll() {
-    loop {
-        tokio::task::yield_now().await;
     }
 }
 
