@@ -43,11 +43,6 @@ pub const DEFAULT_FIN: Duration = Duration::from_secs(30);
 /// Largest request head accepted unless configured otherwise.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// The binds of a plan by address, looked up at each accept and each request: keys from
-/// the configuration, so hashed with foldhash (fast) rather than SipHash (keyed against
-/// flooding by untrusted keys).
-pub type Binds = HashMap<SocketAddr, Arc<BindPlan>, foldhash::fast::RandomState>;
-
 /// A compiled snapshot.
 #[derive(Debug)]
 pub struct Plan {
@@ -56,7 +51,7 @@ pub struct Plan {
     /// again: what the node runs, reported with every ack and stats (drift detection).
     /// Empty for the empty plan.
     pub digest: Vec<u8>,
-    pub binds: Binds,
+    pub binds: HashMap<SocketAddr, Arc<BindPlan>>,
     pub frontends: Vec<Arc<FrontendPlan>>,
     pub backends: Vec<Arc<BackendPlan>>,
 }
@@ -67,7 +62,7 @@ impl Plan {
         Plan {
             version: 0,
             digest: Vec::new(),
-            binds: Binds::default(),
+            binds: HashMap::new(),
             frontends: Vec::new(),
             backends: Vec::new(),
         }

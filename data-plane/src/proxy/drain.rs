@@ -12,6 +12,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 
@@ -23,9 +24,8 @@ static DRAINING: AtomicBool = AtomicBool::new(false);
 /// Registry shards (a power of two): more than a node has workers on most machines.
 const SHARDS: usize = 16;
 
-/// Ids are unique and ours: no need for a keyed hash, and a fast one (foldhash, not
-/// SipHash) for the insert and the removal each tunnel makes.
-type Ids = foldhash::fast::FixedState;
+/// Ids are unique and ours: no need for a keyed hash.
+type Ids = BuildHasherDefault<DefaultHasher>;
 
 /// One shard, on a cache line of its own.
 #[repr(align(128))]
@@ -39,9 +39,7 @@ struct Shard {
 impl Shard {
     const fn new() -> Self {
         Shard {
-            tunnels: Mutex::new(HashMap::with_hasher(foldhash::fast::FixedState::with_seed(
-                0,
-            ))),
+            tunnels: Mutex::new(HashMap::with_hasher(BuildHasherDefault::new())),
             in_flight: AtomicU64::new(0),
         }
     }

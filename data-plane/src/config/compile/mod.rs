@@ -154,7 +154,7 @@ impl Plan {
             .iter()
             .map(|c| (c.name.as_str(), c))
             .collect();
-        let mut binds = super::Binds::default();
+        let mut binds = HashMap::new();
         let mut frontends = Vec::with_capacity(snap.frontends.len());
         for f in &snap.frontends {
             let (fe, fe_binds) = frontend::compile(f, &cx, &by_name, &certificates)
