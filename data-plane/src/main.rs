@@ -91,7 +91,7 @@ struct Args {
     /// the last traffic a thread moved (`--busy-polling=200us`), so that an idle node
     /// still sleeps. No message then waits for a sleeping CPU to wake: on a virtual
     /// machine that halts its idle CPUs this cut the added latency at 10k msgs/s from
-    /// about 200 to 80 µs (BENCHMARKS.md, `busylatency`). Needs `--runtime per-core`.
+    /// about 200 µs to 80–130 µs (BENCHMARKS.md, `busylatency`). Needs `--runtime per-core`.
     #[arg(long, env = "SLUICE_BUSY_POLLING", value_name = "always|WINDOW", num_args = 0..=1,
           require_equals = true, default_missing_value = "always")]
     busy_polling: Option<BusyPolling>,
