@@ -199,8 +199,9 @@ fn main() -> anyhow::Result<()> {
     });
     let mut builder = if args.runtime == "per-core" {
         let mut main = tokio::runtime::Builder::new_current_thread();
-        if args.busy_polling.is_some() {
-            // With one worker this runtime serves connections (see `Workers::per_core`).
+        if args.busy_polling.is_some() && threads <= 1 {
+            // With one worker this runtime serves connections (see `Workers::per_core`);
+            // with more, the workers' runtimes get the hook and this one sleeps.
             main.on_thread_park(busy::before_park);
         }
         main

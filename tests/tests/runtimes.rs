@@ -24,20 +24,9 @@ const WORKERS: usize = 3;
 /// The frontend's `maxconn`, and the tunnels opened to fill it.
 const MAXCONN: usize = 30;
 
-/// The names of the node's threads.
-fn thread_names(pid: u32) -> Vec<String> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|n| n.trim().to_string())
-        .collect()
-}
-
-/// The CPU time (user and system, in clock ticks) each of the node's threads whose name
-/// starts with `prefix` has used.
-fn cpu_ticks(pid: u32, prefix: &str) -> Vec<u64> {
+/// The node's threads: each one's name and the CPU time it has used (user and system,
+/// in clock ticks).
+fn threads(pid: u32) -> Vec<(String, u64)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -45,16 +34,41 @@ fn cpu_ticks(pid: u32, prefix: &str) -> Vec<u64> {
         .filter_map(|t| {
             let dir = t.ok()?.path();
             let name = std::fs::read_to_string(dir.join("comm")).ok()?;
-            if !name.trim().starts_with(prefix) {
-                return None;
-            }
             let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-            // Fields after the parenthesised name: state is the 3rd, utime the 14th and
-            // stime the 15th of the whole line.
+            // Fields after the parenthesised name: utime is the 14th and stime the 15th
+            // of the whole line.
             let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
+            let ticks = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+            Some((name.trim().to_string(), ticks))
         })
         .collect()
+}
+
+/// The names of the node's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    threads(pid).into_iter().map(|(name, _)| name).collect()
+}
+
+/// The CPU time each of the node's threads whose name starts with `prefix` has used.
+fn cpu_ticks(pid: u32, prefix: &str) -> Vec<u64> {
+    threads(pid)
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .map(|(_, ticks)| ticks)
+        .collect()
+}
+
+/// A node with two worker threads started with `--busy-polling<mode>`, and its pid once
+/// both workers run.
+async fn two_busy_workers(mode: &str) -> (Fixture, u32) {
+    let flag = format!("--busy-polling{mode}");
+    let f = Fixture::start_with(&["echo-1"], &[], &["--worker-threads", "2", &flag]).await;
+    let pid = f.dp.proc.pid();
+    eventually(WAIT, "the node's worker threads", || async {
+        (cpu_ticks(pid, "sluice-worker-").len() == 2).then_some(())
+    })
+    .await;
+    (f, pid)
 }
 
 /// Runs the whole case on a node started with `runtime` and `workers` worker threads
@@ -175,13 +189,7 @@ async fn the_shared_runtime_serves_the_same() {
 
 #[tokio::test]
 async fn busy_polling_workers_keep_running_between_events_and_serve_the_same() {
-    let f = Fixture::start_with(
-        &["echo-1"],
-        &[],
-        &["--worker-threads", "2", "--busy-polling"],
-    )
-    .await;
-    let pid = f.dp.proc.pid();
+    let (f, pid) = two_busy_workers("").await;
     // With no traffic at all, each worker thread keeps using CPU: a second of it each
     // (100 ticks), where a worker that sleeps between events uses next to none.
     eventually(WAIT, "each idle worker thread running", || async {
@@ -220,23 +228,13 @@ async fn busy_polling_workers_keep_running_between_events_and_serve_the_same() {
 
 #[tokio::test]
 async fn busy_polling_within_a_window_follows_traffic() {
-    let f = Fixture::start_with(
-        &["echo-1"],
-        &[],
-        &["--worker-threads", "2", "--busy-polling=3s"],
-    )
-    .await;
-    let pid = f.dp.proc.pid();
+    let (f, pid) = two_busy_workers("=3s").await;
     let server = f.backend("echo-1").addr;
     let configured = any_port("127.0.0.1");
     f.apply(&simple_config(configured, &[("echo", &[server])], "echo"))
         .await;
     let bind = f.bound(configured).await;
     let total = || cpu_ticks(pid, "sluice-worker-").iter().sum::<u64>();
-    eventually(WAIT, "the node's worker threads", || async {
-        (cpu_ticks(pid, "sluice-worker-").len() == 2).then_some(())
-    })
-    .await;
     // No traffic yet: the workers sleep. Watched over a second, as long as an idle
     // worker that polls would take to use most of one.
     let idle = total();

@@ -396,13 +396,7 @@ impl AclMatcher {
             }
             Sample::Bool(_) | Sample::Ip(_) => "",
         };
-        let eq = |a: &str, v: &str| {
-            if ci {
-                a.eq_ignore_ascii_case(v)
-            } else {
-                a == v
-            }
-        };
+        let eq = |a: &str, v: &str| same(a.as_bytes(), v.as_bytes(), ci);
         let t = text.as_bytes();
         match &self.matcher {
             Matcher::Found => true,

@@ -47,8 +47,9 @@ impl Workers {
     /// `nbthread 1`: the kernel then skips the reference counting of the file table that
     /// every system call on a socket pays in a multi-threaded process.
     ///
-    /// With `busy`, each runtime that serves connections polls as it says (`main` must
-    /// then have been built with [`busy::before_park`] as its park hook).
+    /// With `busy`, each runtime that serves connections polls as it says (with one
+    /// thread that is `main`, which must then have been built with [`busy::before_park`]
+    /// as its park hook).
     pub fn per_core(threads: usize, main: &Handle, busy: Option<BusyPolling>) -> io::Result<Self> {
         if threads <= 1 {
             if let Some(mode) = busy {
